@@ -1,0 +1,1 @@
+"""The physical backend: VISA instrument drivers, the controller-board client, the lab tile."""

@@ -1,0 +1,73 @@
+"""Read periphery of an analog matrix-vector product (DESIGN.md section 6, aihwkit 1.1.0).
+
+For each sample, with ``nm = max|x|`` (noise management ``abs-max``; 1 with ``none``) and a
+reduction factor ``red`` (1 to start)::
+
+    x_q = clip(rint(x / (nm red) / r_in) r_in, +-inp_bound)          DAC, r_in = 2 inp_bound inp_res
+    y   = W x_q + w_noise ||x_q|| xi + out_noise xi'                  array and read noise
+    y_q = rint(y / r_out) r_out                                       ADC, r_out = 2 out_bound out_res
+    output = clip(y_q, +-out_bound) * nm * red
+
+Bound management ``iterative``: while a sample's ``|y_q|`` exceeds ``out_bound``, it is repeated
+with fresh noise and ``red`` doubled, as long as ``red <= max_bm_factor`` and
+``red <= max_bm_res / r_in`` (so ``red`` is 1, 2, 4, 8 or 16 at the defaults). A sample of all
+zeros gives zeros. ``is_perfect`` skips all of it: ``y = W x``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import NDArray
+
+from hilctl.config import PeripheryConfig
+
+Array = NDArray[np.float64]
+
+
+def quantize(values: Array, step: float) -> Array:
+    """Round to the nearest multiple of ``step`` (half to even); no rounding when ``step`` is 0."""
+    return np.rint(values / step) * step if step > 0 else values
+
+
+def _converted(weights: NDArray[np.floating], x: Array, cfg: PeripheryConfig,
+               rng: np.random.Generator) -> Array:
+    """DAC, array and noise, then the ADC (not yet clipped), for inputs already scaled."""
+    r_in = 2 * cfg.inp_bound * cfg.inp_res
+    x_q = np.clip(quantize(x, r_in), -cfg.inp_bound, cfg.inp_bound)
+    y = x_q @ weights.T.astype(np.float64, copy=False)
+    if cfg.w_noise > 0:
+        norms = np.linalg.norm(x_q, axis=1, keepdims=True)
+        y += cfg.w_noise * norms * rng.standard_normal(y.shape)
+    if cfg.out_noise > 0:
+        y += cfg.out_noise * rng.standard_normal(y.shape)
+    return quantize(y, 2 * cfg.out_bound * cfg.out_res)
+
+
+def analog_mvm(weights: NDArray[np.floating], x: Array, cfg: PeripheryConfig,
+               rng: np.random.Generator) -> Array:
+    """``x`` (batch, in) through ``weights`` (out, in) and the periphery: (batch, out)."""
+    if cfg.is_perfect:
+        return x @ weights.T.astype(np.float64, copy=False)
+    if cfg.noise_management == "abs-max":
+        scale = np.abs(x).max(axis=1, keepdims=True)
+    else:
+        scale = np.ones((x.shape[0], 1))
+    live = scale[:, 0] > 0
+    scale[~live] = 1.0
+    y = _converted(weights, x / scale, cfg, rng)
+    if cfg.bound_management == "iterative":
+        r_in = 2 * cfg.inp_bound * cfg.inp_res
+        max_reduction = min(cfg.max_bm_factor, cfg.max_bm_res / r_in if r_in > 0 else np.inf)
+        reduction = np.ones_like(scale)
+        while True:
+            again = np.flatnonzero(
+                (np.abs(y) > cfg.out_bound).any(axis=1) & (reduction[:, 0] <= max_reduction)
+            )
+            if again.size == 0:
+                break
+            reduction[again] *= 2
+            y[again] = _converted(weights, x[again] / (scale[again] * reduction[again]), cfg, rng)
+        scale = scale * reduction
+    y = np.clip(y, -cfg.out_bound, cfg.out_bound) * scale
+    y[~live] = 0.0
+    return y

@@ -1,0 +1,174 @@
+"""The emulated crossbar tile: device physics + pulse trains + read periphery behind the HAL.
+
+The tile keeps each cell's *device weight* ``w`` (weight units, inside the cell's bounds). The
+weight a user sees is ``w`` itself, or ``w`` minus the cell's symmetric point when the tile is
+configured with ``reference = "symmetric-point"`` (a reference device programmed there, the
+zero-shifting of the paper's follow-up).
+
+Random streams are split from the one seed: device-to-device draws, write noise and pulse
+trains, and read noise each have their own, so the same seed gives the same numbers and reading
+a tile does not change what a later update draws.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from hilctl.config import TileConfig
+from hilctl.tile import (
+    Capabilities,
+    as_batch,
+    as_matrix,
+    as_pulse_counts,
+    require_learning_rate,
+)
+from sim.devices import DeviceModel, make_device
+from sim.periphery import analog_mvm
+from sim.pulse_engine import PulseWriter
+from sim.pulse_trains import coincidences
+
+Array = NDArray[np.float64]
+
+
+class EmulatedTile:
+    """A ``rows x cols`` tile of emulated devices implementing :class:`hilctl.tile.Tile`.
+
+    Args:
+        config: the validated tile configuration.
+        dtype: storage precision of the per-cell state. float32 (default) as aihwkit; float64
+            where accumulated rounding over very many single pulses must stay below 1e-7.
+        closed_form: apply ``n`` same-sign pulses in closed form where the device allows it
+            (see :mod:`sim.pulse_engine`); False applies every pulse one at a time.
+    """
+
+    capabilities = Capabilities(parallel_mvm=True, parallel_update=True, exact_read=True)
+
+    def __init__(
+        self,
+        config: TileConfig,
+        dtype: type[np.floating] = np.float32,
+        closed_form: bool = True,
+    ) -> None:
+        self.config = config
+        shape = (config.rows, config.cols)
+        device_seed, write_seed, read_seed = np.random.SeedSequence(config.seed).spawn(3)
+        state_dtype = np.float64 if config.update.mode == "ideal" else dtype
+        self.device: DeviceModel = make_device(
+            config.device, shape, np.random.default_rng(device_seed), state_dtype
+        )
+        self._write_rng = np.random.default_rng(write_seed)
+        self._writer = PulseWriter(self.device, self._write_rng, closed_form)
+        self._read_rng = np.random.default_rng(read_seed)
+        self._w = np.zeros(shape, dtype=state_dtype)
+        # aihwkit's backward pass uses the forward defaults with bound management off.
+        self._backward_periphery = config.periphery.model_copy(update={"bound_management": "none"})
+        self._reference: NDArray[np.floating] | None = None
+        if config.reference == "symmetric-point":
+            self._reference = self.device.symmetric_point().astype(state_dtype)
+            self._w[...] = self._reference
+
+    # -- geometry ----------------------------------------------------------------------------
+
+    @property
+    def rows(self) -> int:
+        return self.config.rows
+
+    @property
+    def cols(self) -> int:
+        return self.config.cols
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.config.rows, self.config.cols)
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def _visible(self) -> NDArray[np.floating]:
+        return self._w if self._reference is None else self._w - self._reference
+
+    def read_weights(self) -> Array:
+        """The weights as the tile exposes them (exact: the emulator has no read noise here)."""
+        return self._visible().astype(np.float64)
+
+    def device_weights(self) -> Array:
+        """The raw device weights ``w``, not shifted by a reference (for physics checks)."""
+        return self._w.astype(np.float64)
+
+    def symmetric_point(self) -> Array:
+        """Each cell's symmetric point, in device weight units."""
+        return self.device.symmetric_point().astype(np.float64)
+
+    def forward(self, x: ArrayLike) -> Array:
+        """``(batch, cols) -> (batch, rows)``: ``W x`` through the read periphery."""
+        batch = as_batch(x, self.cols, "x")
+        return analog_mvm(self._visible(), batch, self.config.periphery, self._read_rng)
+
+    def backward(self, d: ArrayLike) -> Array:
+        """``(batch, rows) -> (batch, cols)``: ``W^T d`` through the read periphery."""
+        batch = as_batch(d, self.rows, "d")
+        return analog_mvm(self._visible().T, batch, self._backward_periphery, self._read_rng)
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def program_weights(self, target: ArrayLike, tol: float = 0.0) -> Array:
+        """Set the weights to ``target``, clipped to each cell's bounds; returns what was reached.
+
+        The emulator writes exactly, so ``tol`` is met whenever ``target`` is inside the bounds.
+        """
+        values = as_matrix(target, self.shape, "target")
+        if self._reference is not None:
+            values = values + self._reference
+        b_min, b_max = self.device.bounds()
+        np.clip(values, b_min, b_max, out=self._w, casting="unsafe")
+        return self.read_weights()
+
+    def apply_pulses(self, counts: ArrayLike) -> None:
+        """Apply signed pulse counts per cell (+ up, - down)."""
+        self._writer.apply_signed(self._w, as_pulse_counts(counts, self.shape))
+
+    def update(self, x: ArrayLike, d: ArrayLike, lr: float) -> None:
+        """``W <- W - lr d x^T`` for each sample of the mini-batch, in the configured mode."""
+        xs = as_batch(x, self.cols, "x")
+        ds = as_batch(d, self.rows, "d")
+        if xs.shape[0] != ds.shape[0]:
+            raise ValueError(f"x and d must have the same batch size; got {xs.shape[0]} and "
+                             f"{ds.shape[0]}")
+        rate = require_learning_rate(lr)
+        mode = self.config.update.mode
+        if mode == "ideal":
+            self._w -= rate * (ds.T @ xs)
+        elif mode == "expected":
+            for x_s, d_s in zip(xs, ds, strict=True):
+                self._expected_step(-rate * np.outer(d_s, x_s))
+        elif self.config.update.aggregate_batch:
+            self._pulsed_step(xs, ds, rate)
+        else:
+            for i in range(xs.shape[0]):
+                self._pulsed_step(xs[i : i + 1], ds[i : i + 1], rate)
+
+    def _pulsed_step(self, xs: Array, ds: Array, lr: float) -> None:
+        trains = coincidences(
+            xs, ds, lr, self.device.granularity(), self.config.update, self._write_rng
+        )
+        if trains is None:
+            return
+        # Up before down or the other way round, at random: no systematic order bias.
+        directions = [(up, partial(trains.block, up)) for up in (True, False)]
+        if self._write_rng.random() < 0.5:
+            directions.reverse()
+        self._writer.apply(self._w, directions)
+
+    def _expected_step(self, delta: Array) -> None:
+        """The paper's discrete-time model: ``w + dW F(w) - |dW| G(w)``, clipped to the bounds.
+
+        With the per-cell responses ``r = step / dw_min`` this is ``dW r_up(w)`` for ``dW > 0``
+        and ``dW r_down(w)`` for ``dW < 0``: the mean of the pulsed update, without granularity.
+        """
+        w = self._w
+        dw_min = self.device.granularity()
+        response = np.where(delta > 0, self.device.step_up(w), self.device.step_down(w))
+        b_min, b_max = self.device.bounds()
+        np.clip(w + delta * response / dw_min, b_min, b_max, out=w, casting="unsafe")
