@@ -39,7 +39,7 @@ from hilctl.errors import ConfigError, HilctlError
 PROG = "hilctl"
 
 #: Modules that each add one subcommand (see the module docstring). Add new commands here.
-COMMAND_MODULES: tuple[str, ...] = ("hilctl.characterize",)
+COMMAND_MODULES: tuple[str, ...] = ("hilctl.characterize", "hilctl.runs_cli")
 
 #: Sections that ``--set SECTION.KEY=VALUE`` accepts.
 SET_SECTIONS: tuple[str, ...] = ("device", "update", "periphery")

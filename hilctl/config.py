@@ -262,7 +262,8 @@ _SECTIONS: dict[str, type[BaseModel]] = {"update": UpdateConfig, "periphery": Pe
 
 
 def _allowed(model: type[BaseModel]) -> str:
-    return ", ".join(sorted(k for k in model.model_fields if k != "model"))
+    names = (f.alias or k for k, f in model.model_fields.items())
+    return ", ".join(sorted(k for k in names if k not in ("model", "name")))
 
 
 def validation_message(prefix: str, exc: ValidationError) -> str:
@@ -277,8 +278,10 @@ def validation_message(prefix: str, exc: ValidationError) -> str:
     return "; ".join(lines)
 
 
-def _build(prefix: str, model: type[BaseModel], values: Mapping[str, Any]) -> BaseModel:
-    unknown = sorted(set(values) - set(model.model_fields))
+def build_section(prefix: str, model: type[BaseModel], values: Mapping[str, Any]) -> BaseModel:
+    """``model`` validated from ``values``; ``ConfigError`` names ``prefix.key`` and the allowed keys."""
+    known = set(model.model_fields) | {f.alias for f in model.model_fields.values() if f.alias}
+    unknown = sorted(set(values) - known)
     if unknown:
         raise ConfigError(
             f"{prefix}.{unknown[0]}: unknown key; valid keys are: {_allowed(model)}"
@@ -297,7 +300,7 @@ def device_config(model: str, /, **values: Any) -> PulsedDeviceConfig:
         )
     if "model" in values:
         raise ConfigError("device.model: choose the model with --device, not as a device key")
-    built = _build("device", DEVICE_CONFIGS[model], {**values, "model": model})
+    built = build_section("device", DEVICE_CONFIGS[model], {**values, "model": model})
     assert isinstance(built, PulsedDeviceConfig)
     return built
 
@@ -306,7 +309,7 @@ def section_config(section: str, **values: Any) -> BaseModel:
     """The validated ``update`` or ``periphery`` config with ``values`` over the defaults."""
     if section not in _SECTIONS:
         raise ConfigError(f"unknown section {section!r}; allowed: {', '.join(_SECTIONS)}")
-    return _build(section, _SECTIONS[section], values)
+    return build_section(section, _SECTIONS[section], values)
 
 
 def parse_value(text: str) -> Any:

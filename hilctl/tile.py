@@ -98,6 +98,10 @@ def as_matrix(values: ArrayLike, shape: tuple[int, int], name: str) -> NDArray[n
     return array
 
 
+#: Most pulses one ``apply_pulses`` may ask of a cell (far beyond any device's range).
+MAX_PULSES = 1 << 31
+
+
 def as_pulse_counts(values: ArrayLike, shape: tuple[int, int]) -> NDArray[np.int64]:
     """Signed integer pulse counts of exactly ``shape``; raises ``ValueError`` otherwise."""
     array = np.asarray(values)
@@ -109,6 +113,8 @@ def as_pulse_counts(values: ArrayLike, shape: tuple[int, int]) -> NDArray[np.int
             raise ValueError("counts must be whole numbers of pulses")
     elif array.dtype.kind not in "iub":
         raise ValueError(f"counts must be integers; got dtype {array.dtype}")
+    if array.size and np.abs(array.astype(np.float64)).max() > MAX_PULSES:
+        raise ValueError(f"counts must be at most {MAX_PULSES:,} pulses per cell in magnitude")
     return array.astype(np.int64)
 
 

@@ -45,19 +45,21 @@ from sim.noise import standard_normal
 
 #: Cells per block of the closed form: 128 KiB of float32, a comfortable fit in L2.
 BLOCK_CELLS = 1 << 15
-#: The variance growth ``(1 + u)**n - 1`` is taken as ``n u`` where its relative error
-#: ``(n - 1) u / 2`` is below this, and computed exactly in the other cells: those listed as
-#: ``wide`` (``u > _WIDE_NOISE``, a fraction of a percent at aihwkit's defaults) while no cell
-#: takes more than ``1 + 2 * _SERIES_TOLERANCE / _WIDE_NOISE`` pulses, else every cell that needs it.
-_SERIES_TOLERANCE = 1e-4
-_WIDE_NOISE = 1e-5
 #: Floor of ``g = 1 + beta``: a cell whose single step overshoots its fixed point lands on it.
 _MIN_GROWTH = 1e-6
+#: Regular cells have ``|log g| <= _STEEP`` and ``u <= _WIDE``. While no cell takes more than
+#: ``_FAST_COUNT`` pulses, their ``e - 1 = expm1(n log g)`` is the cubic series (relative error
+#: below ``(n |log g|)**3 / 24 <= 5e-6``) and their variance growth ``(1 + u)**n - 1`` is ``n u``
+#: (relative error ``(n - 1) u / 2 <= 5e-5``); the few irregular cells (bounds near zero) and,
+#: beyond ``_FAST_COUNT`` pulses, every cell outside those limits get the exact functions. A
+#: float64 tile (chosen for exactness) uses the exact functions everywhere.
+_STEEP = 5e-3
+_WIDE = 1e-5
+_FAST_COUNT = 10
 
 #: Counts (whole numbers >= 0, any numeric dtype) of the rows ``start:stop``: ``(start, stop)``.
 BlockCounts = Callable[[int, int], NDArray[np.number]]
 Direction = tuple[bool, BlockCounts]  # (up, counts of a block of rows)
-_NONE = np.zeros(0, dtype=np.intp)
 
 
 def dense_counts(counts: NDArray[np.number]) -> BlockCounts:
@@ -65,37 +67,42 @@ def dense_counts(counts: NDArray[np.number]) -> BlockCounts:
     return lambda start, stop: counts[start:stop]
 
 
-@dataclass(frozen=True)
+@dataclass
 class AffineForm:
     """Per-cell constants (tile shape) of ``n`` same-sign pulses of an affine device.
 
     ``contracting``: ``fixed`` (f), ``log_growth`` (log g) and ``noise`` (u for multiplicative
     noise, ``(s alpha)**2 / (g**2 - 1)`` for additive). ``drift``: ``step`` (alpha) and ``noise``
-    (``(s alpha)**2``). ``wide``: sorted flat indices of the cells with ``noise > _WIDE_NOISE``.
+    (``(s alpha)**2``). ``crosses``: some cell's mean can pass its bound (its fixed point lies
+    beyond it), so a chained direction must start from the clipped mean. ``irregular``: sorted
+    flat indices of the cells outside the series limits (see ``_STEEP``).
     """
 
     contracting: bool
     multiplicative: bool
+    crosses: bool
     fixed: Array | None
     log_growth: Array | None
     step: Array | None
     noise: Array
-    wide: NDArray[np.intp]
-    wide_by_block: dict[tuple[int, int], NDArray[np.intp]] = field(default_factory=dict)
+    irregular: NDArray[np.intp]
+    _by_block: dict[tuple[int, int], NDArray[np.intp]] = field(default_factory=dict)
 
-    def exact_growth_cells(self, block: slice, n: Array) -> NDArray[np.intp]:
-        """Flat indices within ``block`` (rows) whose variance growth must be exact."""
-        most = float(n.max(initial=0))
-        if most <= 1:
-            return _NONE
-        if (most - 1) * _WIDE_NOISE > 2 * _SERIES_TOLERANCE:
-            return np.flatnonzero(self.noise[block] > 2 * _SERIES_TOLERANCE / (most - 1))
+    def exact_cells(self, block: slice, n: Array, x: Array) -> NDArray[np.intp]:
+        """Flat indices in ``block`` that need the exact functions (all of them in float64)."""
+        if n.dtype == np.float64:
+            return np.arange(n.size)
+        if float(n.max(initial=0)) > _FAST_COUNT:
+            flagged = x < -10 * _STEEP  # beyond the series' accuracy at _FAST_COUNT pulses
+            if self.multiplicative:
+                flagged |= (n - 1) * self.noise[block] > _FAST_COUNT * _WIDE
+            return np.flatnonzero(flagged)
         key = (block.start, block.stop)
-        if key not in self.wide_by_block:
+        if key not in self._by_block:
             cols = n.shape[1]
-            lo, hi = np.searchsorted(self.wide, (block.start * cols, block.stop * cols))
-            self.wide_by_block[key] = self.wide[lo:hi] - block.start * cols
-        return self.wide_by_block[key]
+            lo, hi = np.searchsorted(self.irregular, (block.start * cols, block.stop * cols))
+            self._by_block[key] = self.irregular[lo:hi] - block.start * cols
+        return self._by_block[key]
 
 
 def affine_form(device: DeviceModel, up: bool) -> AffineForm | None:
@@ -105,20 +112,28 @@ def affine_form(device: DeviceModel, up: bool) -> AffineForm | None:
     alpha, beta = device.affine_increments(up)
     alpha = np.broadcast_to(alpha, beta.shape)
     sigma = device.config.dw_min_std
+    none = np.zeros(0, dtype=np.intp)
     if not beta.any():
         noise = (sigma * alpha) ** 2
-        return AffineForm(False, device.mult_noise, None, None, alpha, noise, _NONE)
+        return AffineForm(False, device.mult_noise, True, None, None, alpha, noise, none)
     if not beta.all():
         return None  # some cells drift, some contract: apply pulse by pulse
     overshoots = 1 + beta < _MIN_GROWTH  # one pulse lands on the fixed point: no spread left
-    growth = np.where(overshoots, _MIN_GROWTH, 1 + beta).astype(beta.dtype)
+    growth = np.where(overshoots, _MIN_GROWTH, 1 + beta.astype(np.float64))
     if device.mult_noise:
         noise = (beta * sigma / growth) ** 2
     else:
         noise = (sigma * alpha) ** 2 / (growth**2 - 1)
     noise[overshoots] = 0
-    wide = np.flatnonzero(noise > _WIDE_NOISE) if device.mult_noise else _NONE
-    return AffineForm(True, device.mult_noise, -alpha / beta, np.log(growth), None, noise, wide)
+    log_growth = np.log(growth)  # float64 first: log(1 + beta) keeps beta's precision
+    fixed = -alpha / beta
+    b_min, b_max = device.bounds()
+    bound = b_max if up else b_min
+    crosses = bool(np.any(np.abs(fixed) > np.abs(bound) * (1 + 1e-5)))
+    irregular = np.flatnonzero((np.abs(log_growth) > _STEEP) | (noise > _WIDE))
+    dtype = beta.dtype
+    return AffineForm(True, device.mult_noise, crosses, fixed, log_growth.astype(dtype), None,
+                      noise.astype(dtype), irregular)
 
 
 class PulseWriter:
@@ -201,6 +216,8 @@ class PulseWriter:
             work = scratch.view(block.stop - block.start)
             mean: Array = weights[block]
             for index, (form, block_counts) in enumerate(zip(forms, counts, strict=True)):
+                if index and forms[index - 1].crosses:  # start from the clipped mean
+                    _clip_between(work, b_min[block], b_max[block])
                 n = np.asarray(block_counts(block.start, block.stop), dtype=dtype)
                 _propagate(form, block, mean, n, work, first=index == 0)
                 mean = work.mean
@@ -209,6 +226,13 @@ class PulseWriter:
             work.mean += work.variance
             np.minimum(work.mean, b_max[block], out=work.mean)
             np.maximum(work.mean, b_min[block], out=weights[block])
+
+
+def _clip_between(work: _Work, low: Array, high: Array) -> None:
+    """Clip the running mean to the bounds; a clipped cell sits at its bound with no spread."""
+    clipped = np.clip(work.mean, low, high)
+    work.variance[clipped != work.mean] = 0
+    work.mean[...] = clipped
 
 
 @dataclass
@@ -231,6 +255,16 @@ class _Scratch:
         return _Work(*(a[:rows] for a in self._arrays))
 
 
+def _expm1_cubic(x: Array) -> Array:
+    """``x (1 + x (1/2 + x/6))``: ``expm1(x)`` to a relative ``x**3 / 24``, a new array."""
+    series = x * (1 / 6)
+    series += 0.5
+    series *= x
+    series += 1
+    series *= x
+    return series
+
+
 def _propagate(form: AffineForm, block: slice, mean: Array, n: Array, work: _Work,
                first: bool) -> None:
     """Take ``work.mean``/``work.variance`` through ``n`` more pulses of ``form``.
@@ -244,37 +278,36 @@ def _propagate(form: AffineForm, block: slice, mean: Array, n: Array, work: _Wor
         np.multiply(n, form.noise[block], out=growth)  # n (s alpha)**2
         n *= form.step[block]
         np.add(mean, n, out=work.mean)
-        if first:
-            work.variance[...] = growth
-        else:
-            work.variance += growth
-        return
-    assert form.fixed is not None and form.log_growth is not None
-    fixed = form.fixed[block]
-    noise = form.noise[block]
-    if form.multiplicative:
-        np.multiply(n, noise, out=growth)  # (1 + u)**n - 1 for small n u; exact where it matters
-        exact = form.exact_growth_cells(block, n)
-        if exact.size:
-            flat_n, flat_noise = n.reshape(-1)[exact], noise.reshape(-1)[exact]
-            growth.reshape(-1)[exact] = np.expm1(flat_n * np.log1p(flat_noise))
-    e = n
-    e *= form.log_growth[block]
-    np.exp(e, out=e)  # g**n
-    distance = work.distance
-    np.subtract(mean, fixed, out=distance)
-    distance *= e  # e (w0 - f): the new distance to the fixed point
-    if form.multiplicative:
-        growth *= distance
-        growth *= distance  # variance added: (e (w0 - f))**2 ((1 + u)**n - 1)
     else:
-        np.multiply(e, e, out=growth)
-        growth -= 1
-        growth *= noise  # variance added: (s alpha)**2 (e**2 - 1) / (g**2 - 1)
+        assert form.fixed is not None and form.log_growth is not None
+        noise = form.noise[block]
+        x = n * form.log_growth[block]
+        em1 = _expm1_cubic(x)  # e - 1, e = g**n
+        if form.multiplicative:
+            np.multiply(n, noise, out=growth)  # (1 + u)**n - 1 for small n u
+        exact = form.exact_cells(block, n, x)
+        if exact.size:
+            em1.reshape(-1)[exact] = np.expm1(x.reshape(-1)[exact])
+            if form.multiplicative:
+                n_exact = n.reshape(-1)[exact]
+                noise_exact = noise.reshape(-1)[exact].astype(np.float64)
+                growth.reshape(-1)[exact] = np.expm1(n_exact * np.log1p(noise_exact))
+        distance = work.distance
+        np.subtract(mean, form.fixed[block], out=distance)
+        delta = distance * em1  # the mean's change, precise even when tiny
+        np.add(mean, delta, out=work.mean)
+        distance += delta  # e (w0 - f): the new distance to the fixed point
+        if form.multiplicative:
+            growth *= distance
+            growth *= distance  # variance added: (e (w0 - f))**2 ((1 + u)**n - 1)
+        else:
+            np.multiply(em1, em1 + 2, out=growth)  # e**2 - 1
+            growth *= noise  # variance added: (s alpha)**2 (e**2 - 1) / (g**2 - 1)
+        if not first:
+            em1 += 1
+            work.variance *= em1
+            work.variance *= em1
     if first:
         work.variance[...] = growth
     else:
-        work.variance *= e
-        work.variance *= e
         work.variance += growth
-    np.add(distance, fixed, out=work.mean)

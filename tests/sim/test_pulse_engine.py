@@ -13,7 +13,12 @@ import pytest
 from sim_helpers import assert_mean_close, assert_same_distribution, tile
 
 from sim.devices import make_device
-from sim.pulse_engine import PulseWriter, dense_counts
+from sim.pulse_engine import PulseWriter
+
+
+def dense_counts(counts: np.ndarray):
+    """``counts`` (tile shape) as the block callback PulseWriter.apply takes."""
+    return lambda start, stop: counts[start:stop]
 
 SHAPE = (100, 200)  # 20k cells: SE of a mean is std / 141
 DW = 0.005
@@ -128,3 +133,44 @@ def test_300_single_pulses_float32_pulse_by_pulse() -> None:
     for _ in range(N_PULSES):
         t.apply_pulses(one)
     np.testing.assert_allclose(t.device_weights(), TARGET, rtol=0, atol=1e-6)
+
+
+# -- chained directions that hit a bound -----------------------------------------------------
+
+
+@pytest.mark.parametrize("model", ["constant-step", "linear-step"])
+def test_chained_directions_clip_in_between(model: str) -> None:
+    """No noise, w0 = 0.5, b_max = 0.6, dw 0.01: 30 ups then 30 downs. Pulse by pulse the ups
+    stop at 0.6 and the downs end at 0.3 (constant step); the closed form must agree."""
+    extra = {"gamma_up": 0.5, "gamma_down": 0.5} if model == "linear-step" else {}
+    cfg = tile(model, 1, 1, exact=True, dw_min=0.01, **extra).config.device
+    results = []
+    for closed_form in (True, False):
+        dev = make_device(cfg, (2, 2), np.random.default_rng(0), np.float64)
+        weights = np.full((2, 2), 0.5)
+        PulseWriter(dev, np.random.default_rng(1), closed_form).apply(
+            weights, [(True, dense_counts(np.full((2, 2), 30))),
+                      (False, dense_counts(np.full((2, 2), 30)))])
+        results.append(weights)
+    np.testing.assert_allclose(results[0], results[1], rtol=0, atol=1e-12)
+
+
+def test_aggregated_update_near_a_bound_matches_pulse_by_pulse() -> None:
+    """Through EmulatedTile.update: a batch of two samples whose pulse counts are certain (lr 0.3,
+    dw 0.01, |x| = |d| = 1: k = 30 = BL, every slot fires) gives each cell 30 ups and 30 downs,
+    applied up-first or down-first at random per update. With no noise, from w0 = 0.5 and
+    b_max = 0.6, pulse by pulse gives 0.3 (ups stop at the bound) or 0.5 (downs first): both the
+    closed form and the pulse-by-pulse tile must land on exactly one of these, every time, and
+    eight updates must see both orders (probability 1 - 2 * 2**-8 per tile)."""
+    x = np.ones((2, 3))
+    d = np.array([[-1.0, -1.0], [1.0, 1.0]])  # sample 0: up, sample 1: down
+    for closed_form in (True, False):
+        t = tile("constant-step", 2, 3, exact=True, dw_min=0.01, closed_form=closed_form, seed=2)
+        seen = set()
+        for _ in range(8):
+            t.program_weights(np.full((2, 3), 0.5))
+            t.update(x, d, 0.3)
+            w = t.read_weights()
+            assert np.allclose(w, 0.3, atol=1e-12) or np.allclose(w, 0.5, atol=1e-12), w
+            seen.add(round(float(w[0, 0]), 6))
+        assert seen == {0.3, 0.5}

@@ -1,0 +1,211 @@
+"""Validated configuration of a training run: task, algorithm and the tiles they run on.
+
+A run is resolved from, in order of precedence (later wins): the defaults, a TOML file
+(sections ``[task]``, ``[algorithm]``, ``[device]``, ``[update]``, ``[periphery]``, ``[tile]``
+and a top-level ``seed``), the command-line choices (``--task``, ``--algorithm``, ``--device``,
+``--seed``) and ``--set section.key=value`` overrides. Every section forbids unknown keys, and
+an error names ``section.key`` and the keys that are allowed.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from hilctl.config import (
+    DEVICE_CONFIGS,
+    DeviceConfig,
+    PeripheryConfig,
+    UpdateConfig,
+    build_section,
+    device_config,
+    validation_message,
+)
+from hilctl.errors import ConfigError
+
+_STRICT = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, populate_by_name=True)
+
+
+# -- algorithms ---------------------------------------------------------------------------------
+
+
+class DigitalSgdConfig(BaseModel):
+    """Floating-point SGD: the reference."""
+
+    model_config = _STRICT
+    name: Literal["digital-sgd"] = "digital-sgd"
+
+
+class AnalogSgdConfig(BaseModel):
+    """Plain SGD written onto one tile by pulsed outer-product updates."""
+
+    model_config = _STRICT
+    name: Literal["analog-sgd"] = "analog-sgd"
+
+
+class TikiTakaConfig(BaseModel):
+    """Tiki-Taka v1 (aihwkit ``TransferCompound``): fast tile A, slow tile C, ``W = gamma A + C``.
+
+    Gradients go to A at the absolute rate ``fast_lr``; every ``transfer_every`` updates,
+    ``n_reads_per_transfer`` columns of A are read (cyclically, one-hot forward) and written
+    onto C at ``transfer_lr * lr``. ``n_reads_per_transfer`` equal to the columns is the
+    full-matrix transfer of the paper's analysis.
+    """
+
+    model_config = _STRICT
+    name: Literal["tiki-taka"] = "tiki-taka"
+    gamma: float = Field(0.0, ge=0, description="weight of the fast tile in W = gamma A + C")
+    fast_lr: float = Field(0.1, gt=0, description="learning rate of the fast tile (absolute)")
+    transfer_lr: float = Field(1.0, ge=0, description="transfer rate, times the SGD lr")
+    transfer_every: int = Field(1, ge=1, description="updates (mini-batches) between transfers")
+    n_reads_per_transfer: int = Field(1, ge=1, description="columns of A moved per transfer")
+
+
+AlgorithmConfig = Annotated[
+    DigitalSgdConfig | AnalogSgdConfig | TikiTakaConfig, Field(discriminator="name")
+]
+ALGORITHMS: dict[str, type[BaseModel]] = {
+    "digital-sgd": DigitalSgdConfig,
+    "analog-sgd": AnalogSgdConfig,
+    "tiki-taka": TikiTakaConfig,
+}
+
+
+# -- tasks --------------------------------------------------------------------------------------
+
+
+class LeastSquaresConfig(BaseModel):
+    """Streaming linear regression ``y = W* x + eps`` with ``x ~ N(0, I)``, batch 1.
+
+    ``W*`` (out x in) is drawn ``N(0, w_star_std^2)`` and clipped to ``+-0.9 tau`` when the
+    device has bounds ``+-tau``. The loss is ``0.5 ||W x - y||^2``; ``rel_err`` is
+    ``||W - W*||_F^2 / ||W*||_F^2`` averaged over the last ``eval_window`` steps.
+    """
+
+    model_config = _STRICT
+    name: Literal["least-squares"] = "least-squares"
+    out: int = Field(8, ge=1, le=4096, description="outputs (rows of W)")
+    in_: int = Field(16, ge=1, le=4096, alias="in", description="inputs (columns of W)")
+    steps: int = Field(4000, ge=1, description="samples, one update each")
+    lr: float = Field(0.02, gt=0, description="SGD learning rate")
+    sigma: float = Field(0.1, ge=0, description="std of the label noise eps")
+    w_star_std: float = Field(0.3, gt=0, description="std of the entries of W*")
+    eval_window: int = Field(500, ge=1, description="steps the final rel_err averages over")
+    log_every: int = Field(50, ge=1, description="steps per recorded history point")
+
+
+class MnistFcnConfig(BaseModel):
+    """A 784-256-128-10 sigmoid network on MNIST, softmax cross-entropy, every layer analog."""
+
+    model_config = _STRICT
+    name: Literal["mnist-fcn"] = "mnist-fcn"
+    epochs: int = Field(10, ge=1)
+    batch: int = Field(10, ge=1)
+    lr: float = Field(0.05, gt=0)
+    hidden: list[int] = Field(default_factory=lambda: [256, 128], min_length=1)
+    lr_step_epochs: int | None = Field(None, ge=1, description="StepLR: decay lr every N epochs")
+    lr_step_gamma: float = Field(0.1, gt=0, description="StepLR decay factor")
+    data_dir: str | None = Field(None, description="folder with the MNIST IDX files")
+    limit_train: int | None = Field(None, ge=1, description="use only the first N training images")
+
+
+TaskConfig = Annotated[LeastSquaresConfig | MnistFcnConfig, Field(discriminator="name")]
+TASKS: dict[str, type[BaseModel]] = {
+    "least-squares": LeastSquaresConfig,
+    "mnist-fcn": MnistFcnConfig,
+}
+
+
+class TileSection(BaseModel):
+    """Options of every tile a run opens."""
+
+    model_config = _STRICT
+    reference: Literal["none", "symmetric-point"] = "none"
+
+
+class TrainConfig(BaseModel):
+    """One training run, resolved and validated."""
+
+    model_config = _STRICT
+    task: TaskConfig = Field(default_factory=LeastSquaresConfig)
+    algorithm: AlgorithmConfig = Field(default_factory=AnalogSgdConfig)
+    device: DeviceConfig = Field(default_factory=lambda: device_config("soft-bounds"))
+    update: UpdateConfig = Field(default_factory=UpdateConfig)
+    periphery: PeripheryConfig = Field(default_factory=PeripheryConfig)
+    tile: TileSection = Field(default_factory=TileSection)
+    seed: int = Field(0, ge=0)
+
+    def summary(self) -> str:
+        """``task / algorithm / device`` in a few words, for tables and run lists."""
+        return f"{self.task.name} / {self.algorithm.name} / {self.device.model}"
+
+
+SECTIONS = ("task", "algorithm", "device", "update", "periphery", "tile")
+
+
+def _choose(kind: str, name: str, table: Mapping[str, Any]) -> str:
+    if name not in table:
+        raise ConfigError(f"{kind}: unknown {kind} {name!r}; allowed: {', '.join(table)}")
+    return name
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    """The sections of a TOML config file; ``ConfigError`` names the file if it cannot be read."""
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"--config: no such file: {path}") from None
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"--config {path}: {exc}") from None
+    unknown = sorted(set(data) - {*SECTIONS, "seed"})
+    if unknown:
+        raise ConfigError(f"--config {path}: unknown section {unknown[0]!r}; allowed: "
+                          f"{', '.join(SECTIONS)} and seed")
+    return data
+
+
+def resolve_train_config(
+    *,
+    file_values: Mapping[str, Any] | None = None,
+    task: str | None = None,
+    algorithm: str | None = None,
+    device: str | None = None,
+    seed: int | None = None,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+) -> TrainConfig:
+    """Merge defaults, a config file, command-line choices and ``--set`` overrides, validated."""
+    base = {k: dict(v) if isinstance(v, Mapping) else v for k, v in (file_values or {}).items()}
+    sections: dict[str, dict[str, Any]] = {s: dict(base.get(s, {})) for s in SECTIONS}
+    for section, values in (overrides or {}).items():
+        sections[section].update(values)
+    task_name = _choose("task", task or sections["task"].pop("name", "least-squares"), TASKS)
+    algo_name = _choose("algorithm", algorithm or sections["algorithm"].pop("name", "analog-sgd"),
+                        ALGORITHMS)
+    model = _choose("device.model", device or sections["device"].pop("model", "soft-bounds"),
+                    DEVICE_CONFIGS)
+    for section, key in (("task", "name"), ("algorithm", "name"), ("device", "model")):
+        sections[section].pop(key, None)
+    parts = {
+        "task": build_section("task", TASKS[task_name], {**sections["task"], "name": task_name}),
+        "algorithm": build_section("algorithm", ALGORITHMS[algo_name],
+                                   {**sections["algorithm"], "name": algo_name}),
+        "device": device_config(model, **sections["device"]),
+        "update": build_section("update", UpdateConfig, sections["update"]),
+        "periphery": build_section("periphery", PeripheryConfig, sections["periphery"]),
+        "tile": build_section("tile", TileSection, sections["tile"]),
+    }
+    chosen_seed = seed if seed is not None else base.get("seed", 0)
+    try:
+        return TrainConfig(seed=chosen_seed, **parts)
+    except ValidationError as exc:
+        raise ConfigError(validation_message("", exc)) from None
+
+
+def device_bound(config: TrainConfig) -> float:
+    """The smaller of the mean bounds ``w_max`` and ``-w_min``: the ``tau`` of the device."""
+    return min(config.device.w_max, -config.device.w_min)
