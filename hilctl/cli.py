@@ -39,7 +39,11 @@ from hilctl.errors import ConfigError, HilctlError
 PROG = "hilctl"
 
 #: Modules that each add one subcommand (see the module docstring). Add new commands here.
-COMMAND_MODULES: tuple[str, ...] = ("hilctl.characterize", "hilctl.runs_cli")
+COMMAND_MODULES: tuple[str, ...] = (
+    "hilctl.train_cli",
+    "hilctl.characterize",
+    "hilctl.runs_cli",
+)
 
 #: Sections that ``--set SECTION.KEY=VALUE`` accepts.
 SET_SECTIONS: tuple[str, ...] = ("device", "update", "periphery")

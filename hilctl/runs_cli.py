@@ -70,8 +70,8 @@ def register(subparsers: Any) -> None:
                           "panel per metric (log-scale y where the values span more than two "
                           "decades). Needs matplotlib: pip install 'hilctl[plot]'.")
     plot.add_argument("run_id", metavar="ID", help="run id or a unique prefix of it")
-    plot.add_argument("--metric", action="extend", nargs="+", default=[], metavar="NAME",
-                      help="metric(s) to plot; repeatable (default: every metric)")
+    plot.add_argument("--metric", action="append", default=[], metavar="NAME",
+                      help="a metric to plot; repeat for several (default: every metric)")
     plot.add_argument("--out", type=Path, metavar="FILE.png",
                       help="the PNG file to write (default: <run id>.png in this directory)")
     _add_store(plot)

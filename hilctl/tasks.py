@@ -1,0 +1,133 @@
+"""The training tasks: streaming least squares and the MNIST fully connected network.
+
+A task builds its model from weight arrays (``make_weights(rows, cols)``, which hides the
+algorithm and the backend), trains it, reports metrics as it goes and returns the final figures
+and the history. Each task draws its data from its own random stream of the run's seed, so the
+same seed gives every algorithm the same problem and the same samples.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from hilctl.algorithms import WeightArray
+from hilctl.datasets import load_mnist
+from hilctl.nn import Dense, Network, softmax_cross_entropy
+from hilctl.train_config import LeastSquaresConfig, MnistFcnConfig
+
+WeightFactory = Callable[[int, int], WeightArray]
+
+#: Random streams of a run, each ``default_rng([seed, stream])``.
+_PROBLEM, _SAMPLES, _INIT, _SHUFFLE = 1, 2, 3, 4
+
+
+class Reporter(Protocol):
+    """Where a task sends its progress and metrics."""
+
+    def progress(self, done: int, total: int) -> None: ...
+
+    def metrics(self, step: int, values: dict[str, float]) -> None: ...
+
+
+@dataclass
+class TaskResult:
+    """The final figures and the recorded history (one list per metric, plus ``step``)."""
+
+    final: dict[str, float]
+    history: dict[str, list[float]] = field(default_factory=dict)
+
+    def record(self, step: int, values: dict[str, float]) -> None:
+        self.history.setdefault("step", []).append(step)
+        for name, value in values.items():
+            self.history.setdefault(name, []).append(value)
+
+
+def least_squares(cfg: LeastSquaresConfig, seed: int, bound: float, make_weights: WeightFactory,
+                  report: Reporter) -> TaskResult:
+    """Train ``W`` on ``y = W* x + eps`` one sample per step from ``W = 0``.
+
+    ``bound`` is the device's ``tau``; ``W*`` is clipped to ``+-0.9 tau`` so it is reachable.
+    """
+    problem = np.random.default_rng([seed, _PROBLEM])
+    w_star = problem.normal(0, cfg.w_star_std, (cfg.out, cfg.in_))
+    if np.isfinite(bound):
+        w_star = np.clip(w_star, -0.9 * bound, 0.9 * bound)
+    star_norm = float(np.sum(w_star**2))
+    weights = make_weights(cfg.out, cfg.in_)
+    weights.program_weights(np.zeros((cfg.out, cfg.in_)))
+    samples = np.random.default_rng([seed, _SAMPLES])
+    result = TaskResult(final={})
+    window_losses, window_errors, tail = [], [], []
+    for step in range(1, cfg.steps + 1):
+        x = samples.standard_normal((1, cfg.in_))
+        y = x @ w_star.T + cfg.sigma * samples.standard_normal((1, cfg.out))
+        error = weights.forward(x) - y
+        weights.update(x, error, cfg.lr)
+        rel_err = float(np.sum((weights.read_weights() - w_star) ** 2)) / star_norm
+        window_losses.append(0.5 * float(np.sum(error**2)))
+        window_errors.append(rel_err)
+        if step > cfg.steps - cfg.eval_window:
+            tail.append(rel_err)
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            values = {"loss": float(np.mean(window_losses)), "rel_err": float(np.mean(window_errors))}
+            result.record(step, values)
+            report.metrics(step, values)
+            window_losses, window_errors = [], []
+        report.progress(step, cfg.steps)
+    result.final = {"rel_err": float(np.mean(tail)), "loss": result.history["loss"][-1]}
+    return result
+
+
+def _accuracy(net: Network, images: np.ndarray, labels: np.ndarray, chunk: int = 500) -> float:
+    correct = 0
+    for start in range(0, labels.size, chunk):
+        logits = net.forward(images[start:start + chunk].astype(np.float64))
+        correct += int(np.sum(np.argmax(logits, axis=1) == labels[start:start + chunk]))
+    return correct / labels.size
+
+
+def mnist_fcn(cfg: MnistFcnConfig, seed: int, make_weights: WeightFactory,
+              report: Reporter) -> TaskResult:
+    """Train a sigmoid network ``784-hidden...-10`` with softmax cross-entropy, SGD in batches."""
+    data = load_mnist(cfg.data_dir)
+    train_x, train_y = data.train_x, data.train_y
+    if cfg.limit_train is not None:
+        train_x, train_y = train_x[:cfg.limit_train], train_y[:cfg.limit_train]
+    sizes = [train_x.shape[1], *cfg.hidden, 10]
+    layers = [Dense(make_weights(n_out, n_in + 1)) for n_in, n_out in itertools.pairwise(sizes)]
+    init = np.random.default_rng([seed, _INIT])
+    for layer in layers:
+        layer.initialize(init)
+    net = Network(layers, "sigmoid")
+    shuffle = np.random.default_rng([seed, _SHUFFLE])
+    batches = -(-train_y.size // cfg.batch)
+    result = TaskResult(final={})
+    for epoch in range(1, cfg.epochs + 1):
+        started = time.perf_counter()
+        lr = cfg.lr
+        if cfg.lr_step_epochs:
+            lr *= cfg.lr_step_gamma ** ((epoch - 1) // cfg.lr_step_epochs)
+        order = shuffle.permutation(train_y.size)
+        losses = []
+        for b in range(batches):
+            index = order[b * cfg.batch:(b + 1) * cfg.batch]
+            logits = net.forward(train_x[index].astype(np.float64))
+            loss, grad = softmax_cross_entropy(logits, train_y[index])
+            net.backward(grad)
+            net.update(lr)
+            losses.append(loss)
+            report.progress((epoch - 1) * batches + b + 1, cfg.epochs * batches)
+        train_seconds = time.perf_counter() - started
+        values = {"loss": float(np.mean(losses)),
+                  "test_acc": _accuracy(net, data.test_x, data.test_y),
+                  "epoch_seconds": train_seconds, "lr": lr}
+        result.record(epoch, values)
+        report.metrics(epoch, values)
+    result.final = {"test_acc": result.history["test_acc"][-1], "loss": result.history["loss"][-1]}
+    return result

@@ -1,0 +1,214 @@
+"""``hilctl train`` and ``hilctl compare``: the main job, one run or several side by side."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import textwrap
+from typing import Any
+
+from hilctl.backends import available_backends
+from hilctl.cli import (
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    nonnegative_int,
+    parse_assignments,
+    positive_int,
+    progress_for,
+)
+from hilctl.config import DEVICE_CONFIGS
+from hilctl.errors import ConfigError
+from hilctl.runs import RunStore
+from hilctl.train_config import (
+    ALGORITHMS,
+    SECTIONS,
+    TASKS,
+    TrainConfig,
+    load_toml,
+    resolve_train_config,
+)
+from hilctl.training import TrainOutcome, train
+
+_FINAL_METRIC = {"least-squares": "rel_err", "mnist-fcn": "test_acc"}
+_METRIC_MEANING = {
+    "rel_err": "||W - W*||^2 / ||W*||^2, mean over the last steps",
+    "test_acc": "share of the test images classified right",
+}
+
+
+def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--backend", default="sim", metavar="NAME",
+                        help=f"backend of the tiles (registered: {', '.join(available_backends())};"
+                        " default: %(default)s)")
+    parser.add_argument("--task", choices=list(TASKS), help="task (default: least-squares)")
+    parser.add_argument("--device", choices=list(DEVICE_CONFIGS),
+                        help="device model of every analog cell (default: soft-bounds)")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help=f"override one value; SECTION is one of {', '.join(SECTIONS)}; "
+                        "repeatable (e.g. device.w_max=0.5, task.steps=2000)")
+    parser.add_argument("--config", metavar="FILE.toml",
+                        help="read the sections from a TOML file first")
+    parser.add_argument("--seed", type=nonnegative_int, help="seed of the run (default: 0)")
+    parser.add_argument("--json", action="store_true",
+                        help="print one JSON object on stdout and nothing else")
+    parser.add_argument("--store", metavar="PATH",
+                        help="run store (default: $HILCTL_HOME or ~/.local/share/hilctl)")
+
+
+def register(subparsers: Any) -> None:
+    """Add ``train`` and ``compare`` to the ``hilctl`` subcommands."""
+    train_parser = subparsers.add_parser(
+        "train", help="train a model on analog tiles (the main job)",
+        description="Train a model with digital SGD, Analog SGD or Tiki-Taka on the tiles of a "
+        "backend, record the run, and print a summary. With no arguments: least squares with "
+        "Analog SGD on the emulator.",
+    )
+    _add_run_arguments(train_parser)
+    train_parser.add_argument("--algorithm", choices=list(ALGORITHMS),
+                              help="training algorithm (default: analog-sgd)")
+    train_parser.set_defaults(handler=run_train)
+
+    compare_parser = subparsers.add_parser(
+        "compare", help="the same task and seeds under several algorithms, side by side",
+        description="Run the same task with the same seeds under several algorithms and print "
+        "one table: the paper's headline (digital SGD vs Analog SGD vs Tiki-Taka).",
+    )
+    _add_run_arguments(compare_parser)
+    compare_parser.add_argument(
+        "--algorithms", default=",".join(ALGORITHMS), metavar="A,B,...",
+        help="comma-separated algorithms (default: %(default)s)")
+    compare_parser.add_argument("--seeds", type=positive_int, default=1, metavar="N",
+                                help="seeds per algorithm: seed, seed+1, ... (default: 1)")
+    compare_parser.set_defaults(handler=run_compare)
+
+
+def _config(args: argparse.Namespace, algorithm: str | None, seed: int | None) -> TrainConfig:
+    overrides = parse_assignments(args.set, SECTIONS)
+    for section, values in overrides.items():
+        for key, value in values.items():
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"{section}.{key}: must be finite; got {value!r}")
+    return resolve_train_config(
+        file_values=load_toml(args.config) if args.config else None,
+        task=args.task, algorithm=algorithm, device=args.device, seed=seed, overrides=overrides,
+    )
+
+
+def _train(config: TrainConfig, args: argparse.Namespace, store: RunStore, label: str,
+           command: str) -> TrainOutcome:
+    progress = progress_for(label, enabled=not args.json)
+    try:
+        return train(config, args.backend, store=store, command=command, progress=progress)
+    finally:
+        if progress is not None:
+            progress.close()
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """``hilctl train``."""
+    config = _config(args, args.algorithm, args.seed)
+    store = RunStore(args.store)
+    try:
+        outcome = _train(config, args, store, config.summary(), "train")
+    except KeyboardInterrupt:
+        print("hilctl: interrupted; the run is recorded as interrupted with its history so far "
+              "(see 'hilctl runs list')", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if args.json:
+        print(json.dumps(outcome.as_json()))
+        return EXIT_OK
+    for line in summary_lines(outcome, args.backend):
+        print(line)
+    return EXIT_OK
+
+
+def summary_lines(outcome: TrainOutcome, backend: str) -> list[str]:
+    """A readable account of one run."""
+    config = outcome.config
+    task = config.task
+    amount = (f"{task.steps} steps" if task.name == "least-squares"
+              else f"{task.epochs} epochs")
+    lines = [f"{config.summary()} on {backend}, seed {config.seed}: {amount} in "
+             f"{outcome.seconds:.1f} s"]
+    for name, value in outcome.final.items():
+        meaning = _METRIC_MEANING.get(name, "")
+        lines.append(f"  {name:<9} {value:.4g}" + (f"   ({meaning})" if meaning else ""))
+    if outcome.run_id:
+        lines.append(f"  run       {outcome.run_id}   (hilctl runs show {outcome.run_id})")
+    return lines
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    """``hilctl compare``."""
+    names = [a.strip() for a in args.algorithms.split(",") if a.strip()]
+    for name in names:
+        if name not in ALGORITHMS:
+            raise ConfigError(f"--algorithms: unknown algorithm {name!r}; allowed: "
+                              f"{', '.join(ALGORITHMS)}")
+    first_seed = args.seed if args.seed is not None else 0
+    configs = {(name, s): _config(args, name, first_seed + s)
+               for name in names for s in range(args.seeds)}
+    store = RunStore(args.store)
+    outcomes: dict[tuple[str, int], TrainOutcome] = {}
+    try:
+        for (name, s), config in configs.items():
+            outcomes[(name, s)] = _train(config, args, store, f"{name} seed {first_seed + s}",
+                                         "compare")
+    except KeyboardInterrupt:
+        print("hilctl: interrupted; finished runs are recorded, the current one as interrupted",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+    table = comparison_table(names, args.seeds, outcomes)
+    if args.json:
+        print(json.dumps({"rows": table, "runs": [o.as_json() for o in outcomes.values()]}))
+        return EXIT_OK
+    sample = next(iter(configs.values()))
+    print(f"{sample.task.name} on {args.backend}, device {sample.device.model}, "
+          f"{args.seeds} seed(s) from {first_seed}")
+    for line in format_table(table):
+        print(line)
+    metric = _FINAL_METRIC[sample.task.name]
+    print(textwrap.fill(f"{metric}: {_METRIC_MEANING[metric]}.", 90))
+    return EXIT_OK
+
+
+def comparison_table(names: list[str], seeds: int,
+                     outcomes: dict[tuple[str, int], TrainOutcome]) -> list[dict[str, Any]]:
+    """One row per algorithm: mean and spread of each final metric over the seeds."""
+    rows = []
+    for name in names:
+        runs = [outcomes[(name, s)] for s in range(seeds)]
+        row: dict[str, Any] = {"algorithm": name}
+        for metric in runs[0].final:
+            values = [r.final[metric] for r in runs]
+            row[metric] = sum(values) / len(values)
+            if seeds > 1:
+                mean = row[metric]
+                row[f"{metric}_std"] = math.sqrt(sum((v - mean) ** 2 for v in values)
+                                                 / (len(values) - 1))
+        row["seconds"] = sum(r.seconds for r in runs) / len(runs)
+        row["run_ids"] = [r.run_id for r in runs]
+        rows.append(row)
+    return rows
+
+
+def format_table(rows: list[dict[str, Any]]) -> list[str]:
+    metrics = [k for k in rows[0] if k not in ("algorithm", "seconds", "run_ids")
+               and not k.endswith("_std")]
+    header = ["algorithm", *metrics, "seconds"]
+    body = []
+    for row in rows:
+        cells = [row["algorithm"]]
+        for m in metrics:
+            text = f"{row[m]:.4g}"
+            if f"{m}_std" in row:
+                text += f" ± {row[f'{m}_std']:.2g}"
+            cells.append(text)
+        cells.append(f"{row['seconds']:.1f}")
+        body.append(cells)
+    widths = [max(len(str(r[i])) for r in [header, *body]) for i in range(len(header))]
+    return ["  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True))
+            for r in [header, *body]]
+

@@ -1,0 +1,114 @@
+"""The training controller: open the tiles a run needs, run its task, record it.
+
+``train(config, backend)`` works the same on every backend: the tiles come from
+:func:`hilctl.backends.open_tile` by name, each with its own seed derived from the run's seed.
+With a :class:`~hilctl.runs.RunStore`, the run is recorded as it goes (config, metrics, final
+figures); an interrupted or failed run keeps its history and is marked so.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from hilctl.algorithms import WeightArray, build_weights
+from hilctl.backends import backend_factory
+from hilctl.config import TileConfig
+from hilctl.runs import Run, RunStore
+from hilctl.tasks import TaskResult, least_squares, mnist_fcn
+from hilctl.tile import Tile
+from hilctl.train_config import LeastSquaresConfig, TrainConfig, device_bound
+
+ProgressCallback = Callable[[int, int], None]
+
+
+@dataclass
+class TrainOutcome:
+    """What a finished run reports."""
+
+    run_id: str | None
+    seconds: float
+    config: TrainConfig
+    final: dict[str, float]
+    history: dict[str, list[float]]
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "seconds": round(self.seconds, 3),
+            "config": self.config.model_dump(mode="json", by_alias=True),
+            "final": self.final,
+            "history": self.history,
+        }
+
+
+class _Reporter:
+    """Forwards a task's progress and metrics to a callback and the run store."""
+
+    def __init__(self, progress: ProgressCallback | None, run: Run | None) -> None:
+        self._progress = progress
+        self._run = run
+
+    def progress(self, done: int, total: int) -> None:
+        if self._progress is not None:
+            self._progress(done, total)
+
+    def metrics(self, step: int, values: dict[str, float]) -> None:
+        if self._run is not None:
+            self._run.log_metrics(step, values)
+
+
+def tile_opener(config: TrainConfig, backend: str,
+                options: Mapping[str, Any] | None = None) -> Callable[[int, int], Tile]:
+    """A factory of analog tiles for the run: the k-th tile gets seed ``(run seed, k)``."""
+    factory = backend_factory(backend)
+    counter = iter(range(1, 1 << 30))
+
+    def open_analog(rows: int, cols: int) -> Tile:
+        seed = int(np.random.SeedSequence([config.seed, next(counter)]).generate_state(1)[0])
+        tile_config = TileConfig(rows=rows, cols=cols, device=config.device, update=config.update,
+                                 periphery=config.periphery, reference=config.tile.reference,
+                                 seed=seed)
+        return factory(tile_config, **dict(options or {}))
+
+    return open_analog
+
+
+def run_task(config: TrainConfig, make_weights: Callable[[int, int], WeightArray],
+             report: _Reporter) -> TaskResult:
+    task = config.task
+    if isinstance(task, LeastSquaresConfig):
+        return least_squares(task, config.seed, device_bound(config), make_weights, report)
+    return mnist_fcn(task, config.seed, make_weights, report)
+
+
+def train(
+    config: TrainConfig,
+    backend: str = "sim",
+    *,
+    store: RunStore | None = None,
+    command: str = "train",
+    progress: ProgressCallback | None = None,
+    backend_options: Mapping[str, Any] | None = None,
+) -> TrainOutcome:
+    """Run one training of ``config`` on ``backend``; record it in ``store`` if given."""
+    open_analog = tile_opener(config, backend, backend_options)
+
+    def make_weights(rows: int, cols: int) -> WeightArray:
+        return build_weights(config.algorithm, rows, cols, open_analog)
+
+    started = time.perf_counter()
+    if store is None:
+        result = run_task(config, make_weights, _Reporter(progress, None))
+        return TrainOutcome(None, time.perf_counter() - started, config, result.final,
+                            result.history)
+    config_json = {**config.model_dump(mode="json", by_alias=True), "backend": backend}
+    with store.start_run(command, config_json, backend) as run:
+        result = run_task(config, make_weights, _Reporter(progress, run))
+        run.finish(final=result.final)
+    return TrainOutcome(run.run_id, time.perf_counter() - started, config, result.final,
+                        result.history)
