@@ -18,7 +18,7 @@ from hilctl.cli import (
     positive_int,
     progress_for,
 )
-from hilctl.config import DEVICE_CONFIGS
+from hilctl.config import DEVICE_CONFIGS, no_variation
 from hilctl.errors import ConfigError
 from hilctl.runs import RunStore
 from hilctl.train_config import (
@@ -48,6 +48,9 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help=f"override one value; SECTION is one of {', '.join(SECTIONS)}; "
                         "repeatable (e.g. device.w_max=0.5, task.steps=2000)")
+    parser.add_argument("--no-variation", action="store_true",
+                        help="switch off every device-to-device and cycle-to-cycle variation "
+                        "(before --set, which may turn single ones back on)")
     parser.add_argument("--config", metavar="FILE.toml",
                         help="read the sections from a TOML file first")
     parser.add_argument("--seed", type=nonnegative_int, help="seed of the run (default: 0)")
@@ -90,9 +93,14 @@ def _config(args: argparse.Namespace, algorithm: str | None, seed: int | None) -
         for key, value in values.items():
             if isinstance(value, float) and not math.isfinite(value):
                 raise ConfigError(f"{section}.{key}: must be finite; got {value!r}")
+    file_values = load_toml(args.config) if args.config else None
+    if args.no_variation:
+        model = args.device or (file_values or {}).get("device", {}).get("model", "soft-bounds")
+        if model in DEVICE_CONFIGS:  # an unknown model is reported by the resolution below
+            overrides["device"] = {**no_variation(model), **overrides["device"]}
     return resolve_train_config(
-        file_values=load_toml(args.config) if args.config else None,
-        task=args.task, algorithm=algorithm, device=args.device, seed=seed, overrides=overrides,
+        file_values=file_values, task=args.task, algorithm=algorithm, device=args.device,
+        seed=seed, overrides=overrides,
     )
 
 

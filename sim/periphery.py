@@ -11,7 +11,8 @@ reduction factor ``red`` (1 to start)::
 Bound management ``iterative``: while a sample's ``|y_q|`` exceeds ``out_bound``, it is repeated
 with fresh noise and ``red`` doubled, as long as ``red <= max_bm_factor`` and
 ``red <= max_bm_res / r_in`` (so ``red`` is 1, 2, 4, 8 or 16 at the defaults). A sample of all
-zeros gives zeros. ``is_perfect`` skips all of it: ``y = W x``.
+zeros gives zeros. ``is_perfect`` skips all of it: ``y = W x``. The array product runs in the
+weights' precision (float32 for an emulated tile, as in aihwkit).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from hilctl.config import PeripheryConfig
+from sim.noise import standard_normal
 
 Array = NDArray[np.float64]
 
@@ -34,12 +36,12 @@ def _converted(weights: NDArray[np.floating], x: Array, cfg: PeripheryConfig,
     """DAC, array and noise, then the ADC (not yet clipped), for inputs already scaled."""
     r_in = 2 * cfg.inp_bound * cfg.inp_res
     x_q = np.clip(quantize(x, r_in), -cfg.inp_bound, cfg.inp_bound)
-    y = x_q @ weights.T.astype(np.float64, copy=False)
+    y = (x_q.astype(weights.dtype, copy=False) @ weights.T).astype(np.float64)
     if cfg.w_noise > 0:
         norms = np.linalg.norm(x_q, axis=1, keepdims=True)
-        y += cfg.w_noise * norms * rng.standard_normal(y.shape)
+        y += cfg.w_noise * norms * standard_normal(rng, y.shape, np.float64)
     if cfg.out_noise > 0:
-        y += cfg.out_noise * rng.standard_normal(y.shape)
+        y += cfg.out_noise * standard_normal(rng, y.shape, np.float64)
     return quantize(y, 2 * cfg.out_bound * cfg.out_res)
 
 
@@ -47,7 +49,7 @@ def analog_mvm(weights: NDArray[np.floating], x: Array, cfg: PeripheryConfig,
                rng: np.random.Generator) -> Array:
     """``x`` (batch, in) through ``weights`` (out, in) and the periphery: (batch, out)."""
     if cfg.is_perfect:
-        return x @ weights.T.astype(np.float64, copy=False)
+        return (x.astype(weights.dtype, copy=False) @ weights.T).astype(np.float64)
     if cfg.noise_management == "abs-max":
         scale = np.abs(x).max(axis=1, keepdims=True)
     else:

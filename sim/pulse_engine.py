@@ -57,6 +57,9 @@ _MIN_GROWTH = 1e-6
 _STEEP = 2e-2
 _WIDE = 4e-5
 _FAST_COUNT = 10
+#: Blocks of at most this many cells use the exact functions everywhere: their cost is the
+#: per-call overhead, which the series' bookkeeping would only add to.
+_SMALL = 4096
 
 #: Counts (whole numbers >= 0, any numeric dtype) of the rows ``start:stop``: ``(start, stop)``.
 BlockCounts = Callable[[int, int], NDArray[np.number]]
@@ -89,21 +92,49 @@ class AffineForm:
     irregular: NDArray[np.intp]
     _by_block: dict[tuple[int, int], NDArray[np.intp]] = field(default_factory=dict)
 
-    def exact_cells(self, block: slice, n: Array, x: Array) -> NDArray[np.intp]:
-        """Flat indices in ``block`` that need the exact functions (all of them in float64)."""
-        if n.dtype == np.float64:
-            return np.arange(n.size)
-        if float(n.max(initial=0)) > _FAST_COUNT:
-            flagged = x < -_FAST_COUNT * _STEEP  # beyond the series' accuracy
-            if self.multiplicative:
-                flagged |= (n - 1) * self.noise[block] > _FAST_COUNT * _WIDE
-            return np.flatnonzero(flagged)
+    def at_block(self, block: slice, cols: int) -> FormCells:
+        """The constants of the rows ``block`` (views), with their irregular cells."""
         key = (block.start, block.stop)
         if key not in self._by_block:
-            cols = n.shape[1]
             lo, hi = np.searchsorted(self.irregular, (block.start * cols, block.stop * cols))
             self._by_block[key] = self.irregular[lo:hi] - block.start * cols
-        return self._by_block[key]
+        return FormCells(self, *(None if a is None else a[block] for a in self._arrays()),
+                         irregular=self._by_block[key])
+
+    def at_cells(self, cells: NDArray[np.intp]) -> FormCells:
+        """The constants of the flat ``cells`` (gathered), with their irregular cells."""
+        fixed, log_growth, step, noise = (None if a is None else a.reshape(-1)[cells]
+                                          for a in self._arrays())
+        assert noise is not None
+        if log_growth is None:
+            irregular = np.zeros(0, dtype=np.intp)
+        else:
+            irregular = np.flatnonzero((log_growth < -_STEEP) | (noise > _WIDE))
+        return FormCells(self, fixed, log_growth, step, noise, irregular=irregular)
+
+    def _arrays(self) -> tuple[Array | None, Array | None, Array | None, Array]:
+        return self.fixed, self.log_growth, self.step, self.noise
+
+
+@dataclass
+class FormCells:
+    """An :class:`AffineForm`'s constants for some cells (a block of rows or a list)."""
+
+    form: AffineForm
+    fixed: Array | None
+    log_growth: Array | None
+    step: Array | None
+    noise: Array
+    irregular: NDArray[np.intp]  # flat indices within these cells
+
+    def exact_cells(self, n: Array, x: Array) -> NDArray[np.intp]:
+        """Flat indices (within these cells) that need the exact functions."""
+        if float(n.max(initial=0)) > _FAST_COUNT:
+            flagged = x < -_FAST_COUNT * _STEEP  # beyond the series' accuracy
+            if self.form.multiplicative:
+                flagged |= (n - 1) * self.noise > _FAST_COUNT * _WIDE
+            return np.flatnonzero(flagged)
+        return self.irregular
 
 
 def affine_form(device: DeviceModel, up: bool) -> AffineForm | None:
@@ -131,7 +162,7 @@ def affine_form(device: DeviceModel, up: bool) -> AffineForm | None:
     b_min, b_max = device.bounds()
     bound = b_max if up else b_min
     crosses = bool(np.any(np.abs(fixed) > np.abs(bound) * (1 + 1e-5)))
-    irregular = np.flatnonzero((np.abs(log_growth) > _STEEP) | (noise > _WIDE))
+    irregular = np.flatnonzero((log_growth < -_STEEP) | (noise > _WIDE))
     dtype = beta.dtype
     return AffineForm(True, device.mult_noise, crosses, fixed, log_growth.astype(dtype), None,
                       noise.astype(dtype), irregular)
@@ -209,24 +240,59 @@ class PulseWriter:
         rows, cols = weights.shape
         dtype = weights.dtype.type
         b_min, b_max = self.device.bounds()
-        block_rows = max(1, BLOCK_CELLS // cols)
+        blocks = -(-rows * cols // BLOCK_CELLS)
+        block_rows = -(-rows // blocks)  # balanced: no sliver of a last block
         normals = standard_normal(self.rng, weights.shape, dtype)  # one call: the table stays hot
         scratch = _Scratch((block_rows, cols), dtype)
         for start in range(0, rows, block_rows):
             block = slice(start, min(start + block_rows, rows))
-            work = scratch.view(block.stop - block.start)
-            mean: Array = weights[block]
-            for index, (form, block_counts) in enumerate(zip(forms, counts, strict=True)):
-                if index and forms[index - 1].crosses:  # start from the clipped mean
-                    _clip_between(work, b_min[block], b_max[block])
-                n = np.asarray(block_counts(block.start, block.stop), dtype=dtype)
-                _propagate(form, block, mean, n, work, first=index == 0)
-                mean = work.mean
-            np.sqrt(work.variance, out=work.variance)
-            work.variance *= normals[block]
-            work.mean += work.variance
-            np.minimum(work.mean, b_max[block], out=work.mean)
-            np.maximum(work.mean, b_min[block], out=weights[block])
+            steps = [(form.at_block(block, cols),
+                      np.asarray(block_counts(block.start, block.stop), dtype=dtype))
+                     for form, block_counts in zip(forms, counts, strict=True)]
+            _chain(weights[block], steps, scratch.view(block.stop - block.start),
+                   b_min[block], b_max[block], normals[block], out=weights[block])
+
+    def apply_cells(self, weights: Array, cells: NDArray[np.intp],
+                    directions: Sequence[tuple[bool, NDArray[np.number]]]) -> None:
+        """Apply ``(up, counts)`` in order to the flat ``cells`` of ``weights`` only.
+
+        ``counts`` are aligned with ``cells``; every other cell is left alone. This is the path
+        for sparse updates, whose cost grows with the cells that take pulses, not the tile.
+        """
+        if cells.size == 0:
+            return
+        flat = weights.reshape(-1)
+        forms = [self._form(up) for up, _ in directions]
+        if any(form is None for form in forms):
+            for up, n in directions:
+                dense = np.zeros(flat.size, dtype=np.int64)
+                dense[cells] = np.rint(n)
+                self._pulse_by_pulse(weights, dense.reshape(weights.shape), up)
+            return
+        dtype = weights.dtype.type
+        b_min, b_max = (b.reshape(-1)[cells] for b in self.device.bounds())
+        steps = [(form.at_cells(cells), np.asarray(n, dtype=dtype))  # type: ignore[union-attr]
+                 for form, (_, n) in zip(forms, directions, strict=True)]
+        updated = np.empty(cells.size, dtype=dtype)
+        _chain(flat[cells], steps, _Scratch((cells.size,), dtype).view(cells.size), b_min, b_max,
+               standard_normal(self.rng, cells.size, dtype), out=updated)
+        flat[cells] = updated
+
+
+def _chain(weights: Array, steps: list[tuple[FormCells, Array]], work: _Work, b_min: Array,
+           b_max: Array, normals: Array, out: Array) -> None:
+    """Mean and variance through each direction in turn, then one draw, clipped into ``out``."""
+    mean = weights
+    for index, (cells, n) in enumerate(steps):
+        if index and steps[index - 1][0].form.crosses:  # start from the clipped mean
+            _clip_between(work, b_min, b_max)
+        _propagate(cells, mean, n, work, first=index == 0)
+        mean = work.mean
+    np.sqrt(work.variance, out=work.variance)
+    work.variance *= normals
+    work.mean += work.variance
+    np.minimum(work.mean, b_max, out=work.mean)
+    np.maximum(work.mean, b_min, out=out)
 
 
 def _clip_between(work: _Work, low: Array, high: Array) -> None:
@@ -249,7 +315,7 @@ class _Work:
 class _Scratch:
     """Block-sized scratch arrays, allocated once per call and reused so they stay in cache."""
 
-    def __init__(self, shape: tuple[int, int], dtype: type[np.floating]) -> None:
+    def __init__(self, shape: tuple[int, ...], dtype: type[np.floating]) -> None:
         self._arrays = [np.empty(shape, dtype=dtype) for _ in range(4)]
 
     def view(self, rows: int) -> _Work:
@@ -268,39 +334,45 @@ def _expm1_series(x: Array) -> Array:
     return series
 
 
-def _propagate(form: AffineForm, block: slice, mean: Array, n: Array, work: _Work,
-               first: bool) -> None:
-    """Take ``work.mean``/``work.variance`` through ``n`` more pulses of ``form``.
+def _propagate(cells: FormCells, mean: Array, n: Array, work: _Work, first: bool) -> None:
+    """Take ``work.mean``/``work.variance`` through ``n`` more pulses on ``cells``.
 
     ``mean`` is the mean before (the weights themselves for the first direction, else
     ``work.mean``); ``n`` is a scratch array owned by the caller and is overwritten.
     """
     growth = work.growth
-    if not form.contracting:
-        assert form.step is not None
-        np.multiply(n, form.noise[block], out=growth)  # n (s alpha)**2
-        n *= form.step[block]
+    noise = cells.noise
+    if not cells.form.contracting:
+        assert cells.step is not None
+        np.multiply(n, noise, out=growth)  # n (s alpha)**2
+        n *= cells.step
         np.add(mean, n, out=work.mean)
     else:
-        assert form.fixed is not None and form.log_growth is not None
-        noise = form.noise[block]
-        x = n * form.log_growth[block]
-        em1 = _expm1_series(x)  # e - 1, e = g**n
-        if form.multiplicative:
-            np.multiply(n, noise, out=growth)  # (1 + u)**n - 1 for small n u
-        exact = form.exact_cells(block, n, x)
-        if exact.size:
-            em1.reshape(-1)[exact] = np.expm1(x.reshape(-1)[exact])
-            if form.multiplicative:
-                n_exact = n.reshape(-1)[exact]
-                noise_exact = noise.reshape(-1)[exact].astype(np.float64)
-                growth.reshape(-1)[exact] = np.expm1(n_exact * np.log1p(noise_exact))
+        assert cells.fixed is not None and cells.log_growth is not None
+        multiplicative = cells.form.multiplicative
+        x = n * cells.log_growth
+        if n.dtype == np.float64 or n.size <= _SMALL:  # exact; cheaper than the series here
+            em1 = np.expm1(x)  # e - 1, e = g**n
+            if multiplicative:
+                np.multiply(n, np.log1p(noise.astype(np.float64)), out=growth, casting="unsafe")
+                np.expm1(growth, out=growth)  # (1 + u)**n - 1
+        else:
+            em1 = _expm1_series(x)
+            if multiplicative:
+                np.multiply(n, noise, out=growth)  # (1 + u)**n - 1 for small n u
+            exact = cells.exact_cells(n, x)
+            if exact.size:
+                em1.reshape(-1)[exact] = np.expm1(x.reshape(-1)[exact])
+                if multiplicative:
+                    n_exact = n.reshape(-1)[exact]
+                    noise_exact = noise.reshape(-1)[exact].astype(np.float64)
+                    growth.reshape(-1)[exact] = np.expm1(n_exact * np.log1p(noise_exact))
         distance = work.distance
-        np.subtract(mean, form.fixed[block], out=distance)
+        np.subtract(mean, cells.fixed, out=distance)
         delta = distance * em1  # the mean's change, precise even when tiny
         np.add(mean, delta, out=work.mean)
         distance += delta  # e (w0 - f): the new distance to the fixed point
-        if form.multiplicative:
+        if multiplicative:
             growth *= distance
             growth *= distance  # variance added: (e (w0 - f))**2 ((1 + u)**n - 1)
         else:

@@ -20,7 +20,8 @@ block by block of rows by the writer so that the counts never need a full-tile a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from collections.abc import Callable
 
 import numpy as np
 from numpy.typing import NDArray
@@ -37,6 +38,33 @@ def bit_lengths(k: NDArray[np.float64], update: UpdateConfig) -> NDArray[np.int6
     return np.where(k > 0, update.desired_bl, 0).astype(np.int64)
 
 
+def _train_gains(x_max: NDArray[np.float64], d_max: NDArray[np.float64], lr: float,
+                 granularity: float, update: UpdateConfig
+                 ) -> tuple[NDArray[np.int64], NDArray[np.float64], NDArray[np.float64]]:
+    """BL and the column and row gains of each sample (a Python loop: a mini-batch is a handful
+    of samples, where numpy's per-call cost would exceed the arithmetic)."""
+    desired = update.desired_bl
+    bls, x_gains, d_gains = [], [], []
+    for xm, dm in zip(x_max.tolist(), d_max.tolist(), strict=True):
+        k = lr * xm * dm / granularity
+        if k <= 0:
+            bls.append(0)
+            x_gains.append(0.0)
+            d_gains.append(0.0)
+            continue
+        bl = min(math.ceil(k), desired) if update.update_bl_management else desired
+        gain = math.sqrt(lr / (granularity * bl))
+        balance = 1.0
+        if update.update_management:
+            # aihwkit balances against d_max shrunk by desired_bl / k when k > desired_bl: the
+            # x train then peaks at probability 1 and d is effectively clipped.
+            balance = math.sqrt(xm / (dm * min(1.0, desired / k)))
+        bls.append(bl)
+        x_gains.append(gain / balance)
+        d_gains.append(gain * balance)
+    return np.array(bls, dtype=np.int64), np.array(x_gains), np.array(d_gains)
+
+
 def firing_probabilities(
     x: NDArray[np.float64],
     d: NDArray[np.float64],
@@ -48,59 +76,100 @@ def firing_probabilities(
 
     ``granularity`` is the device's typical step (``dw_min`` for most models).
     """
-    x_max = np.abs(x).max(axis=1)
-    d_max = np.abs(d).max(axis=1)
-    k = lr * x_max * d_max / granularity
-    bl = bit_lengths(k, update)
-    active = bl > 0
-    gain = np.where(active, np.sqrt(lr / (granularity * np.maximum(bl, 1))), 0.0)
-    x_gain, d_gain = gain, gain
-    if update.update_management:
-        # aihwkit balances against d_max shrunk by desired_bl / k when k > desired_bl: the x
-        # train then peaks at probability 1 and d is effectively clipped.
-        d_ref = d_max * np.where(k > update.desired_bl, update.desired_bl / np.maximum(k, 1), 1)
-        balance = np.sqrt(np.where(active, x_max / np.where(active, d_ref, 1), 1.0))
-        x_gain = gain / balance
-        d_gain = gain * balance
-    p_x = np.minimum(x_gain[:, None] * np.abs(x), 1.0)
-    p_d = np.minimum(d_gain[:, None] * np.abs(d), 1.0)
-    return p_x, p_d, bl
+    abs_x, abs_d = np.abs(x), np.abs(d)
+    bl, x_gain, d_gain = _train_gains(abs_x.max(axis=1), abs_d.max(axis=1), lr, granularity,
+                                      update)
+    abs_x *= x_gain[:, None]
+    abs_d *= d_gain[:, None]
+    return np.minimum(abs_x, 1.0, out=abs_x), np.minimum(abs_d, 1.0, out=abs_d), bl
 
 
-def _fire(
-    probabilities: NDArray[np.float64], bl: NDArray[np.int64], rng: np.random.Generator
-) -> NDArray[np.float32]:
-    """0/1 firing of every line in every slot, stacked to (sum of BL, lines)."""
-    samples, lines = probabilities.shape
-    slots = int(bl.max())
-    draws = rng.random((samples, slots, lines), dtype=np.float32)
-    fired = draws < probabilities[:, None, :].astype(np.float32)
-    fired &= (np.arange(slots)[None, :] < bl[:, None])[:, :, None]
-    return fired.reshape(samples * slots, lines).astype(np.float32)
-
-
-@dataclass(frozen=True)
 class Coincidences:
-    """The pulse trains of a mini-batch, kept factored: counts are made block by block.
+    """The pulse trains of a mini-batch, kept factored: counts are made when asked.
 
-    ``rows_fired`` is (2 * slots, rows): the slots where each row fired with ``d_i > 0``
-    stacked over those with ``d_i < 0``. ``cols_for_up`` and ``cols_for_down`` (2 * slots, cols)
-    stack the column trains so that one product gives the up counts (``d_i x_j < 0``) and one
-    the down counts (``d_i x_j > 0``) of any block of rows.
+    ``rows`` (slots, rows) and ``cols`` (slots, cols) hold ``sign(d_i)`` and ``sign(x_j)`` in the
+    slots where the line fires, else 0. Cell ``(i, j)`` gets a pulse per slot where both fire:
+    up where ``sign(d_i x_j) < 0`` (the weight must grow), down where it is ``> 0``.
     """
 
-    rows_fired: NDArray[np.float32]
-    cols_for_up: NDArray[np.float32]
-    cols_for_down: NDArray[np.float32]
+    def __init__(self, rows: NDArray[np.int8], cols: NDArray[np.int8]) -> None:
+        self.rows, self.cols = rows, cols
+        self._cols_float: tuple[NDArray[np.float32], NDArray[np.float32]] | None = None
+        self._last_block: tuple[tuple[int, int], tuple[NDArray[np.float32], ...]] | None = None
+
+    def block_pair(self, start: int, stop: int) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+        """Up and down counts (float32 whole numbers) of rows ``start:stop``, fresh arrays.
+
+        Two products: all coincidences ``|d| |x|`` and the signed ``sign(d) sign(x)``, whose
+        half-difference and half-sum are the up and the down counts.
+        """
+        if self._cols_float is None:
+            signed = self.cols.astype(np.float32)
+            self._cols_float = (signed, np.abs(signed))
+        cols, cols_abs = self._cols_float
+        rows = self.rows[:, start:stop].astype(np.float32)
+        total = np.abs(rows).T @ cols_abs
+        net = rows.T @ cols
+        up = total - net
+        up *= 0.5
+        total += net
+        total *= 0.5
+        return up, total
 
     def block(self, up: bool, start: int, stop: int) -> NDArray[np.float32]:
-        """Pulse counts (float32 whole numbers) of rows ``start:stop``, a fresh array."""
-        cols = self.cols_for_up if up else self.cols_for_down
-        return self.rows_fired[:, start:stop].T @ cols
+        """Pulse counts of one direction for rows ``start:stop``, a fresh array.
+
+        Asking for the other direction of the same block next reuses the pair computed for the
+        first (the closed form asks for both directions of a block in turn).
+        """
+        key = (start, stop)
+        if self._last_block is None or self._last_block[0] != key:
+            self._last_block = (key, self.block_pair(start, stop))
+        return self._last_block[1][0 if up else 1]
+
+    def blocks(self, up: bool) -> Callable[[int, int], NDArray[np.float32]]:
+        """:meth:`block` of one direction, as the writer takes it."""
+        return lambda start, stop: self.block(up, start, stop)
 
     def dense(self, up: bool) -> Counts:
         """All counts of one direction as an int32 (rows, cols) array."""
-        return np.rint(self.block(up, 0, self.rows_fired.shape[1])).astype(np.int32)
+        return np.rint(self.block(up, 0, self.rows.shape[1])).astype(np.int32)
+
+    def pair_count(self) -> int:
+        """How many coincidences (pulses) the trains hold in all, up and down."""
+        rows_per_slot = np.count_nonzero(self.rows, axis=1)
+        return int(rows_per_slot @ np.count_nonzero(self.cols, axis=1))
+
+    def sparse(self) -> tuple[NDArray[np.intp], NDArray[np.float32], NDArray[np.float32]]:
+        """The cells that take pulses (sorted flat indices) with their up and down counts.
+
+        Costs time in proportion to the coincidences, not the tile: the path for sparse trains.
+        """
+        row_slot, row = np.nonzero(self.rows)
+        col_slot, col = np.nonzero(self.cols)
+        cols_in_slot = np.bincount(col_slot, minlength=self.rows.shape[0])
+        repeats = cols_in_slot[row_slot]
+        total = int(repeats.sum())
+        # For the e-th fired row, the columns of its slot: a ragged outer product per slot.
+        first_col = np.cumsum(cols_in_slot) - cols_in_slot
+        col_index = np.repeat(first_col[row_slot] - (np.cumsum(repeats) - repeats), repeats)
+        col_index += np.arange(total)
+        pair_row, pair_col = np.repeat(row, repeats), col[col_index]
+        down = (np.repeat(self.rows[row_slot, row], repeats) * self.cols[col_slot[col_index],
+                                                                        pair_col]) > 0
+        keys = np.sort(pair_row * (2 * self.cols.shape[1]) + pair_col * 2 + down)
+        starts = np.flatnonzero(np.diff(keys, prepend=-1))
+        counts = np.diff(starts, append=keys.size).astype(np.float32)
+        keys = keys[starts]  # cell * 2 + (1 for down), once each, with its count
+        cell = keys >> 1
+        new_cell = np.diff(cell, prepend=-1) != 0
+        position = np.cumsum(new_cell) - 1
+        up_counts = np.zeros(position[-1] + 1 if position.size else 0, dtype=np.float32)
+        down_counts = np.zeros_like(up_counts)
+        is_down = (keys & 1).astype(bool)
+        up_counts[position[~is_down]] = counts[~is_down]
+        down_counts[position[is_down]] = counts[is_down]
+        return cell[new_cell], up_counts, down_counts
 
 
 def coincidences(
@@ -111,19 +180,23 @@ def coincidences(
     update: UpdateConfig,
     rng: np.random.Generator,
 ) -> Coincidences | None:
-    """The pulse trains of the mini-batch ``x`` (S, cols), ``d`` (S, rows); None if no pulse."""
+    """The pulse trains of the mini-batch ``x`` (S, cols), ``d`` (S, rows); None if no pulse.
+
+    Every line of a sample fires independently in each of the sample's BL slots; columns and
+    rows are drawn together in one call (columns first), a sample's slots beyond its own BL
+    never fire, and a fired line carries the sign of its value.
+    """
     p_x, p_d, bl = firing_probabilities(x, d, lr, granularity, update)
     if not bl.any():
         return None
-    x_fired = _fire(p_x, bl, rng)
-    d_fired = _fire(p_d, bl, rng)
-    slots = x_fired.shape[0] // x.shape[0]
-    x_positive = np.repeat(x > 0, slots, axis=0)
-    d_positive = np.repeat(d > 0, slots, axis=0)
-    x_pos, x_neg = x_fired * x_positive, x_fired * ~x_positive
-    rows_fired = np.concatenate((d_fired * d_positive, d_fired * ~d_positive))
-    return Coincidences(
-        rows_fired=rows_fired,
-        cols_for_up=np.concatenate((x_neg, x_pos)),
-        cols_for_down=np.concatenate((x_pos, x_neg)),
-    )
+    samples, cols = x.shape
+    slots = int(bl.max())
+    probabilities = np.concatenate((p_x, p_d), axis=1)
+    fired = rng.random((samples, slots, probabilities.shape[1]), dtype=np.float32)
+    fired = fired < probabilities[:, None, :]
+    if bl.min() < slots:
+        fired &= (np.arange(slots)[None, :] < bl[:, None])[:, :, None]
+    signed = fired.view(np.int8)
+    signed *= np.sign(np.concatenate((x, d), axis=1)).astype(np.int8)[:, None, :]
+    signed = signed.reshape(samples * slots, -1)
+    return Coincidences(rows=signed[:, cols:], cols=signed[:, :cols])

@@ -12,8 +12,6 @@ a tile does not change what a later update draws.
 
 from __future__ import annotations
 
-from functools import partial
-
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
@@ -31,6 +29,10 @@ from sim.pulse_engine import PulseWriter
 from sim.pulse_trains import coincidences
 
 Array = NDArray[np.float64]
+
+#: Below this many coincidences per cell of the tile, an update touches only the cells that take
+#: pulses (gathered); above it, it sweeps the whole tile in cache-sized blocks.
+SPARSE_FRACTION = 0.1
 
 
 class EmulatedTile:
@@ -156,10 +158,13 @@ class EmulatedTile:
         if trains is None:
             return
         # Up before down or the other way round, at random: no systematic order bias.
-        directions = [(up, partial(trains.block, up)) for up in (True, False)]
-        if self._write_rng.random() < 0.5:
-            directions.reverse()
-        self._writer.apply(self._w, directions)
+        order = [True, False] if self._write_rng.random() < 0.5 else [False, True]
+        if trains.pair_count() < SPARSE_FRACTION * self._w.size:
+            cells, up, down = trains.sparse()
+            counts = {True: up, False: down}
+            self._writer.apply_cells(self._w, cells, [(d, counts[d]) for d in order])
+        else:
+            self._writer.apply(self._w, [(d, trains.blocks(d)) for d in order])
 
     def _expected_step(self, delta: Array) -> None:
         """The paper's discrete-time model: ``w + dW F(w) - |dW| G(w)``, clipped to the bounds.
