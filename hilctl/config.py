@@ -283,8 +283,10 @@ def build_section(prefix: str, model: type[BaseModel], values: Mapping[str, Any]
     known = set(model.model_fields) | {f.alias for f in model.model_fields.values() if f.alias}
     unknown = sorted(set(values) - known)
     if unknown:
+        allowed = _allowed(model)
         raise ConfigError(
-            f"{prefix}.{unknown[0]}: unknown key; valid keys are: {_allowed(model)}"
+            f"{prefix}.{unknown[0]}: unknown key; "
+            + (f"valid keys are: {allowed}" if allowed else f"this {prefix} takes no keys")
         )
     try:
         return model.model_validate(dict(values))

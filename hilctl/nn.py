@@ -88,10 +88,10 @@ def softmax_cross_entropy(logits: Array, labels: NDArray[np.integer]) -> tuple[f
     """Mean cross-entropy over the batch and its gradient with respect to the logits."""
     shifted = logits - logits.max(axis=1, keepdims=True)
     exp = np.exp(shifted)
-    probs = exp / exp.sum(axis=1, keepdims=True)
+    total = exp.sum(axis=1, keepdims=True)
     rows = np.arange(labels.size)
-    loss = float(-np.mean(np.log(np.maximum(probs[rows, labels], 1e-300))))
-    grad = probs
+    loss = float(-np.mean(shifted[rows, labels] - np.log(total[:, 0])))  # log-softmax, exact
+    grad = exp / total
     grad[rows, labels] -= 1
     return loss, grad / labels.size
 

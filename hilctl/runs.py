@@ -52,7 +52,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -261,7 +261,7 @@ def resolve_store_path(path: str | os.PathLike[str] | None) -> Path:
 
 def new_run_id(now: float | None = None) -> str:
     """A short, sortable, unique id: UTC start time and 4 random hex digits."""
-    stamp = datetime.fromtimestamp(time.time() if now is None else now, timezone.utc)
+    stamp = datetime.fromtimestamp(time.time() if now is None else now, UTC)
     return f"{stamp:%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
 
 
@@ -362,7 +362,7 @@ def config_summary(config: Mapping[str, Any]) -> str:
 
 
 def _utc(timestamp: float) -> datetime:
-    return datetime.fromtimestamp(timestamp, timezone.utc)
+    return datetime.fromtimestamp(timestamp, UTC)
 
 
 def _process_gone(hostname: str | None, pid: int | None) -> bool:

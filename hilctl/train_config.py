@@ -9,11 +9,11 @@ an error names ``section.key`` and the keys that are allowed.
 
 from __future__ import annotations
 
+import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import tomllib
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from hilctl.config import (
@@ -166,6 +166,10 @@ def load_toml(path: str | Path) -> dict[str, Any]:
     if unknown:
         raise ConfigError(f"--config {path}: unknown section {unknown[0]!r}; allowed: "
                           f"{', '.join(SECTIONS)} and seed")
+    for section in SECTIONS:
+        if section in data and not isinstance(data[section], dict):
+            raise ConfigError(f"--config {path}: [{section}] must be a table of keys, "
+                              f"got {data[section]!r}")
     return data
 
 
@@ -181,13 +185,20 @@ def resolve_train_config(
     """Merge defaults, a config file, command-line choices and ``--set`` overrides, validated."""
     base = {k: dict(v) if isinstance(v, Mapping) else v for k, v in (file_values or {}).items()}
     sections: dict[str, dict[str, Any]] = {s: dict(base.get(s, {})) for s in SECTIONS}
-    for section, values in (overrides or {}).items():
-        sections[section].update(values)
-    task_name = _choose("task", task or sections["task"].pop("name", "least-squares"), TASKS)
-    algo_name = _choose("algorithm", algorithm or sections["algorithm"].pop("name", "analog-sgd"),
+    overrides = overrides or {}
+
+    def name_of(section: str, key: str, flag: str | None, default: str) -> str:
+        """``--set`` wins over the flag, the flag over the file, the file over the default."""
+        filed = sections[section].pop(key, default)
+        return str(overrides.get(section, {}).get(key, flag or filed))
+
+    task_name = _choose("task", name_of("task", "name", task, "least-squares"), TASKS)
+    algo_name = _choose("algorithm", name_of("algorithm", "name", algorithm, "analog-sgd"),
                         ALGORITHMS)
-    model = _choose("device.model", device or sections["device"].pop("model", "soft-bounds"),
+    model = _choose("device.model", name_of("device", "model", device, "soft-bounds"),
                     DEVICE_CONFIGS)
+    for section, values in overrides.items():
+        sections[section].update(values)
     for section, key in (("task", "name"), ("algorithm", "name"), ("device", "model")):
         sections[section].pop(key, None)
     parts = {
