@@ -87,8 +87,14 @@ def register(subparsers: Any) -> None:
     compare_parser.set_defaults(handler=run_compare)
 
 
-def _config(args: argparse.Namespace, algorithm: str | None, seed: int | None) -> TrainConfig:
+def _config(args: argparse.Namespace, algorithm: str | None, seed: int | None,
+            shared_algorithm_keys: bool = False) -> TrainConfig:
+    """The resolved config of the command line. With ``shared_algorithm_keys`` (compare),
+    an ``algorithm.KEY`` applies to each compared algorithm that has the key."""
     overrides = parse_assignments(args.set, SECTIONS)
+    if shared_algorithm_keys and algorithm in ALGORITHMS:
+        accepted = ALGORITHMS[algorithm].model_fields
+        overrides["algorithm"] = {k: v for k, v in overrides["algorithm"].items() if k in accepted}
     for section, values in overrides.items():
         for key, value in values.items():
             if isinstance(value, float) and not math.isfinite(value):
@@ -155,8 +161,13 @@ def run_compare(args: argparse.Namespace) -> int:
         if name not in ALGORITHMS:
             raise ConfigError(f"--algorithms: unknown algorithm {name!r}; allowed: "
                               f"{', '.join(ALGORITHMS)}")
+    requested = parse_assignments(args.set, SECTIONS)["algorithm"]
+    for key in requested:
+        if not any(key in ALGORITHMS[name].model_fields for name in names):
+            raise ConfigError(f"algorithm.{key}: no compared algorithm ({', '.join(names)}) has "
+                              "this key")
     first_seed = args.seed if args.seed is not None else 0
-    configs = {(name, s): _config(args, name, first_seed + s)
+    configs = {(name, s): _config(args, name, first_seed + s, shared_algorithm_keys=True)
                for name in names for s in range(args.seeds)}
     store = RunStore(args.store)
     outcomes: dict[tuple[str, int], TrainOutcome] = {}

@@ -153,6 +153,21 @@ def test_compare_table(capsys):
     assert lines[4].startswith("rel_err:")
 
 
+def test_compare_applies_algorithm_keys_to_the_algorithms_that_have_them(capsys):
+    record = run_json(capsys, "compare", "--set", "task.steps=50", "--set",
+                      "algorithm.fast_lr=0.3")
+    algorithms = {r["config"]["algorithm"]["name"]: r["config"]["algorithm"]
+                  for r in record["runs"]}
+    assert algorithms["tiki-taka"]["fast_lr"] == 0.3
+    assert algorithms["analog-sgd"] == {"name": "analog-sgd"}
+
+
+def test_compare_refuses_an_algorithm_key_no_compared_algorithm_has(capsys):
+    err = refused(capsys, "compare", "--algorithms", "digital-sgd,analog-sgd", "--set",
+                  "algorithm.fast_lr=0.3")
+    assert "algorithm.fast_lr" in err and "analog-sgd" in err
+
+
 def test_compare_unknown_algorithm_is_refused(capsys):
     err = refused(capsys, "compare", "--algorithms", "digital-sgd,adam")
     assert "--algorithms" in err and "'adam'" in err and "tiki-taka" in err
