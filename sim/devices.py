@@ -137,6 +137,11 @@ class DeviceModel(ABC):
         """``(alpha, beta)`` with signed increment ``alpha + beta * w``, or None if not affine."""
         return None
 
+    def fixed_point(self, up: bool) -> Array | None:
+        """The weight up (or down) pulses converge to, per cell, where it is a stored array
+        (soft bounds: the bound); None where it must be computed as ``-alpha / beta``."""
+        return None
+
     def symmetric_point(self, sel: Selection = None, iterations: int = 60) -> Array:
         """The weight where an up and a down step are equal, per cell.
 
@@ -241,6 +246,9 @@ class SoftBounds(LinearStep):
 
     def _reference_bound(self, up: bool, sel: Selection) -> Array | float:
         return self.cell("b_max" if up else "b_min", sel)
+
+    def fixed_point(self, up: bool) -> Array:
+        return self.cell("b_max" if up else "b_min")
 
     def symmetric_point(self, sel: Selection = None, iterations: int = 60) -> Array:
         """Closed form ``(dw_up - dw_down) / (dw_up / b_max - dw_down / b_min)``."""

@@ -43,8 +43,9 @@ from numpy.typing import NDArray
 from sim.devices import Array, DeviceModel
 from sim.noise import standard_normal
 
-#: Cells per block of the closed form: 128 KiB of float32, a comfortable fit in L2.
-BLOCK_CELLS = 1 << 15
+#: Cells per block of the closed form: 160 KiB of float32 per array, so the working arrays of a
+#: block stay in the CPU caches.
+BLOCK_CELLS = 40_960
 #: Floor of ``g = 1 + beta``: a cell whose single step overshoots its fixed point lands on it.
 _MIN_GROWTH = 1e-6
 #: Regular cells have ``|log g| <= _STEEP`` and ``u <= _WIDE``. While no cell takes more than
@@ -137,35 +138,65 @@ class FormCells:
         return self.irregular
 
 
+#: Rows of a tile turned into closed-form constants at a time (float64 temporaries stay small).
+_FORM_ROWS = 256
+
+
 def affine_form(device: DeviceModel, up: bool) -> AffineForm | None:
-    """The closed-form constants of ``device``'s up or down pulses; None if not affine."""
+    """The closed-form constants of ``device``'s up or down pulses; None if not affine.
+
+    The constants are float32 like the tile (or float64 for a float64 tile), computed in
+    float64 a slab of rows at a time so that ``log(1 + beta)`` keeps the precision of
+    ``beta``; a fixed point that is the cell's bound (soft bounds) shares the bound's array.
+    """
     if not device.affine:
         return None
-    alpha, beta = device.affine_increments(up)
-    alpha = np.broadcast_to(alpha, beta.shape)
+    rows, cols = device.shape
     sigma = device.config.dw_min_std
     none = np.zeros(0, dtype=np.intp)
-    if not beta.any():
-        noise = (sigma * alpha) ** 2
-        return AffineForm(False, device.mult_noise, True, None, None, alpha, noise, none)
-    if not beta.all():
+
+    def slab_increments(start: int) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        slab = np.arange(start * cols, min(start + _FORM_ROWS, rows) * cols)
+        alpha, beta = device.affine_increments(up, slab)
+        return (np.broadcast_to(alpha, beta.shape).astype(np.float64).reshape(-1, cols),
+                beta.astype(np.float64).reshape(-1, cols))
+
+    some_flat, all_flat = False, True
+    for start in range(0, rows, _FORM_ROWS):
+        flat = slab_increments(start)[1] == 0
+        some_flat, all_flat = some_flat or bool(flat.any()), all_flat and bool(flat.all())
+    if all_flat:
+        alpha, _ = device.affine_increments(up)
+        step = np.broadcast_to(alpha, device.shape)
+        return AffineForm(False, device.mult_noise, True, None, None, step, (sigma * step) ** 2,
+                          none)
+    if some_flat:
         return None  # some cells drift, some contract: apply pulse by pulse
-    overshoots = 1 + beta < _MIN_GROWTH  # one pulse lands on the fixed point: no spread left
-    growth = np.where(overshoots, _MIN_GROWTH, 1 + beta.astype(np.float64))
-    if device.mult_noise:
-        noise = (beta * sigma / growth) ** 2
-    else:
-        noise = (sigma * alpha) ** 2 / (growth**2 - 1)
-    noise[overshoots] = 0
-    log_growth = np.log(growth)  # float64 first: log(1 + beta) keeps beta's precision
-    fixed = -alpha / beta
+    fixed = device.fixed_point(up)
+    log_growth = np.empty(device.shape, dtype=device.dtype)
+    noise = np.empty(device.shape, dtype=device.dtype)
+    computed_fixed = np.empty(device.shape, dtype=device.dtype) if fixed is None else None
+    for start in range(0, rows, _FORM_ROWS):
+        slab = slice(start, min(start + _FORM_ROWS, rows))
+        alpha, beta = slab_increments(start)
+        overshoots = 1 + beta < _MIN_GROWTH  # one pulse lands on the fixed point: no spread
+        growth = np.where(overshoots, _MIN_GROWTH, 1 + beta)
+        if device.mult_noise:
+            slab_noise = (beta * sigma / growth) ** 2
+        else:
+            slab_noise = (sigma * alpha) ** 2 / (growth**2 - 1)
+        slab_noise[overshoots] = 0
+        noise[slab] = slab_noise
+        log_growth[slab] = np.log(growth)
+        if computed_fixed is not None:
+            computed_fixed[slab] = -alpha / beta
+    if fixed is None:
+        fixed = computed_fixed
     b_min, b_max = device.bounds()
     bound = b_max if up else b_min
     crosses = bool(np.any(np.abs(fixed) > np.abs(bound) * (1 + 1e-5)))
     irregular = np.flatnonzero((log_growth < -_STEEP) | (noise > _WIDE))
-    dtype = beta.dtype
-    return AffineForm(True, device.mult_noise, crosses, fixed, log_growth.astype(dtype), None,
-                      noise.astype(dtype), irregular)
+    return AffineForm(True, device.mult_noise, crosses, fixed, log_growth, None, noise, irregular)
 
 
 class PulseWriter:
@@ -242,15 +273,15 @@ class PulseWriter:
         b_min, b_max = self.device.bounds()
         blocks = -(-rows * cols // BLOCK_CELLS)
         block_rows = -(-rows // blocks)  # balanced: no sliver of a last block
-        normals = standard_normal(self.rng, weights.shape, dtype)  # one call: the table stays hot
         scratch = _Scratch((block_rows, cols), dtype)
         for start in range(0, rows, block_rows):
             block = slice(start, min(start + block_rows, rows))
             steps = [(form.at_block(block, cols),
                       np.asarray(block_counts(block.start, block.stop), dtype=dtype))
                      for form, block_counts in zip(forms, counts, strict=True)]
+            normals = standard_normal(self.rng, (block.stop - block.start, cols), dtype)
             _chain(weights[block], steps, scratch.view(block.stop - block.start),
-                   b_min[block], b_max[block], normals[block], out=weights[block])
+                   b_min[block], b_max[block], normals, out=weights[block])
 
     def apply_cells(self, weights: Array, cells: NDArray[np.intp],
                     directions: Sequence[tuple[bool, NDArray[np.number]]]) -> None:
