@@ -14,7 +14,7 @@ from hilctl.tile import (
     as_batch,
     as_matrix,
     as_pulse_counts,
-    require_learning_rate,
+    as_update,
 )
 
 Array = NDArray[np.float64]
@@ -44,11 +44,8 @@ class DigitalTile:
         return as_batch(d, self.rows, "d") @ self._w
 
     def update(self, x: ArrayLike, d: ArrayLike, lr: float) -> None:
-        xs, ds = as_batch(x, self.cols, "x"), as_batch(d, self.rows, "d")
-        if xs.shape[0] != ds.shape[0]:
-            raise ValueError(f"x and d must have the same batch size; got {xs.shape[0]} and "
-                             f"{ds.shape[0]}")
-        self._w -= require_learning_rate(lr) * (ds.T @ xs)
+        xs, ds, rate = as_update(x, d, lr, self._w.shape)
+        self._w -= rate * (ds.T @ xs)
 
     def apply_pulses(self, counts: ArrayLike) -> None:
         """Each pulse moves a weight by exactly ``pulse_step``."""

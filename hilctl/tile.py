@@ -89,6 +89,21 @@ def as_batch(values: ArrayLike, width: int, name: str) -> NDArray[np.float64]:
     return array
 
 
+def as_update(x: ArrayLike, d: ArrayLike, lr: float, shape: tuple[int, int]
+              ) -> tuple[NDArray[np.float64], NDArray[np.float64], float]:
+    """The checked arguments of ``update``: ``x`` (batch, cols), ``d`` (batch, rows), ``lr``.
+
+    Raises ``ValueError`` naming the argument for a wrong shape, mismatched batch sizes, a
+    non-finite entry or a negative learning rate.
+    """
+    rows, cols = shape
+    xs, ds = as_batch(x, cols, "x"), as_batch(d, rows, "d")
+    if xs.shape[0] != ds.shape[0]:
+        raise ValueError(f"x and d must have the same batch size; got {xs.shape[0]} and "
+                         f"{ds.shape[0]}")
+    return xs, ds, require_learning_rate(lr)
+
+
 def as_matrix(values: ArrayLike, shape: tuple[int, int], name: str) -> NDArray[np.float64]:
     """``values`` as a finite float array of exactly ``shape``; raises ``ValueError`` otherwise."""
     array = np.asarray(values, dtype=np.float64)

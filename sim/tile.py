@@ -21,7 +21,7 @@ from hilctl.tile import (
     as_batch,
     as_matrix,
     as_pulse_counts,
-    require_learning_rate,
+    as_update,
 )
 from sim.devices import DeviceModel, make_device
 from sim.periphery import analog_mvm
@@ -133,12 +133,7 @@ class EmulatedTile:
 
     def update(self, x: ArrayLike, d: ArrayLike, lr: float) -> None:
         """``W <- W - lr d x^T`` for each sample of the mini-batch, in the configured mode."""
-        xs = as_batch(x, self.cols, "x")
-        ds = as_batch(d, self.rows, "d")
-        if xs.shape[0] != ds.shape[0]:
-            raise ValueError(f"x and d must have the same batch size; got {xs.shape[0]} and "
-                             f"{ds.shape[0]}")
-        rate = require_learning_rate(lr)
+        xs, ds, rate = as_update(x, d, lr, self.shape)
         mode = self.config.update.mode
         if mode == "ideal":
             self._w -= rate * (ds.T @ xs)
