@@ -37,10 +37,12 @@ class Reporter(Protocol):
 
 @dataclass
 class TaskResult:
-    """The final figures and the recorded history (one list per metric, plus ``step``)."""
+    """The final figures, the recorded history (one list per metric, plus ``step``) and the
+    final weights of each layer (read back from the tiles)."""
 
     final: dict[str, float]
     history: dict[str, list[float]] = field(default_factory=dict)
+    weights: dict[str, np.ndarray] = field(default_factory=dict)
 
     def record(self, step: int, values: dict[str, float]) -> None:
         self.history.setdefault("step", []).append(step)
@@ -81,6 +83,7 @@ def least_squares(cfg: LeastSquaresConfig, seed: int, bound: float, make_weights
             window_losses, window_errors = [], []
         report.progress(step, cfg.steps)
     result.final = {"rel_err": float(np.mean(tail)), "loss": result.history["loss"][-1]}
+    result.weights = {"W": weights.read_weights(), "W_star": w_star}
     return result
 
 
@@ -130,4 +133,5 @@ def mnist_fcn(cfg: MnistFcnConfig, seed: int, make_weights: WeightFactory,
         result.record(epoch, values)
         report.metrics(epoch, values)
     result.final = {"test_acc": result.history["test_acc"][-1], "loss": result.history["loss"][-1]}
+    result.weights = {f"layer{i}": layer.weights.read_weights() for i, layer in enumerate(layers)}
     return result

@@ -3,7 +3,8 @@
 ``train(config, backend)`` works the same on every backend: the tiles come from
 :func:`hilctl.backends.open_tile` by name, each with its own seed derived from the run's seed.
 With a :class:`~hilctl.runs.RunStore`, the run is recorded as it goes (config, metrics, final
-figures); an interrupted or failed run keeps its history and is marked so.
+figures, and the final weights of every layer as snapshots beside the database); an
+interrupted or failed run keeps its history and is marked so.
 """
 
 from __future__ import annotations
@@ -109,6 +110,9 @@ def train(
     config_json = {**config.model_dump(mode="json", by_alias=True), "backend": backend}
     with store.start_run(command, config_json, backend) as run:
         result = run_task(config, make_weights, _Reporter(progress, run))
+        last_step = int(result.history["step"][-1]) if result.history.get("step") else 0
+        for name, array in result.weights.items():
+            run.save_snapshot(last_step, name, array)
         run.finish(final=result.final)
     return TrainOutcome(run.run_id, time.perf_counter() - started, config, result.final,
                         result.history)

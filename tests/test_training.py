@@ -292,6 +292,14 @@ def test_train_with_store_records_config_metrics_and_final(tmp_path):
     steps, values = record.metrics["rel_err"]
     assert steps.tolist() == outcome.history["step"] == [50, 100, 120]
     assert values.tolist() == outcome.history["rel_err"]
+    snapshots = {s.name: s for s in record.snapshots}
+    assert set(snapshots) == {"W", "W_star"} and {s.step for s in snapshots.values()} == {120}
+    weights, target = snapshots["W"].load(), snapshots["W_star"].load()
+    assert weights.shape == target.shape == (8, 16)
+    # the stored weights are the final ones: their error matches the last history point, which
+    # averages the last 20 steps (the error moves by a few percent over them; 50% allows for it)
+    rel_err = float(np.sum((weights - target) ** 2) / np.sum(target**2))
+    assert rel_err == pytest.approx(outcome.history["rel_err"][-1], rel=0.5)
 
 
 def test_progress_callback_sees_every_step():
