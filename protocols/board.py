@@ -29,6 +29,7 @@ from protocols import cobs
 __all__ = [
     "DEFAULT_MAX_PAYLOAD",
     "HEADER_SIZE",
+    "MAX_INDEX",
     "NO_INDEX",
     "PROTOCOL_VERSION",
     "REPLY_TYPES",
@@ -412,7 +413,7 @@ class Identify(Message):
 
 @dataclass(frozen=True)
 class Reset(Message):
-    """All lines to ground/float, routes open, error queue cleared. Reply: :class:`Ack`."""
+    """All lines to ground, routes open, error queue cleared (not the reply cache). Reply: :class:`Ack`."""
 
     CODE: ClassVar[Code] = Code.RESET
 
@@ -688,7 +689,7 @@ class ReadReply(Message):
         object.__setattr__(self, "shape", shape)
         object.__setattr__(self, "values", struct.unpack(f">{len(values)}f", packed))
 
-    def rows(self) -> list[list[float]]:
+    def as_rows(self) -> list[list[float]]:
         """The values as a list of rows."""
         _, c = self.shape
         return [list(self.values[i : i + c]) for i in range(0, len(self.values), c)] if c else []

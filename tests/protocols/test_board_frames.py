@@ -5,7 +5,9 @@ from __future__ import annotations
 import binascii
 import itertools
 import math
+import re
 import struct
+from pathlib import Path
 
 import board_strategies as bs
 import pytest
@@ -83,6 +85,12 @@ def test_example_round_trip(message: b.Message) -> None:
 def test_round_trip_each_type(name: str, data, seq: int) -> None:
     message = data.draw(MESSAGE_STRATEGIES[name])
     assert b.decode_frame(b.encode_frame(seq, message)) == b.Frame(seq, message)
+
+
+def test_board_md_documents_every_code() -> None:
+    doc = (Path(b.__file__).parent / "BOARD.md").read_text(encoding="utf-8")
+    rows = dict(re.findall(r"^\| 0x([0-9A-F]{2}) \| (\w+)", doc, flags=re.MULTILINE))
+    assert {int(k, 16): v for k, v in rows.items()} == {int(c): c.name for c in b.Code}
 
 
 def test_float_fields_are_float32() -> None:
