@@ -1,0 +1,133 @@
+"""The emulated chip behind the simulated instruments: cells in conductance units.
+
+Every cell follows one of sim's device models (an :class:`~sim.tile.EmulatedTile` holds the
+physics). The chip exposes what a bench sees:
+
+- ``pulse(cells, polarity, count, amplitude, width)``: voltage pulses on some cells. A pulse
+  moves a cell only if ``|amplitude| >= set_threshold`` (volts) and ``width >= min_width``
+  (seconds); then each pulse is one device pulse of the given polarity (+ up, - down).
+- ``current(cells, voltage)``: the read current ``I = G V + noise`` in amperes, with
+  ``G = g_ref + g_scale * w`` (siemens) for device weight ``w``.
+
+Which cell a pulse generator or an SMU reaches is the board's routing (``route_*``); the board
+itself pulses and reads through the same two methods. Every pulse that reaches a cell is written
+to the ledger, so a test can compare what a controller intended with what the chip received.
+The chip is shared by instrument threads and guards its state with a lock.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+from pydantic import BaseModel, ConfigDict, Field
+
+from hilctl.config import DeviceConfig, SoftBoundsConfig, TileConfig
+from sim.tile import EmulatedTile
+
+Cells = tuple[NDArray[np.intp], NDArray[np.intp]]  # (rows, cols) index arrays of equal length
+
+
+class ChipConfig(BaseModel):
+    """An emulated chip: geometry, device model and the weight-to-conductance mapping."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    rows: int = Field(8, ge=1, le=4096)
+    cols: int = Field(8, ge=1, le=4096)
+    device: DeviceConfig = Field(default_factory=SoftBoundsConfig)
+    g_ref: float = Field(50e-6, gt=0, description="conductance at weight 0 (S)")
+    g_scale: float = Field(50e-6, gt=0, description="conductance per unit weight (S)")
+    set_threshold: float = Field(0.8, gt=0, description="smallest |amplitude| that moves a cell (V)")
+    min_width: float = Field(10e-9, gt=0, description="shortest pulse that moves a cell (s)")
+    read_noise: float = Field(1e-9, ge=0, description="std of the read current noise (A)")
+    seed: int = Field(0, ge=0)
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    """One pulse event as the chip received it."""
+
+    row: int
+    col: int
+    polarity: int
+    count: int
+
+
+@dataclass
+class Routing:
+    """Which cell the pulse-generator line and the SMU line reach (None: not connected)."""
+
+    pulse_cell: tuple[int, int] | None = None
+    smu_cell: tuple[int, int] | None = None
+
+
+class EmulatedChip:
+    """Cells in conductance units, shared by the simulated board and instruments."""
+
+    def __init__(self, config: ChipConfig) -> None:
+        self.config = config
+        self._tile = EmulatedTile(TileConfig(rows=config.rows, cols=config.cols,
+                                             device=config.device, seed=config.seed),
+                                  dtype=np.float64)
+        self._read_rng = np.random.default_rng([config.seed, 99])
+        self._lock = threading.Lock()
+        self.routing = Routing()
+        self.ledger: list[LedgerEntry] = []
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.config.rows, self.config.cols)
+
+    def conductance(self) -> NDArray[np.float64]:
+        """Every cell's conductance (S), for checks; a bench cannot see this directly."""
+        with self._lock:
+            return self.config.g_ref + self.config.g_scale * self._tile.device_weights()
+
+    def weights(self) -> NDArray[np.float64]:
+        """Every cell's device weight, for checks."""
+        with self._lock:
+            return self._tile.device_weights()
+
+    def pulse(self, cells: Cells, polarity: int, count: int, amplitude: float,
+              width: float) -> bool:
+        """Apply ``count`` pulses of ``polarity`` to ``cells``; False if too weak to move them."""
+        if polarity not in (-1, 1) or count < 0:
+            raise ValueError(f"polarity must be +1 or -1 and count >= 0; got {polarity}, {count}")
+        if abs(amplitude) < self.config.set_threshold or width < self.config.min_width:
+            return False
+        rows, cols = cells
+        counts = np.zeros(self.shape, dtype=np.int64)
+        counts[rows, cols] = polarity * count
+        with self._lock:
+            self._tile.apply_pulses(counts)
+            self.ledger.extend(LedgerEntry(int(r), int(c), polarity, count)
+                               for r, c in zip(rows, cols, strict=True))
+        return True
+
+    def current(self, cells: Cells, voltage: float) -> NDArray[np.float64]:
+        """Read currents ``G V + noise`` (A) of ``cells``, in their order."""
+        rows, cols = cells
+        with self._lock:
+            g = self.config.g_ref + self.config.g_scale * self._tile.device_weights()[rows, cols]
+            noise = self._read_rng.standard_normal(g.shape) * self.config.read_noise
+        return g * voltage + noise
+
+    def pulse_ledger(self) -> dict[tuple[int, int], int]:
+        """Net signed pulses per cell received so far."""
+        net: dict[tuple[int, int], int] = {}
+        for entry in self.ledger:
+            key = (entry.row, entry.col)
+            net[key] = net.get(key, 0) + entry.polarity * entry.count
+        return net
+
+
+def all_cells(shape: tuple[int, int]) -> Cells:
+    """Every cell of ``shape``, row by row."""
+    rows, cols = np.indices(shape)
+    return rows.reshape(-1), cols.reshape(-1)
+
+
+__all__ = ["ChipConfig", "EmulatedChip", "LedgerEntry", "Routing", "all_cells"]
