@@ -16,6 +16,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from hilctl.config import TileConfig
+from hilctl.pulse_trains import coincidences
 from hilctl.tile import (
     Capabilities,
     as_batch,
@@ -26,7 +27,6 @@ from hilctl.tile import (
 from sim.devices import DeviceModel, make_device
 from sim.periphery import analog_mvm
 from sim.pulse_engine import PulseWriter
-from sim.pulse_trains import coincidences
 
 Array = NDArray[np.float64]
 

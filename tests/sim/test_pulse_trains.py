@@ -10,7 +10,7 @@ from hypothesis.extra.numpy import arrays
 from sim_helpers import K_SIGMA
 
 from hilctl.config import UpdateConfig
-from sim.pulse_trains import bit_lengths, coincidences, firing_probabilities
+from hilctl.pulse_trains import bit_lengths, coincidences, firing_probabilities
 
 G = 0.001  # granularity
 

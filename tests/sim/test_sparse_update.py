@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 import sim.tile as sim_tile
 from hilctl.config import UpdateConfig, no_variation, tile_config
-from sim.pulse_trains import coincidences
+from hilctl.pulse_trains import coincidences
 from sim.tile import EmulatedTile
 
 

@@ -1,5 +1,9 @@
 """Stochastic pulse trains: turn ``W <- W - lr d x^T`` into per-cell pulse counts.
 
+This is the update scheme of the periphery, not device physics: the emulator applies the
+counts to its device models, and a lab tile whose board fires rows and columns in parallel
+sends the same trains as coincidence pulses.
+
 As aihwkit does it (DESIGN.md section 5, REFERENCES.md section 2), for each sample:
 
 - ``k = lr * max|x| * max|d| / g`` is the largest number of pulses any cell needs (``g`` the
