@@ -22,6 +22,10 @@ LEVELS = 1 << 16
 
 @cache
 def _quantile_table(dtype: type[np.floating]) -> NDArray[np.floating]:
+    if dtype is not np.float64:
+        table = _quantile_table(np.float64).astype(dtype)
+        table.setflags(write=False)
+        return table
     normal = NormalDist()
     edges = np.array([normal.inv_cdf(i / LEVELS) for i in range(1, LEVELS)])
     edges = np.concatenate(([-np.inf], edges, [np.inf]))
