@@ -83,7 +83,7 @@ TRAILER_SIZE = 2  # crc
 SEQ_MODULUS = 1 << 16
 NO_INDEX = 0xFFFF  # wire value of an absent row/column index
 MAX_INDEX = NO_INDEX - 1
-DEFAULT_MAX_PAYLOAD = 32768  # a 64 x 128 array read (32 KiB of float32) fits
+DEFAULT_MAX_PAYLOAD = 65535  # the u16 length field: a 127 x 128 float32 array read (65,028 bytes) fits
 MAX_TEXT = 255  # bytes of UTF-8 in a length-prefixed string
 MAX_ERRORS = 255
 
