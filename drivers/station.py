@@ -43,7 +43,7 @@ Example (the simulated station that ``hilctl sim serve`` starts writes one like 
     g_scale = 50e-6   # S per unit weight
 
     [limits]
-    max_amplitude = 3.0
+    max_pulse_amplitude = 3.0
 """
 
 from __future__ import annotations
@@ -54,6 +54,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from drivers.limits import LimitError, StationLimits
 from hilctl.config import validation_message
 from hilctl.errors import ConfigError
 
@@ -128,18 +129,6 @@ class MappingSection(BaseModel):
     dw_min: float = Field(0.001, gt=0, description="typical weight change of one pulse")
 
 
-class LimitsSection(BaseModel):
-    """Hard safety limits: a setting beyond them is refused before any byte is sent."""
-
-    model_config = _STRICT
-    max_amplitude: float = Field(3.0, gt=0, description="largest |pulse amplitude| (V)")
-    min_width: float = Field(1e-8, gt=0, description="shortest pulse (s)")
-    max_width: float = Field(1e-3, gt=0, description="longest pulse (s)")
-    max_read_voltage: float = Field(0.5, gt=0, description="largest read voltage (V)")
-    max_compliance: float = Field(1e-3, gt=0, description="largest SMU current limit (A)")
-    max_count: int = Field(1000, ge=1, description="most pulses in one burst")
-
-
 class StationConfig(BaseModel):
     """A whole station, validated."""
 
@@ -152,7 +141,7 @@ class StationConfig(BaseModel):
     write: WriteSection = Field(default_factory=WriteSection)
     read: ReadSection = Field(default_factory=ReadSection)
     mapping: MappingSection = Field(default_factory=MappingSection)
-    limits: LimitsSection = Field(default_factory=LimitsSection)
+    limits: StationLimits = Field(default_factory=StationLimits)
 
     @model_validator(mode="after")
     def _consistent(self) -> StationConfig:
@@ -170,18 +159,11 @@ class StationConfig(BaseModel):
             raise ValueError("pulse_generator: write.via = 'pulse-generator' needs [pulse_generator]")
         if self.read.via == "smu" and self.smu is None:
             raise ValueError("smu: read.via = 'smu' needs [smu]")
-        if self.write.amplitude > self.limits.max_amplitude:
-            raise ValueError(f"write.amplitude {self.write.amplitude} V exceeds "
-                             f"limits.max_amplitude {self.limits.max_amplitude} V")
-        if not self.limits.min_width <= self.write.width <= self.limits.max_width:
-            raise ValueError(f"write.width {self.write.width} s is outside limits "
-                             f"[{self.limits.min_width}, {self.limits.max_width}] s")
-        if self.read.voltage > self.limits.max_read_voltage:
-            raise ValueError(f"read.voltage {self.read.voltage} V exceeds "
-                             f"limits.max_read_voltage {self.limits.max_read_voltage} V")
-        if self.read.compliance > self.limits.max_compliance:
-            raise ValueError(f"read.compliance {self.read.compliance} A exceeds "
-                             f"limits.max_compliance {self.limits.max_compliance} A")
+        try:
+            self.limits.check(amplitude=self.write.amplitude, width=self.write.width,
+                              read_voltage=self.read.voltage, compliance=self.read.compliance)
+        except LimitError as exc:
+            raise ValueError(f"write/read settings: {exc}") from None
         return self
 
     def region(self, name_or_index: str | int) -> TileRegion:

@@ -17,7 +17,7 @@ from hilctl.errors import BackendError
 from hilctl.tile import Tile
 
 ENTRY_POINT_GROUP = "hilctl.backends"
-_BUILTIN = {"sim": "sim.backend:open_tile"}
+_BUILTIN = {"sim": "sim.backend:open_tile", "lab": "drivers.backend:open_tile"}
 
 TileFactory = Callable[..., Tile]
 
