@@ -4,6 +4,9 @@
 the SMU where writes or reads go through them) once; every tile opened on the station shares
 the connections and takes the next free tile region. Every pulse and read setting is checked
 against the station's limits before anything is sent.
+
+The board selects a cell (``select``) and routes the pulse generator's or the SMU's line to it
+(``route``); a routed row reaches the selected cell of that row.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from drivers.board import BoardClient
+from drivers.pulse_generator import PulseGenerator
+from drivers.smu import Smu
 from drivers.station import StationConfig, TileRegion, load_station
 from hilctl.errors import ConfigError
 from protocols.board import DEFAULT_MAX_PAYLOAD, Capability, ReadMode
@@ -23,17 +28,26 @@ from protocols.board import DEFAULT_MAX_PAYLOAD, Capability, ReadMode
 Index = NDArray[np.intp]
 
 
-class BoardAccess:
-    """Cells reached through the board's on-board pulser and ADC."""
+class StationAccess:
+    """Cells reached as the station says: pulses from the board's on-board pulser or from the
+    pulse generator routed by the board; reads from the board's ADC or from the SMU routed by
+    the board. Every setting passes the station's limits before it is sent."""
 
-    def __init__(self, board: BoardClient, station: StationConfig) -> None:
-        self.board, self.station = board, station
+    def __init__(self, station: StationConfig, board: BoardClient,
+                 generator: PulseGenerator | None = None, smu: Smu | None = None) -> None:
+        self.station, self.board, self.generator, self.smu = station, board, generator, smu
         capabilities = board.info.capabilities
-        self._parallel_update = Capability.PARALLEL_UPDATE in capabilities
-        self._parallel_read = Capability.PARALLEL_READ in capabilities
-        write, limits = station.write, station.limits
-        limits.check(amplitude=write.amplitude, width=write.width,
-                     read_voltage=station.read.voltage)
+        self._by_board = station.write.via == "board"
+        self._parallel_update = self._by_board and Capability.PARALLEL_UPDATE in capabilities
+        self._parallel_read = (station.read.via == "board"
+                               and Capability.PARALLEL_READ in capabilities)
+        write, read, limits = station.write, station.read, station.limits
+        limits.check(amplitude=write.amplitude, width=write.width, read_voltage=read.voltage,
+                     compliance=read.compliance)
+        self._polarity = 0  # the generator's armed polarity (0: not armed yet)
+        if smu is not None and read.via == "smu":
+            smu.configure_read(read.voltage, read.compliance, read.nplc)
+            smu.output(True)
 
     @property
     def parallel_update(self) -> bool:
@@ -50,15 +64,34 @@ class BoardAccess:
             yield min(count, most)
             count -= most
 
+    def _route(self, row: int, col: int, line: str) -> None:
+        """Select the cell (unselected lines biased as the station says) and route ``line``."""
+        self.board.select("cell", row, col, self.station.write.bias)
+        self.board.route(**{line: ("row", row)})
+
+    def _arm_generator(self, polarity: int) -> PulseGenerator:
+        assert self.generator is not None
+        if polarity != self._polarity:
+            write = self.station.write
+            self.generator.configure_pulse(polarity * write.amplitude, write.width)
+            self.generator.output(True)
+            self._polarity = polarity
+        return self.generator
+
     def pulse_cells(self, rows: Index, cols: Index, polarity: int, counts: NDArray[np.int64]
                     ) -> None:
-        write = self.station.write
+        write, limits = self.station.write, self.station.limits
         for row, col, count in zip(rows.tolist(), cols.tolist(), counts.tolist(), strict=True):
+            if not self._by_board:
+                generator = self._arm_generator(polarity)
+                self._route(row, col, "pulse")
             for burst in self._bursts(count):
-                self.station.limits.check(amplitude=write.amplitude, width=write.width,
-                                          count=burst)
-                self.board.pulse((row, col), polarity, burst, amplitude=write.amplitude,
-                                 width=write.width)
+                limits.check(amplitude=write.amplitude, width=write.width, count=burst)
+                if self._by_board:
+                    self.board.pulse((row, col), polarity, burst, amplitude=write.amplitude,
+                                     width=write.width)
+                else:
+                    generator.fire(burst)
 
     def pulse_masks(self, rows: Index, cols: Index, polarity: int) -> None:
         write = self.station.write
@@ -66,19 +99,25 @@ class BoardAccess:
         self.board.pulse_masks(rows.tolist(), cols.tolist(), polarity, 1,
                                amplitude=write.amplitude, width=write.width)
 
-    def read_region(self, region: TileRegion) -> NDArray[np.float64]:
+    def read_cells(self, rows: Index, cols: Index) -> NDArray[np.float64]:
         voltage = self.station.read.voltage
         self.station.limits.check(read_voltage=voltage)
-        cols = slice(region.col, region.col + region.cols)
         chip = self.station.chip
-        if self._parallel_read and 4 * chip.rows * chip.cols + 4 <= DEFAULT_MAX_PAYLOAD:
-            array = self.board.read(ReadMode.ARRAY, voltage=voltage)
-            return array[region.row:region.row + region.rows, cols]
-        if self._parallel_read:
-            return np.vstack([self.board.read(ReadMode.ROW, row=r, voltage=voltage)[:, cols]
-                              for r in range(region.row, region.row + region.rows)])
-        return np.array([[self.board.read_cell(r, c, voltage) for c in range(cols.start, cols.stop)]
-                         for r in range(region.row, region.row + region.rows)])
+        if self._parallel_read and rows.size > chip.cols:  # many cells: whole rows at once
+            if 4 * chip.rows * chip.cols + 4 <= DEFAULT_MAX_PAYLOAD:
+                return self.board.read(ReadMode.ARRAY, voltage=voltage)[rows, cols]
+            lines = {r: self.board.read(ReadMode.ROW, row=r, voltage=voltage)[0]
+                     for r in np.unique(rows).tolist()}
+            return np.array([lines[r][c] for r, c in zip(rows.tolist(), cols.tolist(), strict=True)])
+        if self.station.read.via == "board":
+            return np.array([self.board.read_cell(r, c, voltage)
+                             for r, c in zip(rows.tolist(), cols.tolist(), strict=True)])
+        assert self.smu is not None
+        currents = []
+        for r, c in zip(rows.tolist(), cols.tolist(), strict=True):
+            self._route(r, c, "smu")
+            currents.append(self.smu.read_current())
+        return np.array(currents)
 
 
 class Bench:
@@ -99,8 +138,30 @@ class Bench:
             self.board.close()
             raise ConfigError(f"chip: the station says {station.chip.rows} x {station.chip.cols} "
                               f"but the board on {section.port} reports {info.rows} x {info.cols}")
-        self.access = BoardAccess(self.board, station)
+        self.generator = self.smu = None
+        try:
+            if station.write.via == "pulse-generator":
+                assert station.pulse_generator is not None
+                self.generator = PulseGenerator(station.pulse_generator.resource, station.limits,
+                                                timeout_ms=int(1000 * station.pulse_generator.timeout))
+                self.generator.connect()
+            if station.read.via == "smu":
+                assert station.smu is not None
+                self.smu = Smu(station.smu.resource, station.limits,
+                               timeout_ms=int(1000 * station.smu.timeout))
+                self.smu.connect()
+            self.access = StationAccess(station, self.board, self.generator, self.smu)
+        except Exception:
+            self.close()
+            raise
         self._next_region = 0
+
+    def close(self) -> None:
+        """Close every connection of this bench."""
+        for instrument in (self.generator, self.smu):
+            if instrument is not None:
+                instrument.close()
+        self.board.close()
 
     @classmethod
     def open(cls, station: str | Path | StationConfig) -> Bench:
@@ -115,7 +176,7 @@ class Bench:
     def close_all(cls) -> None:
         """Close every open bench (tests, and the end of a run)."""
         for bench in cls._open.values():
-            bench.board.close()
+            bench.close()
         cls._open.clear()
 
     def take_region(self, rows: int, cols: int, name: str | int | None = None) -> TileRegion:

@@ -3,8 +3,9 @@
 The lab tile turns the training controller's operations into instrument work:
 
 - ``read_weights``: read every cell's current at the read voltage, ``w = (I / V - g_ref) / g_scale``;
-  ``forward``/``backward`` multiply with those weights (the bench has no analog MVM yet), read
-  again only after a write.
+  ``forward``/``backward`` multiply with those weights (the bench has no analog MVM yet). A
+  cell is read again only after a write touched it, and a forward reads only the columns its
+  input uses (Tiki-Taka's one-hot column reads read one column).
 - ``update(x, d, lr)``: the same stochastic pulse trains as the emulator
   (:mod:`hilctl.pulse_trains`). Where the board fires rows and columns at once, each slot goes
   out as coincidence pulses on row and column masks, one per sign quadrant; else every cell
@@ -50,8 +51,8 @@ class CellAccess(Protocol):
         """One pulse of ``polarity`` on every cell of ``rows x cols`` (coincidence update)."""
         ...
 
-    def read_region(self, region: TileRegion) -> Array:
-        """The read currents (A) of the region's cells, (rows, cols)."""
+    def read_cells(self, rows: Index, cols: Index) -> Array:
+        """The read currents (A) of cells ``(rows[k], cols[k])``."""
         ...
 
     @property
@@ -75,7 +76,8 @@ class LabTile:
                  update: UpdateConfig, seed: int | None = 0) -> None:
         self.region, self.access, self.mapping, self.update_config = region, access, mapping, update
         self._rng = np.random.default_rng(seed)
-        self._weights: Array | None = None  # last read, until the next write
+        self._weights = np.zeros(self.shape)  # the last read of each cell ...
+        self._stale = np.ones(self.shape, dtype=bool)  # ... unless a write touched it since
         self.capabilities = Capabilities(parallel_mvm=False,
                                          parallel_update=access.parallel_update,
                                          exact_read=False)
@@ -94,18 +96,30 @@ class LabTile:
 
     # -- reading -----------------------------------------------------------------------------
 
+    def _refresh(self, needed: NDArray[np.bool_]) -> Array:
+        """Read the ``needed`` cells a write has touched since their last read; the weights."""
+        rows, cols = np.nonzero(needed & self._stale)
+        if rows.size:
+            currents = self.access.read_cells(rows + self.region.row, cols + self.region.col)
+            conductance = currents / self.access.read_voltage
+            self._weights[rows, cols] = (conductance - self.mapping.g_ref) / self.mapping.g_scale
+            self._stale[rows, cols] = False
+        return self._weights
+
     def read_weights(self) -> Array:
-        """Every cell's weight from its read current."""
-        if self._weights is None:
-            conductance = self.access.read_region(self.region) / self.access.read_voltage
-            self._weights = (conductance - self.mapping.g_ref) / self.mapping.g_scale
-        return self._weights.copy()
+        """Every cell's weight from its read current (cells unwritten since are not re-read)."""
+        return self._refresh(np.ones(self.shape, dtype=bool)).copy()
 
     def forward(self, x: ArrayLike) -> Array:
-        return as_batch(x, self.cols, "x") @ self.read_weights().T
+        """``x W^T`` from the weights of the columns ``x`` uses (a one-hot ``x`` reads one)."""
+        batch = as_batch(x, self.cols, "x")
+        used = np.broadcast_to(batch.any(axis=0), self.shape)
+        return batch @ self._refresh(used).T
 
     def backward(self, d: ArrayLike) -> Array:
-        return as_batch(d, self.rows, "d") @ self.read_weights()
+        batch = as_batch(d, self.rows, "d")
+        used = np.broadcast_to(batch.any(axis=0)[:, None], self.shape)
+        return batch @ self._refresh(used)
 
     # -- writing -----------------------------------------------------------------------------
 
@@ -116,9 +130,9 @@ class LabTile:
     def _pulse(self, flat: Index, counts: NDArray[np.int64], polarity: int) -> None:
         chosen = counts > 0
         if chosen.any():
+            self._stale.reshape(-1)[flat[chosen]] = True
             rows, cols = self._chip_cells(flat[chosen])
             self.access.pulse_cells(rows, cols, polarity, counts[chosen])
-            self._weights = None
 
     def apply_pulses(self, counts: ArrayLike) -> None:
         """Signed pulse counts per cell (+ up, - down), cell by cell."""
@@ -141,19 +155,19 @@ class LabTile:
                 cells, up, down = trains.sparse()
                 self._pulse(cells, np.rint(up).astype(np.int64), +1)
                 self._pulse(cells, np.rint(down).astype(np.int64), -1)
-        self._weights = None
 
     def _fire_masks(self, row_trains: NDArray[np.int8], col_trains: NDArray[np.int8]) -> None:
         """Each slot as coincidence pulses: rows with d > 0 and columns with x > 0 meet in a
         down pulse (``d x > 0``), and so on for the four sign quadrants."""
         for slot in range(row_trains.shape[0]):
             for row_sign, col_sign in ((1, 1), (-1, -1), (1, -1), (-1, 1)):
-                rows = np.flatnonzero(row_trains[slot] == row_sign) + self.region.row
-                cols = np.flatnonzero(col_trains[slot] == col_sign) + self.region.col
+                rows = np.flatnonzero(row_trains[slot] == row_sign)
+                cols = np.flatnonzero(col_trains[slot] == col_sign)
                 if rows.size and cols.size:
+                    self._stale[np.ix_(rows, cols)] = True
                     polarity = -1 if row_sign == col_sign else +1
-                    self.access.pulse_masks(rows, cols, polarity)
-        self._weights = None
+                    self.access.pulse_masks(rows + self.region.row, cols + self.region.col,
+                                            polarity)
 
     def program_weights(self, target: ArrayLike, tol: float = 0.0, max_rounds: int = 50) -> Array:
         """Write and verify: pulse every cell towards ``target`` until all are within ``tol``

@@ -22,6 +22,7 @@ class DirectAccess:
         self.chip, self._parallel, self._voltage = chip, parallel_update, read_voltage
         self.mask_pulses = 0
         self.cell_pulses = 0
+        self.reads = 0
 
     @property
     def parallel_update(self) -> bool:
@@ -42,10 +43,9 @@ class DirectAccess:
         self.chip.pulse((r.ravel(), c.ravel()), polarity, 1, 1.5, 1e-6)
         self.mask_pulses += 1
 
-    def read_region(self, region: TileRegion):
-        r, c = np.meshgrid(np.arange(region.row, region.row + region.rows),
-                           np.arange(region.col, region.col + region.cols), indexing="ij")
-        return self.chip.current((r.ravel(), c.ravel()), self._voltage).reshape(r.shape)
+    def read_cells(self, rows, cols):
+        self.reads += rows.size
+        return self.chip.current((rows, cols), self._voltage)
 
 
 MAPPING = MappingSection(g_ref=50e-6, g_scale=50e-6, dw_min=0.01)
@@ -119,10 +119,28 @@ def test_program_weights_writes_and_verifies_within_tolerance() -> None:
     np.testing.assert_allclose(reached, chip.weights()[2:5, 1:6], atol=1e-12)
 
 
-def test_reads_are_cached_until_the_next_write() -> None:
+def test_a_cell_is_read_again_only_after_a_write_touched_it() -> None:
     _chip, access = bench(parallel=False, noise=1e-9)
     tile = LabTile(REGION, access, MAPPING, UpdateConfig())
     first = tile.read_weights()
+    assert access.reads == 15
     np.testing.assert_array_equal(first, tile.read_weights())  # no new read: same noise
-    tile.apply_pulses(np.ones((3, 5), dtype=int))
-    assert not np.array_equal(first, tile.read_weights())
+    assert access.reads == 15
+    counts = np.zeros((3, 5), dtype=int)
+    counts[1, 3] = 2
+    tile.apply_pulses(counts)
+    second = tile.read_weights()
+    assert access.reads == 16
+    changed = second != first
+    assert changed[1, 3] and changed.sum() == 1
+
+
+def test_a_one_hot_forward_reads_one_column() -> None:
+    """Tiki-Taka reads a column of the fast tile with a one-hot input: only that column's
+    cells are read, and the result is that column of the weights."""
+    _chip, access = bench(parallel=False)
+    tile = LabTile(REGION, access, MAPPING, UpdateConfig())
+    tile.apply_pulses(np.arange(15).reshape(3, 5) % 4)
+    column = tile.forward(np.eye(5)[2])
+    assert access.reads == 3
+    np.testing.assert_allclose(column[0], tile.read_weights()[:, 2], atol=1e-15)
