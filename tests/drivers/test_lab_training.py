@@ -8,6 +8,8 @@ import pytest
 from drivers.bench import Bench
 from drivers.station import StationConfig
 from hilctl.config import device_config, no_variation
+from hilctl.errors import HilctlError
+from hilctl.runs import RunStore
 from hilctl.train_config import resolve_train_config
 from hilctl.training import train
 from sim.instruments.board import SimulatedBoard
@@ -97,3 +99,45 @@ def test_tiki_taka_through_pulse_generator_and_smu(instrument_station) -> None:
     assert generator.fired and smu.reads  # pulses and reads went through the instruments
     # every pulse the chip received came from a burst of the generator, and vice versa
     assert sum(entry.count for entry in chip.ledger) == sum(burst.count for burst in generator.fired)
+
+
+def short_run():
+    task = {**TASK, "out": 2, "steps": 60, "eval_window": 20, "log_every": 20}
+    return resolve_train_config(
+        algorithm="analog-sgd",
+        overrides={"task": task, "device": DEVICE, "periphery": {"is_perfect": True}})
+
+
+def test_a_dropped_instrument_connection_is_reconnected_and_the_run_goes_on(instrument_station,
+                                                                             tmp_path) -> None:
+    config, _chip, _generator, smu = instrument_station
+    smu.faults.drop_after = 40  # the 41st message on the SMU's connection is lost, link closed
+    store = RunStore(tmp_path)
+    outcome = train(short_run(), "lab", store=store, backend_options={"station": config})
+    assert store.get_run(outcome.run_id).status == "completed"
+    assert smu.lost  # the fault did happen
+    assert Bench.open(config).smu.reconnects >= 1
+
+
+def test_an_instrument_that_dies_mid_run_stops_the_run_cleanly_and_names_it(instrument_station,
+                                                                           tmp_path) -> None:
+    """The SMU goes away at step 30: the run stops with an error naming the SMU's resource and
+    the command that failed, and the store records it as failed with its history so far."""
+    config, _chip, _generator, smu = instrument_station
+    resource = smu.resource
+
+    def pull_the_plug(done: int, total: int) -> None:
+        if done == 30:
+            smu.stop()
+
+    store = RunStore(tmp_path)
+    with pytest.raises(HilctlError) as failure:
+        train(short_run(), "lab", store=store, progress=pull_the_plug,
+              backend_options={"station": config})
+    message = str(failure.value)
+    assert resource in message and "READ?" in message.upper()
+    (run,) = store.list_runs()
+    record = store.get_run(run.run_id)
+    assert record.status == "failed" and resource in (record.error or "")
+    steps, _values = record.metrics["rel_err"]
+    assert steps.tolist() == [20]
