@@ -189,7 +189,9 @@ class Bench:
             name = self._next_region
             self._next_region += 1
         region = self.station.region(name)
-        if rows > region.rows or cols > region.cols:
-            raise ConfigError(f"tiles.{region.name}: a {rows} x {cols} tile does not fit the "
-                              f"{region.rows} x {region.cols} region")
+        width = 2 * cols if self.station.mapping.kind == "differential" else cols
+        if rows > region.rows or width > region.cols:
+            pairs = " (differential pairs: two cells per weight)" if width > cols else ""
+            raise ConfigError(f"tiles.{region.name}: a {rows} x {cols} tile{pairs} does not fit "
+                              f"the {region.rows} x {region.cols} region")
         return region.model_copy(update={"rows": rows, "cols": cols})

@@ -11,6 +11,10 @@ The lab tile turns the training controller's operations into instrument work:
   out as coincidence pulses on row and column masks, one per sign quadrant; else every cell
   gets its up pulses, then its down pulses, one cell at a time.
 - ``apply_pulses(counts)``: signed counts, cell by cell.
+- Weights are one cell each against a reference conductance (``mapping.kind = "reference"``), or
+  differential pairs (``"differential"``): weight ``(i, j)`` is the plus cell in chip column
+  ``col + 2 j`` minus the minus cell in ``col + 2 j + 1``, and a tile of ``cols`` columns needs a
+  region ``2 cols`` wide.
 - ``program_weights(target, tol)``: write and verify, pulsing each cell towards its target by
   the number of pulses its error asks for until every cell is within ``tol``.
 
@@ -96,13 +100,33 @@ class LabTile:
 
     # -- reading -----------------------------------------------------------------------------
 
+    @property
+    def differential(self) -> bool:
+        """True where each weight is a pair of cells (``mapping.kind = "differential"``)."""
+        return self.mapping.kind == "differential"
+
+    def _chip_columns(self, cols: Index, plus: bool = True) -> Index:
+        """Chip columns of tile columns: the cell itself, or its plus (or minus) cell."""
+        if self.differential:
+            return self.region.col + 2 * cols + (0 if plus else 1)
+        return self.region.col + cols
+
     def _refresh(self, needed: NDArray[np.bool_]) -> Array:
-        """Read the ``needed`` cells a write has touched since their last read; the weights."""
+        """Read the ``needed`` cells a write has touched since their last read; the weights.
+
+        Reference mapping: ``w = (G - g_ref) / g_scale``; differential pairs:
+        ``w = (G_plus - G_minus) / g_scale``.
+        """
         rows, cols = np.nonzero(needed & self._stale)
         if rows.size:
-            currents = self.access.read_cells(rows + self.region.row, cols + self.region.col)
-            conductance = currents / self.access.read_voltage
-            self._weights[rows, cols] = (conductance - self.mapping.g_ref) / self.mapping.g_scale
+            chip_rows = rows + self.region.row
+            volts = self.access.read_voltage
+            conductance = self.access.read_cells(chip_rows, self._chip_columns(cols)) / volts
+            if self.differential:
+                reference = self.access.read_cells(chip_rows, self._chip_columns(cols, False)) / volts
+            else:
+                reference = np.full(rows.size, self.mapping.g_ref)
+            self._weights[rows, cols] = (conductance - reference) / self.mapping.g_scale
             self._stale[rows, cols] = False
         return self._weights
 
@@ -123,16 +147,22 @@ class LabTile:
 
     # -- writing -----------------------------------------------------------------------------
 
-    def _chip_cells(self, flat: Index) -> tuple[Index, Index]:
-        rows, cols = np.divmod(flat, self.cols)
-        return rows + self.region.row, cols + self.region.col
+    def _chip_target(self, cols: Index, polarity: int) -> tuple[Index, int]:
+        """The chip columns and pulse polarity that move tile columns ``cols`` by ``polarity``:
+        the cells themselves; or, for differential pairs, an up pulse on the plus cell for
+        ``+1`` and on the minus cell for ``-1`` (both sides only ever potentiated)."""
+        if self.differential:
+            return self._chip_columns(cols, plus=polarity > 0), +1
+        return self._chip_columns(cols), polarity
 
     def _pulse(self, flat: Index, counts: NDArray[np.int64], polarity: int) -> None:
         chosen = counts > 0
         if chosen.any():
             self._stale.reshape(-1)[flat[chosen]] = True
-            rows, cols = self._chip_cells(flat[chosen])
-            self.access.pulse_cells(rows, cols, polarity, counts[chosen])
+            rows, cols = np.divmod(flat[chosen], self.cols)
+            chip_cols, chip_polarity = self._chip_target(cols, polarity)
+            self.access.pulse_cells(rows + self.region.row, chip_cols, chip_polarity,
+                                    counts[chosen])
 
     def apply_pulses(self, counts: ArrayLike) -> None:
         """Signed pulse counts per cell (+ up, - down), cell by cell."""
@@ -165,9 +195,8 @@ class LabTile:
                 cols = np.flatnonzero(col_trains[slot] == col_sign)
                 if rows.size and cols.size:
                     self._stale[np.ix_(rows, cols)] = True
-                    polarity = -1 if row_sign == col_sign else +1
-                    self.access.pulse_masks(rows + self.region.row, cols + self.region.col,
-                                            polarity)
+                    chip_cols, polarity = self._chip_target(cols, -1 if row_sign == col_sign else 1)
+                    self.access.pulse_masks(rows + self.region.row, chip_cols, polarity)
 
     def program_weights(self, target: ArrayLike, tol: float = 0.0, max_rounds: int = 50) -> Array:
         """Write and verify: pulse every cell towards ``target`` until all are within ``tol``

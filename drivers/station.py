@@ -121,9 +121,11 @@ class ReadSection(BaseModel):
 
 
 class MappingSection(BaseModel):
-    """Weight ``w`` of a cell from its conductance ``G``: ``w = (G - g_ref) / g_scale``."""
+    """Weights from conductances: ``w = (G - g_ref) / g_scale`` per cell (``reference``), or
+    ``w = (G_plus - G_minus) / g_scale`` for a pair of neighbouring cells (``differential``)."""
 
     model_config = _STRICT
+    kind: Literal["reference", "differential"] = "reference"
     g_ref: float = Field(50e-6, gt=0, description="conductance at weight 0 (S)")
     g_scale: float = Field(50e-6, gt=0, description="conductance per unit weight (S)")
     dw_min: float = Field(0.001, gt=0, description="typical weight change of one pulse")

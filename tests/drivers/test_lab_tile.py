@@ -144,3 +144,39 @@ def test_a_one_hot_forward_reads_one_column() -> None:
     column = tile.forward(np.eye(5)[2])
     assert access.reads == 3
     np.testing.assert_allclose(column[0], tile.read_weights()[:, 2], atol=1e-15)
+
+
+DIFFERENTIAL = MAPPING.model_copy(update={"kind": "differential"})
+PAIRS = TileRegion(name="pairs", row=1, col=0, rows=2, cols=4)  # chip columns 0..7
+
+
+def test_differential_pairs_read_plus_minus_and_pulse_only_upwards() -> None:
+    chip, access = bench(parallel=False)
+    tile = LabTile(PAIRS, access, DIFFERENTIAL, UpdateConfig())
+    counts = np.zeros((2, 4), dtype=int)
+    counts[0, 1], counts[1, 3] = 5, -4
+    tile.apply_pulses(counts)
+    # weight (0, 1): plus cell (1, 2) up 5; weight (1, 3): minus cell (2, 7) up 4
+    assert chip.pulse_ledger() == {(1, 2): 5, (2, 7): 4}
+    w = chip.weights()
+    expected = w[1:3, 0:8:2] - w[1:3, 1:8:2]
+    np.testing.assert_allclose(tile.read_weights(), expected, atol=1e-12)
+    assert tile.read_weights()[0, 1] > 0 > tile.read_weights()[1, 3]
+
+
+@pytest.mark.parametrize("parallel", [True, False], ids=["masks", "cell-by-cell"])
+def test_differential_update_follows_the_gradient_sign(parallel: bool) -> None:
+    chip, access = bench(parallel=parallel)
+    tile = LabTile(PAIRS, access, DIFFERENTIAL, UpdateConfig(), seed=2)
+    x, d = np.array([1.0, -0.6, 0.4, -1.0]), np.array([0.7, -0.5])
+    for _ in range(150):
+        tile.update(x, d, 0.01)
+    assert np.all(np.sign(tile.read_weights()) == np.sign(-np.outer(d, x)))
+    assert all(count > 0 for count in chip.pulse_ledger().values())  # only up pulses on the chip
+
+
+def test_differential_program_weights_reaches_negative_and_positive_targets() -> None:
+    _chip, access = bench(parallel=False)
+    tile = LabTile(PAIRS, access, DIFFERENTIAL, UpdateConfig())
+    target = np.array([[0.2, -0.2, 0.05, 0.0], [-0.1, 0.15, -0.3, 0.1]])
+    np.testing.assert_allclose(tile.program_weights(target, tol=0.01), target, atol=0.01)
