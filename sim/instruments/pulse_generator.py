@@ -46,7 +46,6 @@ from sim.instruments.scpi_server import (
     Faults,
     ScpiError,
     ScpiServer,
-    bool_arg,
     choice_arg,
     format_reading,
     number_arg,
@@ -107,47 +106,23 @@ class PulseGeneratorSim(ScpiServer):
         return V_MAX_HIGHZ if np.isinf(self.load) else V_MAX_LOAD
 
     def _register(self) -> None:
-        self.add("FUNCtion:PULSe:PERiod", self._number("period", *PERIOD_RANGE))
-        self.add("FUNCtion:PULSe:WIDTh", self._number("width", *WIDTH_RANGE))
-        self.add("FUNCtion:PULSe:TRANsition[:BOTH]", self._number("edge", *EDGE_RANGE))
-        self.add("FUNCtion", self._choice("function", ["PULSe", "SINusoid", "SQUare", "DC"]))
+        self.add("FUNCtion:PULSe:PERiod", self.number_setting("period", *PERIOD_RANGE))
+        self.add("FUNCtion:PULSe:WIDTh", self.number_setting("width", *WIDTH_RANGE))
+        self.add("FUNCtion:PULSe:TRANsition[:BOTH]", self.number_setting("edge", *EDGE_RANGE))
+        self.add("FUNCtion", self.choice_setting("function", ["PULSe", "SINusoid", "SQUare", "DC"]))
         self.add("OUTPut:LOAD", self._load)
         self.add("OUTPut:POLarity", self._polarity)
-        self.add("OUTPut[:STATe]", self._bool("output"))
+        self.add("OUTPut[:STATe]", self.bool_setting("output"))
         self.add("VOLTage:HIGH", self._level("v_high"))
         self.add("VOLTage:LOW", self._level("v_low"))
-        self.add("BURSt:MODE", self._choice("burst_mode", ["TRIGgered", "GATed"]))
+        self.add("BURSt:MODE", self.choice_setting("burst_mode", ["TRIGgered", "GATed"]))
         self.add("BURSt:NCYCles", self._ncycles)
-        self.add("BURSt:STATe", self._bool("burst_state"))
+        self.add("BURSt:STATe", self.bool_setting("burst_state"))
         self.add("TRIGger[:SEQuence]:SOURce",
-                 self._choice("trigger_source", ["BUS", "IMMediate", "EXTernal"]))
+                 self.choice_setting("trigger_source", ["BUS", "IMMediate", "EXTernal"]))
         self.add("*TRG", self._trigger)
 
     # -- generic settings --------------------------------------------------------------------
-
-    def _number(self, attr: str, lo: float, hi: float):
-        def handler(cmd: Command) -> str | None:
-            if cmd.query:
-                return format_reading(getattr(self, attr))
-            setattr(self, attr, number_arg(cmd, lo, hi))
-            return None
-        return handler
-
-    def _choice(self, attr: str, choices: list[str]):
-        def handler(cmd: Command) -> str | None:
-            if cmd.query:
-                return getattr(self, attr)
-            setattr(self, attr, choice_arg(cmd, choices))
-            return None
-        return handler
-
-    def _bool(self, attr: str):
-        def handler(cmd: Command) -> str | None:
-            if cmd.query:
-                return "1" if getattr(self, attr) else "0"
-            setattr(self, attr, bool_arg(cmd))
-            return None
-        return handler
 
     def _load(self, cmd: Command) -> str | None:
         if cmd.query:

@@ -234,6 +234,35 @@ class ScpiServer:
         """This server's threads still running (none after :meth:`stop`)."""
         return [t for t in self._threads if t.is_alive()]
 
+    # -- handlers of plain settings (an attribute that a command sets and a query returns) ----
+
+    def number_setting(self, attr: str, lo: float, hi: float) -> Handler:
+        """``HEADER <number>`` sets ``attr`` (-222 outside ``[lo, hi]``); ``HEADER?`` reads it."""
+        def handler(cmd: Command) -> str | None:
+            if cmd.query:
+                return format_reading(getattr(self, attr))
+            setattr(self, attr, number_arg(cmd, lo, hi))
+            return None
+        return handler
+
+    def choice_setting(self, attr: str, choices: list[str]) -> Handler:
+        """``HEADER <choice>`` sets ``attr`` to one of ``choices``; ``HEADER?`` reads it."""
+        def handler(cmd: Command) -> str | None:
+            if cmd.query:
+                return str(getattr(self, attr))
+            setattr(self, attr, choice_arg(cmd, choices))
+            return None
+        return handler
+
+    def bool_setting(self, attr: str) -> Handler:
+        """``HEADER ON|OFF|1|0`` sets ``attr``; ``HEADER?`` answers 1 or 0."""
+        def handler(cmd: Command) -> str | None:
+            if cmd.query:
+                return "1" if getattr(self, attr) else "0"
+            setattr(self, attr, bool_arg(cmd))
+            return None
+        return handler
+
     def __enter__(self) -> ScpiServer:
         return self.start()
 

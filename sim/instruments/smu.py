@@ -32,10 +32,8 @@ from sim.instruments.scpi_server import (
     Faults,
     ScpiError,
     ScpiServer,
-    bool_arg,
     choice_arg,
     format_reading,
-    number_arg,
 )
 
 __all__ = ["IDN", "SmuSim"]
@@ -72,39 +70,16 @@ class SmuSim(ScpiServer):
 
     def _register(self) -> None:
         self.add("*LANG?", lambda c: self.language)
-        self.add("[SOURce]:FUNCtion[:MODE]", self._choice("source_function", ["VOLTage", "CURRent"]))
-        self.add("[SOURce]:VOLTage:RANGe:AUTO", self._bool("source_range_auto"))
-        self.add("[SOURce]:VOLTage:ILIMit[:LEVel]", self._number("ilim", *ILIM_RANGE))
-        self.add("[SOURce]:VOLTage[:LEVel][:IMMediate][:AMPLitude]", self._number("level", *VOLT_RANGE))
+        self.add("[SOURce]:FUNCtion[:MODE]", self.choice_setting("source_function", ["VOLTage", "CURRent"]))
+        self.add("[SOURce]:VOLTage:RANGe:AUTO", self.bool_setting("source_range_auto"))
+        self.add("[SOURce]:VOLTage:ILIMit[:LEVel]", self.number_setting("ilim", *ILIM_RANGE))
+        self.add("[SOURce]:VOLTage[:LEVel][:IMMediate][:AMPLitude]",
+                 self.number_setting("level", *VOLT_RANGE))
         self.add("SENSe:FUNCtion[:ON]", self._sense_function)
-        self.add("SENSe:CURRent:RANGe:AUTO", self._bool("sense_range_auto"))
-        self.add("SENSe:CURRent:NPLCycles", self._number("nplc", *NPLC_RANGE))
-        self.add("OUTPut[:STATe]", self._bool("output"))
+        self.add("SENSe:CURRent:RANGe:AUTO", self.bool_setting("sense_range_auto"))
+        self.add("SENSe:CURRent:NPLCycles", self.number_setting("nplc", *NPLC_RANGE))
+        self.add("OUTPut[:STATe]", self.bool_setting("output"))
         self.add("READ?", self._read)
-
-    def _number(self, attr: str, lo: float, hi: float):
-        def handler(cmd: Command) -> str | None:
-            if cmd.query:
-                return format_reading(getattr(self, attr))
-            setattr(self, attr, number_arg(cmd, lo, hi))
-            return None
-        return handler
-
-    def _bool(self, attr: str):
-        def handler(cmd: Command) -> str | None:
-            if cmd.query:
-                return "1" if getattr(self, attr) else "0"
-            setattr(self, attr, bool_arg(cmd))
-            return None
-        return handler
-
-    def _choice(self, attr: str, choices: list[str]):
-        def handler(cmd: Command) -> str | None:
-            if cmd.query:
-                return getattr(self, attr)
-            setattr(self, attr, choice_arg(cmd, choices))
-            return None
-        return handler
 
     def _sense_function(self, cmd: Command) -> str | None:
         if cmd.query:
