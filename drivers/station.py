@@ -48,14 +48,13 @@ Example (the simulated station that ``hilctl sim serve`` starts writes one like 
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from drivers.limits import LimitError, StationLimits
-from hilctl.config import validation_message
+from hilctl.config import read_toml, validation_message
 from hilctl.errors import ConfigError
 
 _STRICT = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
@@ -184,13 +183,7 @@ class StationConfig(BaseModel):
 
 def load_station(path: str | Path) -> StationConfig:
     """The validated station of a TOML file; ``ConfigError`` names the file and the field."""
-    try:
-        with open(path, "rb") as fh:
-            data = tomllib.load(fh)
-    except FileNotFoundError:
-        raise ConfigError(f"--station: no such file: {path}") from None
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"--station {path}: {exc}") from None
+    data = read_toml(path, "--station")
     try:
         return StationConfig.model_validate(data)
     except ValidationError as exc:

@@ -11,7 +11,9 @@ silently ignored setting.
 from __future__ import annotations
 
 import json
+import tomllib
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -312,6 +314,18 @@ def section_config(section: str, **values: Any) -> BaseModel:
     if section not in _SECTIONS:
         raise ConfigError(f"unknown section {section!r}; allowed: {', '.join(_SECTIONS)}")
     return build_section(section, _SECTIONS[section], values)
+
+
+def read_toml(path: str | Path, option: str) -> dict[str, Any]:
+    """The contents of a TOML file given with ``option`` (e.g. ``--config``); ``ConfigError``
+    names the option and the file when it is missing or unreadable."""
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{option}: no such file: {path}") from None
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{option} {path}: {exc}") from None
 
 
 def parse_value(text: str) -> Any:

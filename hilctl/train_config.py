@@ -9,7 +9,6 @@ an error names ``section.key`` and the keys that are allowed.
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -23,6 +22,7 @@ from hilctl.config import (
     UpdateConfig,
     build_section,
     device_config,
+    read_toml,
     validation_message,
 )
 from hilctl.errors import ConfigError
@@ -155,13 +155,7 @@ def _choose(kind: str, name: str, table: Mapping[str, Any]) -> str:
 
 def load_toml(path: str | Path) -> dict[str, Any]:
     """The sections of a TOML config file; ``ConfigError`` names the file if it cannot be read."""
-    try:
-        with open(path, "rb") as fh:
-            data = tomllib.load(fh)
-    except FileNotFoundError:
-        raise ConfigError(f"--config: no such file: {path}") from None
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"--config {path}: {exc}") from None
+    data = read_toml(path, "--config")
     unknown = sorted(set(data) - {*SECTIONS, "seed"})
     if unknown:
         raise ConfigError(f"--config {path}: unknown section {unknown[0]!r}; allowed: "
