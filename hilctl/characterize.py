@@ -30,10 +30,13 @@ from hilctl.cli import (
     EXIT_OK,
     UsageError,
     add_tile_arguments,
+    backend_options,
+    close_backend,
     error,
     finite_float,
     nonnegative_int,
     progress_for,
+    resolve_tile_shape,
     set_keys_help,
     tile_config_from_args,
 )
@@ -227,7 +230,10 @@ _DESCRIPTION = """\
 Measure the pulse response of a tile: program every cell to --start, apply --up single up
 pulses to all cells, then --down single down pulses, and read the weights after each pulse.
 Prints the mean and spread over the cells (a short summary, or every point with --json) and
-can plot the curve (--plot, needs matplotlib)."""
+can plot the curve (--plot, needs matplotlib).
+
+On a bench: --backend lab --station FILE.toml [--tile NAME] measures the cells of that tile
+region of the station (the first region by default; --rows/--cols default to its size)."""
 
 
 def register(subparsers: Any) -> None:
@@ -239,7 +245,7 @@ def register(subparsers: Any) -> None:
         epilog=set_keys_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    add_tile_arguments(parser)
+    add_tile_arguments(parser, station=True)
     sweep = parser.add_argument_group("sweep")
     sweep.add_argument("--up", type=nonnegative_int, default=500,
                        help="up pulses, applied first (default: %(default)s)")
@@ -280,6 +286,8 @@ def _json_safe(value: Any) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     """``hilctl characterize``: see :data:`_DESCRIPTION`."""
+    options = backend_options(args)
+    resolve_tile_shape(args, options)
     try:
         config = tile_config_from_args(args)
     except (HilctlError, ValueError) as exc:
@@ -291,15 +299,16 @@ def run(args: argparse.Namespace) -> int:
     if args.plot is not None:
         _check_plot_path(args.plot)  # before a run that may take hours on a chip
 
-    tile = open_tile(args.backend, config)
     progress = progress_for("characterize", enabled=not args.json)
     began = time.perf_counter()
     try:
+        tile = open_tile(args.backend, config, **options)
         response = measure_pulse_response(tile, args.up, args.down, args.start,
                                           progress=progress)
     finally:
         if progress is not None:
             progress.close()
+        close_backend(args.backend)
     seconds = time.perf_counter() - began
 
     plotted: str | None = None
@@ -319,6 +328,7 @@ def run(args: argparse.Namespace) -> int:
             "hilctl": __version__,
             "command": "characterize",
             "backend": args.backend,
+            **options,
             "device": args.device,
             "config": config.model_dump(mode="json"),
             "rows": config.rows,
@@ -335,7 +345,12 @@ def run(args: argparse.Namespace) -> int:
         }
         print(json.dumps(_json_safe(record)))
     else:
-        print(f"{args.device} on {args.backend}: {config.rows} x {config.cols} cells, "
+        if options:  # a bench: the chip's cells, whatever --device says
+            region = options.get("tile") or getattr(getattr(tile, "region", None), "name", "?")
+            where = f"tile {region} of station {options['station']}"
+        else:
+            where = f"{args.device} on {args.backend}"
+        print(f"{where}: {config.rows} x {config.cols} cells, "
               f"seed {config.seed}, {response.pulses} pulses in {seconds:.2f} s")
         for line in response.summary_lines():
             print(f"  {line}")

@@ -20,6 +20,7 @@ import sys
 import textwrap
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
 from hilctl import __version__
@@ -43,6 +44,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "hilctl.train_cli",
     "hilctl.characterize",
     "hilctl.runs_cli",
+    "hilctl.instruments_cli",
+    "hilctl.sim_cli",
 )
 
 #: Sections that ``--set SECTION.KEY=VALUE`` accepts.
@@ -135,8 +138,14 @@ def set_keys_help(width: int = 79) -> str:
     return "\n".join(lines)
 
 
-def add_tile_arguments(parser: argparse.ArgumentParser, *, rows: int = 32, cols: int = 32) -> None:
-    """Add the options that choose a backend and configure one tile on it."""
+def add_tile_arguments(parser: argparse.ArgumentParser, *, rows: int = 32, cols: int = 32,
+                       station: bool = False) -> None:
+    """Add the options that choose a backend and configure one tile on it.
+
+    With ``station``, also ``--station`` and ``--tile`` (see :func:`add_station_arguments`), and
+    ``--rows``/``--cols`` default to None: ``rows``/``cols`` on most backends, the size of the
+    station's tile region on ``lab`` (see :func:`resolve_tile_shape`).
+    """
     group = parser.add_argument_group("tile")
     group.add_argument(
         "--backend",
@@ -165,12 +174,101 @@ def add_tile_arguments(parser: argparse.ArgumentParser, *, rows: int = 32, cols:
         help="switch off every device-to-device and cycle-to-cycle variation of the device "
         "(applied before --set, which may turn single ones back on)",
     )
-    group.add_argument("--rows", type=positive_int, default=rows,
-                       help="rows (outputs) of the tile (default: %(default)s)")
-    group.add_argument("--cols", type=positive_int, default=cols,
-                       help="columns (inputs) of the tile (default: %(default)s)")
+    lab_note = f", or the tile region's on --backend {LAB_BACKEND}" if station else ""
+    group.add_argument("--rows", type=positive_int, default=None if station else rows,
+                       help=f"rows (outputs) of the tile (default: {rows}{lab_note})")
+    group.add_argument("--cols", type=positive_int, default=None if station else cols,
+                       help=f"columns (inputs) of the tile (default: {cols}{lab_note})")
     group.add_argument("--seed", type=nonnegative_int, default=0,
                        help="seed of every random draw of the backend (default: %(default)s)")
+    if station:
+        add_station_arguments(parser, tile=True)
+        parser.set_defaults(default_shape=(rows, cols))
+
+
+# ---------------------------------------------------------------------------------------------
+# The lab bench: --station (and --tile) become the options of backend 'lab'.
+# ---------------------------------------------------------------------------------------------
+
+#: The backend that drives a bench and takes ``station=`` (and ``tile=``) options.
+LAB_BACKEND = "lab"
+
+
+def add_station_arguments(parser: argparse.ArgumentParser, *, tile: bool = False) -> None:
+    """Add ``--station FILE`` (and, with ``tile``, ``--tile NAME``) for ``--backend lab``."""
+    group = parser.add_argument_group("lab bench (--backend lab)")
+    group.add_argument("--station", metavar="FILE.toml",
+                       help=f"station file of the bench; needed by --backend {LAB_BACKEND} and only "
+                       "by it ('hilctl sim serve' starts a simulated bench and writes one)")
+    if tile:
+        group.add_argument("--tile", metavar="NAME",
+                           help="tile region of the station to use (default: the first)")
+
+
+def backend_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The backend options of ``--station`` / ``--tile``: ``{"station": path[, "tile": name]}``
+    on the lab backend, ``{}`` elsewhere.
+
+    Raises :class:`UsageError` for ``--station``/``--tile`` on another backend and for the lab
+    backend without ``--station``; a station file that is missing or invalid raises
+    :class:`hilctl.errors.ConfigError` naming the file (exit 2 either way), before any run.
+    """
+    station = getattr(args, "station", None)
+    tile = getattr(args, "tile", None)
+    if args.backend != LAB_BACKEND:
+        if station is not None:
+            raise UsageError(f"--station: only --backend {LAB_BACKEND} uses a station file; "
+                             f"got --backend {args.backend}")
+        if tile is not None:
+            raise UsageError(f"--tile: only --backend {LAB_BACKEND} has tile regions; "
+                             f"got --backend {args.backend}")
+        return {}
+    if station is None:
+        raise UsageError(f"--backend {LAB_BACKEND} needs --station FILE.toml, the station file of "
+                         "the bench ('hilctl sim serve' starts a simulated bench and writes one)")
+    config = load_station_file(station)
+    options: dict[str, Any] = {"station": str(Path(station))}
+    if tile is not None:
+        config.region(tile)  # ConfigError naming the regions the station has
+        options["tile"] = tile
+    return options
+
+
+def load_station_file(path: str) -> Any:
+    """The validated station (``drivers.station.StationConfig``) of ``path``.
+
+    ``drivers`` is imported here, not at module level: hilctl's core imports no backend, and
+    only a command given ``--backend lab`` needs the lab drivers (and pays for importing them).
+    """
+    from drivers.station import load_station
+
+    return load_station(path)
+
+
+def resolve_tile_shape(args: argparse.Namespace, options: dict[str, Any]) -> None:
+    """Fill in ``args.rows`` / ``args.cols`` left at None by ``add_tile_arguments(station=True)``:
+    the tile region's size on the lab backend (region ``--tile``, else the first), else the
+    defaults given to :func:`add_tile_arguments`."""
+    if args.rows is not None and args.cols is not None:
+        return
+    rows, cols = args.default_shape
+    if "station" in options:
+        region = load_station_file(options["station"]).region(options.get("tile", 0))
+        rows, cols = region.rows, region.cols
+    args.rows = rows if args.rows is None else args.rows
+    args.cols = cols if args.cols is None else args.cols
+
+
+def close_backend(backend: str) -> None:
+    """Close the connections a backend keeps between tiles (the lab bench's instruments), at
+    the end of a command, so the next command (or run of ``compare``) starts afresh.
+
+    ``drivers`` is imported lazily for the same reason as in :func:`load_station_file`.
+    """
+    if backend == LAB_BACKEND:
+        from drivers.bench import Bench
+
+        Bench.close_all()
 
 
 def _all_finite(value: Any) -> bool:

@@ -13,6 +13,9 @@ from hilctl.backends import available_backends
 from hilctl.cli import (
     EXIT_INTERRUPTED,
     EXIT_OK,
+    add_station_arguments,
+    backend_options,
+    close_backend,
     nonnegative_int,
     parse_assignments,
     positive_int,
@@ -58,6 +61,7 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
                         help="print one JSON object on stdout and nothing else")
     parser.add_argument("--store", metavar="PATH",
                         help="run store (default: $HILCTL_HOME or ~/.local/share/hilctl)")
+    add_station_arguments(parser)
 
 
 def register(subparsers: Any) -> None:
@@ -111,21 +115,24 @@ def _config(args: argparse.Namespace, algorithm: str | None, seed: int | None,
 
 
 def _train(config: TrainConfig, args: argparse.Namespace, store: RunStore, label: str,
-           command: str) -> TrainOutcome:
+           command: str, options: dict[str, Any]) -> TrainOutcome:
     progress = progress_for(label, enabled=not args.json)
     try:
-        return train(config, args.backend, store=store, command=command, progress=progress)
+        return train(config, args.backend, store=store, command=command, progress=progress,
+                     backend_options=options)
     finally:
         if progress is not None:
             progress.close()
+        close_backend(args.backend)  # each run opens its tiles afresh (e.g. the bench's regions)
 
 
 def run_train(args: argparse.Namespace) -> int:
     """``hilctl train``."""
+    options = backend_options(args)
     config = _config(args, args.algorithm, args.seed)
     store = RunStore(args.store)
     try:
-        outcome = _train(config, args, store, config.summary(), "train")
+        outcome = _train(config, args, store, config.summary(), "train", options)
     except KeyboardInterrupt:
         print("hilctl: interrupted; the run is recorded as interrupted with its history so far "
               "(see 'hilctl runs list')", file=sys.stderr)
@@ -133,9 +140,13 @@ def run_train(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(outcome.as_json()))
         return EXIT_OK
-    for line in summary_lines(outcome, args.backend):
+    for line in summary_lines(outcome, _backend_label(args.backend, options)):
         print(line)
     return EXIT_OK
+
+
+def _backend_label(backend: str, options: dict[str, Any]) -> str:
+    return f"{backend} (station {options['station']})" if "station" in options else backend
 
 
 def summary_lines(outcome: TrainOutcome, backend: str) -> list[str]:
@@ -166,6 +177,7 @@ def run_compare(args: argparse.Namespace) -> int:
         if not any(key in ALGORITHMS[name].model_fields for name in names):
             raise ConfigError(f"algorithm.{key}: no compared algorithm ({', '.join(names)}) has "
                               "this key")
+    options = backend_options(args)
     first_seed = args.seed if args.seed is not None else 0
     configs = {(name, s): _config(args, name, first_seed + s, shared_algorithm_keys=True)
                for name in names for s in range(args.seeds)}
@@ -174,7 +186,7 @@ def run_compare(args: argparse.Namespace) -> int:
     try:
         for (name, s), config in configs.items():
             outcomes[(name, s)] = _train(config, args, store, f"{name} seed {first_seed + s}",
-                                         "compare")
+                                         "compare", options)
     except KeyboardInterrupt:
         print("hilctl: interrupted; finished runs are recorded, the current one as interrupted",
               file=sys.stderr)
@@ -184,7 +196,7 @@ def run_compare(args: argparse.Namespace) -> int:
         print(json.dumps({"rows": table, "runs": [o.as_json() for o in outcomes.values()]}))
         return EXIT_OK
     sample = next(iter(configs.values()))
-    print(f"{sample.task.name} on {args.backend}, device {sample.device.model}, "
+    print(f"{sample.task.name} on {_backend_label(args.backend, options)}, device {sample.device.model}, "
           f"{args.seeds} seed(s) from {first_seed}")
     for line in format_table(table):
         print(line)

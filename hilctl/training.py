@@ -107,7 +107,8 @@ def train(
         result = run_task(config, make_weights, _Reporter(progress, None))
         return TrainOutcome(None, time.perf_counter() - started, config, result.final,
                             result.history)
-    config_json = {**config.model_dump(mode="json", by_alias=True), "backend": backend}
+    config_json = {**config.model_dump(mode="json", by_alias=True), "backend": backend,
+                   "backend_options": {k: str(v) for k, v in (backend_options or {}).items()}}
     with store.start_run(command, config_json, backend) as run:
         result = run_task(config, make_weights, _Reporter(progress, run))
         last_step = int(result.history["step"][-1]) if result.history.get("step") else 0

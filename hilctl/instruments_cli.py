@@ -1,0 +1,212 @@
+"""``hilctl instruments``: the instruments this computer reaches, or a station's, identified.
+
+Without ``--station``: the VISA resources pyvisa-py finds and the serial ports pyserial lists
+(either listing may fail on its own; the command says what failed and goes on). With
+``--station FILE``: every instrument the station names is asked who it is -- the board's
+``Identify`` (firmware, geometry, capabilities), ``*IDN?`` of the pulse generator and the SMU --
+and reported as ok or with what failed. Exit 0 if every instrument answered, 1 if any failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import warnings
+from typing import Any
+
+from hilctl.cli import EXIT_FAILURE, EXIT_OK, load_station_file
+
+#: Resends of the board's Identify during the check (the station's own ``retries`` may be 20):
+#: a dead board is reported after ``(1 + this) * timeout`` seconds.
+IDENTIFY_RETRIES = 3
+
+
+def register(subparsers: Any) -> None:
+    """Add ``instruments`` to the ``hilctl`` subcommands."""
+    parser = subparsers.add_parser(
+        "instruments", help="list VISA resources and serial ports, or identify a station's "
+        "instruments",
+        description="Without --station: list the VISA resources (pyvisa-py) and serial ports this "
+        "computer sees. With --station FILE: identify each instrument the station names (board: "
+        "firmware, geometry, capabilities; pulse generator and SMU: *IDN?) and report ok or what "
+        "failed; exit 1 if any failed.")
+    parser.add_argument("--station", metavar="FILE.toml",
+                        help="station file whose instruments to identify")
+    parser.add_argument("--json", action="store_true",
+                        help="print one JSON object on stdout and nothing else")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """``hilctl instruments``."""
+    if args.station is None:
+        return _list(args.json)
+    return _identify(args.station, args.json)
+
+
+# ---------------------------------------------------------------------------------------------
+# Listing what is attached.
+# ---------------------------------------------------------------------------------------------
+
+
+def list_visa_resources() -> dict[str, Any]:
+    """``{"resources": [...], "error": str | None, "notes": [...]}`` from pyvisa-py; notes are
+    the warnings it gave (e.g. discovery limited by a missing optional package)."""
+    resources: list[str] = []
+    failure: str | None = None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            # drivers.scpi (and pyvisa) imported here: only this command and the lab backend
+            # need them, and hilctl's core imports no backend at module level.
+            from drivers.scpi import shared_resource_manager
+
+            resources = list(shared_resource_manager().list_resources())
+        except Exception as exc:  # pyvisa, pyvisa-py and the OS fail in many ways; report them
+            failure = f"{type(exc).__name__}: {exc}"
+    # pyvisa-py's hints (e.g. discovery limited without psutil / zeroconf); not its ResourceWarnings
+    notes = [" ".join(str(w.message).split()) for w in caught
+             if not issubclass(w.category, ResourceWarning)]
+    return {"resources": resources, "error": failure, "notes": notes}
+
+
+def list_serial_ports() -> dict[str, Any]:
+    """``{"ports": [{"device", "description", "hwid"}, ...], "error": str | None}``."""
+    try:
+        from serial.tools import list_ports  # lazily, as above
+
+        ports = [{"device": p.device, "description": p.description, "hwid": p.hwid}
+                 for p in sorted(list_ports.comports(), key=lambda p: p.device)]
+    except Exception as exc:
+        return {"ports": [], "error": f"{type(exc).__name__}: {exc}"}
+    return {"ports": ports, "error": None}
+
+
+def _list(as_json: bool) -> int:
+    visa = list_visa_resources()
+    ports = list_serial_ports()
+    if as_json:
+        print(json.dumps({"visa": visa, "serial": ports}))
+        return EXIT_OK
+    print("VISA resources (pyvisa-py):")
+    if visa["error"]:
+        print(f"  could not list VISA resources: {visa['error']}")
+    elif not visa["resources"]:
+        print("  none found")
+    for resource in visa["resources"]:
+        print(f"  {resource}")
+    for note in visa["notes"]:
+        print(f"  note: {note}")
+    print("serial ports (pyserial):")
+    if ports["error"]:
+        print(f"  could not list serial ports: {ports['error']}")
+    elif not ports["ports"]:
+        print("  none found")
+    width = max((len(p["device"]) for p in ports["ports"]), default=0)
+    for port in ports["ports"]:
+        print(f"  {port['device']:<{width}}  {port['description']}  [{port['hwid']}]")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------------------------
+# Identifying a station's instruments.
+# ---------------------------------------------------------------------------------------------
+
+
+def identify_board(section: Any, chip: Any) -> dict[str, Any]:
+    """Identify the board of a station's ``[board]``; checks the geometry against ``[chip]``."""
+    from drivers.board import BoardClient  # lazily, as above
+    from hilctl.errors import HilctlError
+
+    result: dict[str, Any] = {"name": "board", "address": section.port}
+    try:
+        client = BoardClient(section.port, timeout=section.timeout, baudrate=section.baudrate,
+                             retries=min(section.retries, IDENTIFY_RETRIES))
+    except HilctlError as exc:
+        return {**result, "ok": False, "error": str(exc)}
+    try:
+        info = client.identify()
+    except HilctlError as exc:
+        return {**result, "ok": False, "error": str(exc)}
+    except Exception as exc:  # a check reports, it does not crash
+        return {**result, "ok": False, "error": f"board {section.port}: {type(exc).__name__}: {exc}"}
+    finally:
+        client.close()
+    capabilities = [flag.name.lower() for flag in type(info.capabilities)
+                    if flag.value and flag in info.capabilities and flag.name]
+    result.update(ok=True, firmware=info.firmware, rows=info.rows, cols=info.cols,
+                  capabilities=capabilities)
+    if (info.rows, info.cols) != (chip.rows, chip.cols):
+        result.update(ok=False, error=f"board {section.port}: reports a {info.rows} x {info.cols} "
+                      f"chip but the station says {chip.rows} x {chip.cols}")
+    return result
+
+
+def identify_scpi(name: str, section: Any, expected_model: str) -> dict[str, Any]:
+    """``*IDN?`` of a station's SCPI instrument; fails if the reply lacks ``expected_model``."""
+    from drivers.scpi import ScpiInstrument  # lazily, as above
+
+    result: dict[str, Any] = {"name": name, "address": section.resource}
+    timeout_ms = max(1, round(section.timeout * 1000))
+    instrument = ScpiInstrument(section.resource, name=name, timeout_ms=timeout_ms,
+                                open_timeout_ms=timeout_ms, retries=0, expected_model=expected_model)
+    try:
+        idn = instrument.connect()
+    except Exception as exc:  # InstrumentError names the resource; anything else is reported too
+        text = str(exc)
+        if section.resource not in text:
+            text = f"{section.resource}: {type(exc).__name__}: {text}"
+        return {**result, "ok": False, "error": text}
+    finally:
+        instrument.close()
+    return {**result, "ok": True, "idn": idn}
+
+
+def identify_station(station: Any) -> list[dict[str, Any]]:
+    """One result per instrument the station names: ``name``, ``address``, ``ok`` and either
+    what it reported or ``error``."""
+    from drivers.pulse_generator import PulseGenerator  # lazily, as above
+    from drivers.smu import Smu
+
+    results = []
+    if station.board is not None:
+        results.append(identify_board(station.board, station.chip))
+    if station.pulse_generator is not None:
+        results.append(identify_scpi("pulse_generator", station.pulse_generator,
+                                     PulseGenerator.expected_model))
+    if station.smu is not None:
+        results.append(identify_scpi("smu", station.smu, Smu.expected_model))
+    return results
+
+
+def _describe(result: dict[str, Any]) -> str:
+    if not result["ok"]:
+        return result["error"]
+    if result["name"] == "board":
+        return (f"firmware {result['firmware']!r}, {result['rows']} x {result['cols']} chip, "
+                f"capabilities: {', '.join(result['capabilities']) or 'none'}")
+    return f"*IDN? {result['idn']}"
+
+
+def _identify(path: str, as_json: bool) -> int:
+    station = load_station_file(path)  # ConfigError (exit 2) names the file and the field
+    results = identify_station(station)
+    failed = [r for r in results if not r["ok"]]
+    if as_json:
+        print(json.dumps({"station": path, "ok": not failed, "instruments": results}))
+    else:
+        print(f"station {path}:")
+        name_width = max((len(r["name"]) for r in results), default=0)
+        address_width = max((len(r["address"]) for r in results), default=0)
+        for r in results:
+            status = "ok" if r["ok"] else "FAILED"
+            print(f"  {r['name']:<{name_width}}  {r['address']:<{address_width}}  {status:<6}  "
+                  f"{_describe(r)}")
+        if not results:
+            print("  the station names no instruments")
+        elif failed:
+            print(f"{len(failed)} of {len(results)} instrument(s) failed: "
+                  f"{', '.join(r['name'] for r in failed)}")
+        else:
+            print(f"all {len(results)} instrument(s) answered")
+    return EXIT_FAILURE if failed else EXIT_OK

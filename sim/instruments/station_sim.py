@@ -1,0 +1,325 @@
+"""A whole simulated station in one process: board, pulse generator and SMU on one emulated chip.
+
+A *simulated station file* (TOML) describes the chip behind the instruments and the station
+settings a real station file has; :class:`SimulatedStation` starts the instruments and resolves
+it into a real station (:class:`drivers.station.StationConfig`) whose port and resource strings
+point at them, so the lab backend drives it exactly as it drives a bench::
+
+    spec = load_sim_station("examples/sim_station.toml")
+    with SimulatedStation(spec) as sim:
+        sim.write_station("station.toml")    # or pass sim.station to the lab backend
+        ...                                  # hilctl train --backend lab --station station.toml
+
+Sections of a simulated station file (all tables; see ``examples/sim_station.toml``):
+
+- ``[chip]`` ``rows``, ``cols``, ``seed`` (of the device draws and the read noise).
+- ``[device]`` the cells' device model: ``model`` (required) and its keys, as
+  ``hilctl train``'s ``[device]`` section (``hilctl.config``).
+- ``[conductance]`` ``g_ref`` and ``g_scale`` (S: ``G = g_ref + g_scale * w``), ``read_noise``
+  (A, std of the read current), ``set_threshold`` (V, the smallest pulse that moves a cell),
+  ``min_width`` (s, the shortest pulse that moves a cell).
+- ``[faults]`` optional: ``board_drop`` / ``board_corrupt`` (share of board frames dropped /
+  corrupted, each direction), ``board_delay`` (s added before every board reply),
+  ``scpi_reply_delay`` (s added before every SCPI reply), ``seed``.
+- ``[board]``, ``[pulse_generator]``, ``[smu]`` optional: the station's settings of each
+  instrument except where it is (``port`` / ``resource`` are filled in when it starts).
+- ``[[tiles]]``, ``[write]``, ``[read]``, ``[mapping]``, ``[limits]``: copied into the resolved
+  station unchanged. Without ``[mapping]`` the mapping is the chip's own: ``g_ref``, ``g_scale``
+  of ``[conductance]`` and ``dw_min`` of the device.
+
+The instruments listen on 127.0.0.1 (ephemeral ports) and on a pseudo-terminal only.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from drivers.limits import StationLimits
+from drivers.station import (
+    MappingSection,
+    ReadSection,
+    StationConfig,
+    TileRegion,
+    WriteSection,
+)
+from hilctl.config import DeviceConfig, SoftBoundsConfig, read_toml, validation_message
+from hilctl.errors import ConfigError
+from sim.instruments.board import FaultConfig, SimulatedBoard
+from sim.instruments.chip import ChipConfig, EmulatedChip
+from sim.instruments.pulse_generator import PulseGeneratorSim
+from sim.instruments.scpi_server import Faults
+from sim.instruments.smu import SmuSim
+
+__all__ = ["SimStationSpec", "SimulatedStation", "dump_toml", "load_sim_station"]
+
+_STRICT = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+class SimChipSection(BaseModel):
+    """Geometry of the emulated chip and the seed of its random draws."""
+
+    model_config = _STRICT
+    rows: int = Field(8, ge=1, le=4096)
+    cols: int = Field(8, ge=1, le=4096)
+    seed: int = Field(0, ge=0)
+
+
+class ConductanceSection(BaseModel):
+    """How the chip's device weights appear as conductances and currents."""
+
+    model_config = _STRICT
+    g_ref: float = Field(50e-6, gt=0, description="conductance at weight 0 (S)")
+    g_scale: float = Field(50e-6, gt=0, description="conductance per unit weight (S)")
+    read_noise: float = Field(1e-9, ge=0, description="std of the read current (A)")
+    set_threshold: float = Field(0.8, gt=0, description="smallest |amplitude| that moves a cell (V)")
+    min_width: float = Field(10e-9, gt=0, description="shortest pulse that moves a cell (s)")
+
+
+class FaultsSection(BaseModel):
+    """Fault injection of the simulated instruments."""
+
+    model_config = _STRICT
+    board_drop: float = Field(0.0, ge=0, le=1, description="share of board frames dropped, each way")
+    board_corrupt: float = Field(0.0, ge=0, le=1, description="share of board frames corrupted, each way")
+    board_delay: float = Field(0.0, ge=0, le=10, description="seconds before every board reply")
+    scpi_reply_delay: float = Field(0.0, ge=0, le=10, description="seconds before every SCPI reply")
+    seed: int = Field(0, ge=0)
+
+
+class SimBoardSection(BaseModel):
+    """The station's ``[board]`` settings; the port is the simulated board's pty."""
+
+    model_config = _STRICT
+    baudrate: int = Field(115_200, gt=0)
+    timeout: float = Field(0.2, gt=0)
+    retries: int = Field(20, ge=0)
+
+
+class SimInstrumentSection(BaseModel):
+    """The station's settings of a SCPI instrument; the resource is the simulated one's."""
+
+    model_config = _STRICT
+    timeout: float = Field(2.0, gt=0)
+
+
+class SimStationSpec(BaseModel):
+    """A simulated station file, validated."""
+
+    model_config = _STRICT
+    chip: SimChipSection = Field(default_factory=SimChipSection)
+    device: DeviceConfig = Field(default_factory=SoftBoundsConfig)
+    conductance: ConductanceSection = Field(default_factory=ConductanceSection)
+    faults: FaultsSection = Field(default_factory=FaultsSection)
+    board: SimBoardSection = Field(default_factory=SimBoardSection)
+    pulse_generator: SimInstrumentSection = Field(default_factory=SimInstrumentSection)
+    smu: SimInstrumentSection = Field(default_factory=SimInstrumentSection)
+    tiles: list[TileRegion] = Field(min_length=1)
+    write: WriteSection = Field(default_factory=WriteSection)
+    read: ReadSection = Field(default_factory=ReadSection)
+    mapping: MappingSection | None = None
+    limits: StationLimits = Field(default_factory=StationLimits)
+
+    def station_values(self, *, port: str, pulse_generator: str, smu: str) -> dict[str, Any]:
+        """The station file's values with the instruments at ``port`` and the two resources."""
+        mapping = self.mapping or MappingSection(g_ref=self.conductance.g_ref,
+                                                 g_scale=self.conductance.g_scale,
+                                                 dw_min=self.device.dw_min)
+        return {
+            "board": {"port": port, **self.board.model_dump()},
+            "pulse_generator": {"resource": pulse_generator, **self.pulse_generator.model_dump()},
+            "smu": {"resource": smu, **self.smu.model_dump()},
+            "chip": {"rows": self.chip.rows, "cols": self.chip.cols},
+            "tiles": [t.model_dump() for t in self.tiles],
+            "write": self.write.model_dump(),
+            "read": self.read.model_dump(),
+            "mapping": mapping.model_dump(),
+            "limits": self.limits.model_dump(),
+        }
+
+    def check(self) -> SimStationSpec:
+        """Validate the station this spec resolves to (tiles on the chip, settings within the
+        limits) with placeholder addresses; ``ConfigError`` names the field."""
+        values = self.station_values(port="/dev/null", pulse_generator="TCPIP0::127.0.0.1::1::SOCKET",
+                                     smu="TCPIP0::127.0.0.1::2::SOCKET")
+        try:
+            StationConfig.model_validate(values)
+        except ValidationError as exc:
+            raise ConfigError(validation_message("", exc)) from None
+        return self
+
+
+def load_sim_station(path: str | Path) -> SimStationSpec:
+    """The validated simulated station of a TOML file; ``ConfigError`` names the file and field."""
+    data = read_toml(path, "simulated station")
+    try:
+        return SimStationSpec.model_validate(data).check()
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: {validation_message('', exc)}") from None
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+class SimulatedStation:
+    """The instruments of a :class:`SimStationSpec`, running in this process.
+
+    :meth:`start` creates one :class:`EmulatedChip`, a :class:`SimulatedBoard` on a pty, a
+    :class:`PulseGeneratorSim` and an :class:`SmuSim` on 127.0.0.1 ephemeral ports;
+    :attr:`station` is then the resolved :class:`StationConfig`. :meth:`stop` stops them all
+    (threads joined, pty and sockets closed). Use it as a context manager.
+    """
+
+    def __init__(self, spec: SimStationSpec) -> None:
+        self.spec = spec.check()
+        self.chip: EmulatedChip | None = None
+        self.board: SimulatedBoard | None = None
+        self.pulse_generator: PulseGeneratorSim | None = None
+        self.smu: SmuSim | None = None
+        self._station: StationConfig | None = None
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> SimulatedStation:
+        return cls(load_sim_station(path))
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def start(self) -> SimulatedStation:
+        if self.chip is not None:
+            raise RuntimeError("simulated station already started")
+        spec = self.spec
+        g = spec.conductance
+        self.chip = EmulatedChip(ChipConfig(
+            rows=spec.chip.rows, cols=spec.chip.cols, device=spec.device, g_ref=g.g_ref,
+            g_scale=g.g_scale, set_threshold=g.set_threshold, min_width=g.min_width,
+            read_noise=g.read_noise, seed=spec.chip.seed))
+        f = spec.faults
+        board_faults = FaultConfig(drop_in=f.board_drop, drop_out=f.board_drop,
+                                   corrupt_in=f.board_corrupt, corrupt_out=f.board_corrupt,
+                                   delay=f.board_delay, seed=f.seed)
+        try:
+            self.board = SimulatedBoard(self.chip, fault=board_faults).start()
+            self.pulse_generator = PulseGeneratorSim(
+                self.chip, faults=Faults(reply_delay=f.scpi_reply_delay, seed=f.seed)).start()
+            self.smu = SmuSim(self.chip, faults=Faults(reply_delay=f.scpi_reply_delay,
+                                                       seed=f.seed + 1)).start()
+            assert self.board.port is not None
+            self._station = StationConfig.model_validate(spec.station_values(
+                port=self.board.port, pulse_generator=self.pulse_generator.resource,
+                smu=self.smu.resource))
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        """Stop every instrument that runs; a client still connected then sees I/O errors."""
+        for name in ("smu", "pulse_generator", "board"):
+            instrument = getattr(self, name)
+            if instrument is not None:
+                instrument.stop()
+                setattr(self, name, None)
+        self.chip = None
+        self._station = None
+
+    @property
+    def running(self) -> bool:
+        return self._station is not None
+
+    def __enter__(self) -> SimulatedStation:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- the resolved station -----------------------------------------------------------------
+
+    @property
+    def station(self) -> StationConfig:
+        """The station a lab backend uses to reach these instruments (only while running)."""
+        if self._station is None:
+            raise RuntimeError("simulated station not started")
+        return self._station
+
+    def addresses(self) -> dict[str, str]:
+        """Where each instrument listens: ``board`` (pty path), ``pulse_generator``, ``smu``
+        (VISA resource strings)."""
+        station = self.station
+        assert station.board and station.pulse_generator and station.smu
+        return {"board": station.board.port, "pulse_generator": station.pulse_generator.resource,
+                "smu": station.smu.resource}
+
+    def write_station(self, path: str | Path, *, header: str | None = None) -> Path:
+        """Write :attr:`station` as a TOML station file; the path written."""
+        text = dump_toml(self.station.model_dump(mode="json", exclude_none=True), header=header or (
+            "Station of a simulated station (hilctl sim serve); valid while it runs."))
+        target = Path(path)
+        target.write_text(text, encoding="utf-8")
+        return target
+
+
+# -- a tiny TOML writer (tables of scalars, and arrays of such tables) ---------------------------
+
+
+def dump_toml(data: Mapping[str, Any], *, header: str | None = None) -> str:
+    """``data`` as TOML: top-level scalars, tables of scalars, and lists of such tables
+    (``[[name]]``). Scalars are str, int, float (finite) and bool; lists of scalars too."""
+    lines: list[str] = [f"# {line}" for line in (header or "").splitlines()]
+    scalars = {k: v for k, v in data.items() if not _is_table(v) and not _is_table_list(v)}
+    lines += [f"{_key(k)} = {_value(v)}" for k, v in scalars.items()]
+    for name, value in data.items():
+        if _is_table(value):
+            lines += ["", f"[{_key(name)}]"]
+            lines += [f"{_key(k)} = {_value(v)}" for k, v in value.items() if v is not None]
+        elif _is_table_list(value):
+            for table in value:
+                lines += ["", f"[[{_key(name)}]]"]
+                lines += [f"{_key(k)} = {_value(v)}" for k, v in table.items() if v is not None]
+    return "\n".join(lines).lstrip("\n") + "\n"
+
+
+def _is_table(value: Any) -> bool:
+    return isinstance(value, Mapping)
+
+
+def _is_table_list(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(v, Mapping) for v in value)
+
+
+def _key(key: str) -> str:
+    if key and all(c.isascii() and (c.isalnum() or c in "-_") for c in key):
+        return key
+    return _string(key)
+
+
+def _string(text: str) -> str:
+    escapes = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f",
+               "\r": "\\r"}
+    out = []
+    for ch in text:
+        if ch in escapes:
+            out.append(escapes[ch])
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append(f"\\u{ord(ch):04X}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
+
+
+def _value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"TOML writer: non-finite float {value!r}")
+        return repr(value)  # shortest round-trip form: 5e-05, 1.5, 1e+16 are all TOML floats
+    if isinstance(value, str):
+        return _string(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_value(v) for v in value) + "]"
+    raise TypeError(f"TOML writer: cannot write {type(value).__name__} {value!r}")
