@@ -30,6 +30,11 @@ pulse while the pulses keep their sign, which they do unless ``1 + s xi < 0`` (p
 
 The closed form works through the tile in blocks of rows that stay in the CPU cache, and asks
 for the pulse counts block by block, so its temporaries are small even for a 4096 x 4096 tile.
+:meth:`PulseWriter.apply_cells` runs the same chain on a list of cells only (gathered and
+scattered back): the path for sparse updates, whose cost follows the pulsed cells.
+
+Regular cells evaluate ``e - 1`` with a short series instead of ``exp`` (see ``_STEEP``), so a
+float32 tile's small increments keep their precision; float64 tiles use the exact functions.
 """
 
 from __future__ import annotations
