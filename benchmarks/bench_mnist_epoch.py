@@ -26,11 +26,10 @@ from collections.abc import Callable  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from hilctl.algorithms import build_weights  # noqa: E402
 from hilctl.datasets import load_mnist  # noqa: E402
 from hilctl.nn import Dense, Network, softmax_cross_entropy  # noqa: E402
 from hilctl.train_config import resolve_train_config  # noqa: E402
-from hilctl.training import tile_opener  # noqa: E402
+from hilctl.training import weight_factory  # noqa: E402
 
 LR, BATCH, SIZES = 0.05, 10, (784, 256, 128, 10)
 
@@ -39,8 +38,8 @@ def hilctl_model() -> tuple[Callable[[], None], Callable[[], float]]:
     """One training epoch and a test-accuracy function for the emulator."""
     data = load_mnist()
     config = resolve_train_config(task="mnist-fcn", algorithm="analog-sgd")
-    open_analog = tile_opener(config, "sim")
-    layers = [Dense(build_weights(config.algorithm, n_out, n_in + 1, open_analog))
+    make_weights = weight_factory(config, "sim")
+    layers = [Dense(make_weights(n_out, n_in + 1))
               for n_in, n_out in itertools.pairwise(SIZES)]
     init = np.random.default_rng(0)
     for layer in layers:

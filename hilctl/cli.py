@@ -46,6 +46,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "hilctl.runs_cli",
     "hilctl.instruments_cli",
     "hilctl.sim_cli",
+    "hilctl.reproduce_cli",
 )
 
 #: Sections that ``--set SECTION.KEY=VALUE`` accepts.

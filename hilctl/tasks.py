@@ -1,4 +1,5 @@
-"""The training tasks: streaming least squares and the MNIST fully connected network.
+"""The training tasks: streaming least squares, the MNIST fully connected network and the MNIST
+LeNet-like CNN.
 
 A task builds its model from weight arrays (``make_weights(rows, cols)``, which hides the
 algorithm and the backend), trains it, reports metrics as it goes and returns the final figures
@@ -18,8 +19,18 @@ import numpy as np
 
 from hilctl.algorithms import WeightArray
 from hilctl.datasets import load_mnist
-from hilctl.nn import Dense, Network, softmax_cross_entropy
-from hilctl.train_config import LeastSquaresConfig, MnistFcnConfig
+from hilctl.nn import (
+    Activation,
+    Conv2d,
+    Dense,
+    Flatten,
+    MaxPool2d,
+    Network,
+    Sequential,
+    conv_output_size,
+    softmax_cross_entropy,
+)
+from hilctl.train_config import LeastSquaresConfig, MnistCnnConfig, MnistFcnConfig
 
 WeightFactory = Callable[[int, int], WeightArray]
 
@@ -87,10 +98,13 @@ def least_squares(cfg: LeastSquaresConfig, seed: int, bound: float, make_weights
     return result
 
 
-def _accuracy(net: Network, images: np.ndarray, labels: np.ndarray, chunk: int = 500) -> float:
+def _accuracy(net: Network | Sequential, images: np.ndarray, labels: np.ndarray, chunk: int = 500,
+              shape: tuple[int, ...] = ()) -> float:
+    """Test accuracy in chunks; ``shape`` reshapes each flat image (e.g. to (1, 28, 28))."""
     correct = 0
     for start in range(0, labels.size, chunk):
-        logits = net.forward(images[start:start + chunk].astype(np.float64))
+        batch = images[start:start + chunk].astype(np.float64)
+        logits = net.forward(batch.reshape(batch.shape[0], *shape) if shape else batch)
         correct += int(np.sum(np.argmax(logits, axis=1) == labels[start:start + chunk]))
     return correct / labels.size
 
@@ -134,4 +148,74 @@ def mnist_fcn(cfg: MnistFcnConfig, seed: int, make_weights: WeightFactory,
         report.metrics(epoch, values)
     result.final = {"test_acc": result.history["test_acc"][-1], "loss": result.history["loss"][-1]}
     result.weights = {f"layer{i}": layer.weights.read_weights() for i, layer in enumerate(layers)}
+    return result
+
+
+#: MNIST images as the CNN sees them: one channel of 28 x 28.
+_IMAGE_SHAPE = (1, 28, 28)
+
+
+def lenet(cfg: MnistCnnConfig, make_weights: WeightFactory) -> Sequential:
+    """``conv k c1 -> tanh -> pool 2 -> conv k c2 -> tanh -> pool 2 -> FC hidden -> tanh -> FC 10``
+    on (batch, 1, 28, 28) images, each layer's weights (with a bias column) from ``make_weights``.
+    """
+    (c1, c2), k = cfg.channels, cfg.kernel_size
+    side = _IMAGE_SHAPE[1]
+    for _ in range(2):
+        side = conv_output_size(conv_output_size(side, k), 2, 2)
+    flat = c2 * side * side
+    return Sequential([
+        Conv2d(make_weights(c1, _IMAGE_SHAPE[0] * k * k + 1), _IMAGE_SHAPE[0], c1, k),
+        Activation("tanh"),
+        MaxPool2d(2),
+        Conv2d(make_weights(c2, c1 * k * k + 1), c1, c2, k),
+        Activation("tanh"),
+        MaxPool2d(2),
+        Flatten(),
+        Dense(make_weights(cfg.hidden, flat + 1)),
+        Activation("tanh"),
+        Dense(make_weights(10, cfg.hidden + 1)),
+    ])
+
+
+def mnist_cnn(cfg: MnistCnnConfig, seed: int, make_weights: WeightFactory,
+              report: Reporter) -> TaskResult:
+    """Train the LeNet-like CNN of :func:`lenet` with softmax cross-entropy, SGD in batches.
+
+    The same epochs, StepLR schedule, metrics and random streams as :func:`mnist_fcn`.
+    """
+    data = load_mnist(cfg.data_dir)
+    train_x, train_y = data.train_x, data.train_y
+    if cfg.limit_train is not None:
+        train_x, train_y = train_x[:cfg.limit_train], train_y[:cfg.limit_train]
+    net = lenet(cfg, make_weights)
+    net.initialize(np.random.default_rng([seed, _INIT]))
+    shuffle = np.random.default_rng([seed, _SHUFFLE])
+    batches = -(-train_y.size // cfg.batch)
+    result = TaskResult(final={})
+    for epoch in range(1, cfg.epochs + 1):
+        started = time.perf_counter()
+        lr = cfg.lr
+        if cfg.lr_step_epochs:
+            lr *= cfg.lr_step_gamma ** ((epoch - 1) // cfg.lr_step_epochs)
+        order = shuffle.permutation(train_y.size)
+        losses = []
+        for b in range(batches):
+            index = order[b * cfg.batch:(b + 1) * cfg.batch]
+            images = train_x[index].astype(np.float64).reshape(index.size, *_IMAGE_SHAPE)
+            loss, grad = softmax_cross_entropy(net.forward(images), train_y[index])
+            net.backward(grad)
+            net.update(lr)
+            losses.append(loss)
+            report.progress((epoch - 1) * batches + b + 1, cfg.epochs * batches)
+        train_seconds = time.perf_counter() - started
+        values = {"loss": float(np.mean(losses)),
+                  "test_acc": _accuracy(net, data.test_x, data.test_y, chunk=250, shape=_IMAGE_SHAPE),
+                  "epoch_seconds": train_seconds, "lr": lr}
+        result.record(epoch, values)
+        report.metrics(epoch, values)
+    result.final = {"test_acc": result.history["test_acc"][-1], "loss": result.history["loss"][-1]}
+    names = ("conv1", "conv2", "fc1", "fc2")
+    result.weights = {name: layer.weights.read_weights()
+                      for name, layer in zip(names, net.trainable, strict=True)}
     return result

@@ -20,9 +20,9 @@ from hilctl.algorithms import WeightArray, build_weights
 from hilctl.backends import backend_factory
 from hilctl.config import TileConfig
 from hilctl.runs import Run, RunStore
-from hilctl.tasks import TaskResult, least_squares, mnist_fcn
+from hilctl.tasks import TaskResult, least_squares, mnist_cnn, mnist_fcn
 from hilctl.tile import Tile
-from hilctl.train_config import LeastSquaresConfig, TrainConfig, device_bound
+from hilctl.train_config import LeastSquaresConfig, MnistCnnConfig, TrainConfig, device_bound
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -79,11 +79,30 @@ def tile_opener(config: TrainConfig, backend: str,
     return open_analog
 
 
+def weight_factory(config: TrainConfig, backend: str = "sim",
+                   options: Mapping[str, Any] | None = None) -> Callable[[int, int], WeightArray]:
+    """Weight arrays of the run's algorithm on tiles of ``backend``, one per call (rows, cols).
+
+    The algorithm learns the device's pulse size (its buffers' thresholds), the tiles'
+    reference (residual learning needs zero-shifted tiles) and the run's seed (choppers).
+    """
+    open_analog = tile_opener(config, backend, options)
+
+    def make_weights(rows: int, cols: int) -> WeightArray:
+        return build_weights(config.algorithm, rows, cols, open_analog,
+                             granularity=config.device.dw_min, reference=config.tile.reference,
+                             seed=config.seed)
+
+    return make_weights
+
+
 def run_task(config: TrainConfig, make_weights: Callable[[int, int], WeightArray],
              report: _Reporter) -> TaskResult:
     task = config.task
     if isinstance(task, LeastSquaresConfig):
         return least_squares(task, config.seed, device_bound(config), make_weights, report)
+    if isinstance(task, MnistCnnConfig):
+        return mnist_cnn(task, config.seed, make_weights, report)
     return mnist_fcn(task, config.seed, make_weights, report)
 
 
@@ -97,11 +116,7 @@ def train(
     backend_options: Mapping[str, Any] | None = None,
 ) -> TrainOutcome:
     """Run one training of ``config`` on ``backend``; record it in ``store`` if given."""
-    open_analog = tile_opener(config, backend, backend_options)
-
-    def make_weights(rows: int, cols: int) -> WeightArray:
-        return build_weights(config.algorithm, rows, cols, open_analog)
-
+    make_weights = weight_factory(config, backend, backend_options)
     started = time.perf_counter()
     if store is None:
         result = run_task(config, make_weights, _Reporter(progress, None))

@@ -1,0 +1,111 @@
+"""``hilctl reproduce``: the paper's problems, the runner, and the --quick set's claims."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+
+from hilctl.cli import main
+from hilctl.paper_problems import (
+    gradient_to_update,
+    make_problem,
+    paper_config,
+    run_problem,
+    saturation,
+)
+from hilctl.reproduce import EXPERIMENTS, run_experiments
+
+
+def test_gradient_matches_finite_differences() -> None:
+    problem = make_problem(30, 7, w_star_std=0.4, a_scale=0.5, loss_scale=0.5, seed=3)
+    w = np.random.default_rng(1).normal(0, 0.3, problem.shape)
+    g = problem.gradient(w)
+    eps = 1e-6
+    numeric = np.zeros_like(w)
+    for j in range(problem.n):
+        step = np.zeros_like(w)
+        step[0, j] = eps
+        numeric[0, j] = (problem.loss(w + step) - problem.loss(w - step)) / (2 * eps)
+    np.testing.assert_allclose(g, numeric, rtol=1e-6, atol=1e-9)
+    assert problem.loss(problem.w_star) == pytest.approx(0.0, abs=1e-20)
+    assert problem.error(w) == pytest.approx(problem.loss(w) / problem.n)
+
+
+@pytest.mark.parametrize("rows", [1, 3])
+def test_gradient_to_update_realises_the_matrix(rows: int) -> None:
+    g = np.random.default_rng(0).normal(size=(rows, 5))
+    x, d = gradient_to_update(g)
+    np.testing.assert_allclose(d.T @ x, g)
+
+
+def test_ideal_analog_update_is_plain_gradient_descent() -> None:
+    problem = make_problem(40, 10, w_star_std=0.3, seed=1)
+    lr, sigma, steps = 0.05, 0.02, 60
+    run = run_problem(problem, paper_config("analog-sgd", tau=1.0, mode="ideal"), steps=steps,
+                      lr=lr, sigma=sigma, w0=0.1, noise_seed=7)
+    # the same noise stream, by hand
+    rng = np.random.default_rng([7, 618])
+    w = np.full(problem.shape, 0.1)
+    errors = []
+    for _ in range(steps):
+        errors.append(problem.error(w))
+        w = w - lr * problem.noisy_gradient(w, sigma, rng)
+    errors.append(problem.error(w))
+    np.testing.assert_allclose(run.final_weights, w, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(run.errors, errors, rtol=1e-10)
+
+
+def test_digital_and_expected_runs_agree_without_saturation() -> None:
+    """With tau far above the weights the discrete model is gradient descent."""
+    problem = make_problem(40, 10, w_star_std=0.3, seed=2)
+    digital = run_problem(problem, paper_config("digital-sgd", mode="ideal"), steps=200,
+                          lr=0.05, sigma=0.0)
+    analog = run_problem(problem, paper_config("analog-sgd", tau=1e4, mode="expected"),
+                         steps=200, lr=0.05, sigma=0.0)
+    np.testing.assert_allclose(analog.final_weights, digital.final_weights, atol=1e-3)
+
+
+def test_saturation_term() -> None:
+    assert saturation(np.array([0.0, 0.5]), 1.0) == pytest.approx(0.5 * (0.25 / 0.75))
+    assert saturation(np.array([1.0]), 1.0) == float("inf")
+
+
+def test_registry_leaves_room_for_fig5() -> None:
+    assert list(EXPERIMENTS) == ["fig1", "fig3", "fig4-noise", "fig4-init", "theory"]
+
+
+def test_quick_set_runs_and_every_claim_holds(tmp_path, capsys) -> None:
+    """The issue's CI requirement: the whole --quick set, fixed seed, all claims hold."""
+    code = main(["reproduce", "--quick", "--seed", "0", "--out", str(tmp_path)])
+    out = capsys.readouterr()
+    assert code == 0, out.out
+    assert "FAIL" not in out.out
+    assert "claims hold" in out.out
+    for name in EXPERIMENTS:
+        png = tmp_path / f"{name}.png"
+        assert png.stat().st_size > 1000
+        assert f"{name}:" in out.err  # progress on stderr
+    table = (tmp_path / "results.md").read_text()
+    assert "| PASS |" in table and "FAIL" not in table
+    with open(tmp_path / "results.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert {r["experiment"] for r in rows} == set(EXPERIMENTS)
+    assert all(r["command"].startswith("hilctl reproduce ") for r in rows)
+    assert all(float(r["seconds"]) >= 0 for r in rows)
+
+
+def test_claims_are_checked_on_the_numbers() -> None:
+    """A claim fails when its numbers contradict it (not just reported as PASS)."""
+    [result] = run_experiments(["fig4-init"], quick=True, seed=0, figures=False)
+    assert result.claims and all(c.passed for c in result.claims)
+    from hilctl.reproduce import Claim, all_passed
+
+    result.claims.append(Claim("fig4-init", "bogus", False, ""))
+    assert not all_passed([result])
+
+
+def test_unknown_experiment_is_refused(capsys) -> None:
+    assert main(["reproduce", "fig9"]) == 2
+    assert "unknown experiment 'fig9'" in capsys.readouterr().err
