@@ -72,8 +72,46 @@ def test_saturation_term() -> None:
     assert saturation(np.array([1.0]), 1.0) == float("inf")
 
 
-def test_registry_leaves_room_for_fig5() -> None:
-    assert list(EXPERIMENTS) == ["fig1", "fig3", "fig4-noise", "fig4-init", "theory"]
+def test_registry_holds_the_paper_and_the_successors() -> None:
+    assert list(EXPERIMENTS) == ["fig1", "fig3", "fig4-noise", "fig4-init", "theory",
+                                 "successors", "fig5"]
+    assert "hours" in EXPERIMENTS["fig5"].not_run_note
+
+
+def test_successors_config_is_the_issue3_setting() -> None:
+    from hilctl.reproduce import successors_config
+
+    cfg = successors_config("c-ttv2", 1.0, seed=4)
+    assert (cfg.task.steps, cfg.task.lr, cfg.task.sigma) == (4000, 0.02, 0.1)
+    assert cfg.device.dw_min == 0.001 and cfg.device.w_max == 1.0 and cfg.device.w_min == -1.0
+    assert cfg.periphery.is_perfect and cfg.seed == 4
+    assert (cfg.algorithm.desired_bl, cfg.algorithm.in_chop_prob) == (20, 0.02)
+    assert cfg.algorithm.forget_buffer is False
+    residual = successors_config("residual", 0.5, seed=0)
+    assert residual.tile.reference == "symmetric-point" and residual.algorithm.gamma == 0.4
+    assert successors_config("tiki-taka", 0.5, seed=0).algorithm.fast_lr == 0.1
+
+
+def test_fig5_configs_follow_the_paper() -> None:
+    from hilctl.reproduce import FIG5_FULL, FIG5_QUICK, fig5_config
+
+    full = fig5_config("mnist-fcn", "tiki-taka", 0.7, 0, FIG5_FULL["mnist-fcn"])
+    assert (full.task.epochs, full.task.lr, full.task.batch, full.task.lr_step_epochs) == (
+        80, 0.05, 10, 35)
+    assert full.algorithm.fast_lr == 0.01 and full.device.w_max == 0.7
+    assert not full.periphery.is_perfect  # aihwkit's default periphery
+    cnn = fig5_config("mnist-cnn", "analog-sgd", 0.6, 0, FIG5_FULL["mnist-cnn"])
+    assert (cnn.task.name, cnn.task.epochs, cnn.task.batch) == ("mnist-cnn", 80, 8)
+    assert all(v.get("limit_train") for v in FIG5_QUICK.values())
+
+
+def test_table_labels_fig5_as_not_run_with_its_separate_measurements() -> None:
+    from hilctl.reproduce import ExperimentResult, markdown
+
+    table = markdown([ExperimentResult("fig4-init")], quick=False, seed=0)
+    assert "## Not run for this table" in table and "takes hours" in table
+    assert "not produced by this command" in table
+    assert "| tiki-taka | test accuracy @80 epochs | 0.431 |" in table
 
 
 def test_quick_set_runs_and_every_claim_holds(tmp_path, capsys) -> None:
@@ -87,6 +125,7 @@ def test_quick_set_runs_and_every_claim_holds(tmp_path, capsys) -> None:
         png = tmp_path / f"{name}.png"
         assert png.stat().st_size > 1000
         assert f"{name}:" in out.err  # progress on stderr
+    assert "successors" in out.out and "fig5" in out.out
     table = (tmp_path / "results.md").read_text()
     assert "| PASS |" in table and "FAIL" not in table
     with open(tmp_path / "results.csv") as fh:
