@@ -24,7 +24,6 @@ block by block of rows by the writer so that the counts never need a full-tile a
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import numpy as np
@@ -45,28 +44,19 @@ def bit_lengths(k: NDArray[np.float64], update: UpdateConfig) -> NDArray[np.int6
 def _train_gains(x_max: NDArray[np.float64], d_max: NDArray[np.float64], lr: float,
                  granularity: float, update: UpdateConfig
                  ) -> tuple[NDArray[np.int64], NDArray[np.float64], NDArray[np.float64]]:
-    """BL and the column and row gains of each sample (a Python loop: a mini-batch is a handful
-    of samples, where numpy's per-call cost would exceed the arithmetic)."""
-    desired = update.desired_bl
-    bls, x_gains, d_gains = [], [], []
-    for xm, dm in zip(x_max.tolist(), d_max.tolist(), strict=True):
-        k = lr * xm * dm / granularity
-        if k <= 0:
-            bls.append(0)
-            x_gains.append(0.0)
-            d_gains.append(0.0)
-            continue
-        bl = min(math.ceil(k), desired) if update.update_bl_management else desired
-        gain = math.sqrt(lr / (granularity * bl))
-        balance = 1.0
-        if update.update_management:
-            # aihwkit balances against d_max shrunk by desired_bl / k when k > desired_bl: the
-            # x train then peaks at probability 1 and d is effectively clipped.
-            balance = math.sqrt(xm / (dm * min(1.0, desired / k)))
-        bls.append(bl)
-        x_gains.append(gain / balance)
-        d_gains.append(gain * balance)
-    return np.array(bls, dtype=np.int64), np.array(x_gains), np.array(d_gains)
+    """BL and the column and row gains of each sample (no pulses where ``x`` or ``d`` is 0)."""
+    k = (lr / granularity) * x_max * d_max
+    bl = bit_lengths(k, update)
+    active = bl > 0
+    safe_k = np.where(active, k, 1.0)
+    gain = np.sqrt(lr / (granularity * np.maximum(bl, 1))) * active
+    if not update.update_management:
+        return bl, gain, gain
+    # aihwkit balances against d_max shrunk by desired_bl / k when k > desired_bl: the x train
+    # then peaks at probability 1 and d is effectively clipped.
+    d_ref = np.where(active, d_max, 1.0) * np.minimum(1.0, update.desired_bl / safe_k)
+    balance = np.sqrt(np.where(active, x_max, 1.0) / d_ref)
+    return bl, gain / balance, gain * balance
 
 
 def firing_probabilities(
