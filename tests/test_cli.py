@@ -242,3 +242,16 @@ def test_python_dash_m(tmp_path):
                           capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 2
     assert done.stderr.strip() == "hilctl: error: argument --up: must be an integer >= 0; got -1"
+
+
+def test_a_reader_that_goes_away_gets_no_traceback(tmp_path):
+    """``hilctl ... --json | head -c 20``: the pipe closes early; hilctl stops quietly."""
+    import subprocess
+    import sys
+
+    command = (f"{sys.executable} -m hilctl characterize --json --up 3000 --down 3000 --rows 4 "
+               "--cols 4 | head -c 20")
+    done = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=120,
+                          env={**__import__("os").environ, "HILCTL_HOME": str(tmp_path)})
+    assert done.stdout.startswith("{")
+    assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr
