@@ -112,16 +112,25 @@ def _accuracy(net: Network | Sequential, images: np.ndarray, labels: np.ndarray,
 def mnist_fcn(cfg: MnistFcnConfig, seed: int, make_weights: WeightFactory,
               report: Reporter) -> TaskResult:
     """Train a sigmoid network ``784-hidden...-10`` with softmax cross-entropy, SGD in batches."""
-    data = load_mnist(cfg.data_dir)
-    train_x, train_y = data.train_x, data.train_y
-    if cfg.limit_train is not None:
-        train_x, train_y = train_x[:cfg.limit_train], train_y[:cfg.limit_train]
-    sizes = [train_x.shape[1], *cfg.hidden, 10]
+    sizes = [784, *cfg.hidden, 10]
     layers = [Dense(make_weights(n_out, n_in + 1)) for n_in, n_out in itertools.pairwise(sizes)]
     init = np.random.default_rng([seed, _INIT])
     for layer in layers:
         layer.initialize(init)
-    net = Network(layers, "sigmoid")
+    result = _train_classifier(Network(layers, "sigmoid"), cfg, seed, report)
+    result.weights = {f"layer{i}": layer.weights.read_weights() for i, layer in enumerate(layers)}
+    return result
+
+
+def _train_classifier(net: Network | Sequential, cfg: MnistFcnConfig | MnistCnnConfig, seed: int,
+                      report: Reporter, shape: tuple[int, ...] = ()) -> TaskResult:
+    """SGD in mini-batches of ``cfg.batch`` on MNIST with softmax cross-entropy and the StepLR
+    schedule; loss, test accuracy, seconds and lr per epoch. ``shape`` reshapes each flat image
+    for the network (e.g. to (1, 28, 28))."""
+    data = load_mnist(cfg.data_dir)
+    train_x, train_y = data.train_x, data.train_y
+    if cfg.limit_train is not None:
+        train_x, train_y = train_x[:cfg.limit_train], train_y[:cfg.limit_train]
     shuffle = np.random.default_rng([seed, _SHUFFLE])
     batches = -(-train_y.size // cfg.batch)
     result = TaskResult(final={})
@@ -134,20 +143,21 @@ def mnist_fcn(cfg: MnistFcnConfig, seed: int, make_weights: WeightFactory,
         losses = []
         for b in range(batches):
             index = order[b * cfg.batch:(b + 1) * cfg.batch]
-            logits = net.forward(train_x[index].astype(np.float64))
-            loss, grad = softmax_cross_entropy(logits, train_y[index])
+            images = train_x[index].astype(np.float64)
+            if shape:
+                images = images.reshape(index.size, *shape)
+            loss, grad = softmax_cross_entropy(net.forward(images), train_y[index])
             net.backward(grad)
             net.update(lr)
             losses.append(loss)
             report.progress((epoch - 1) * batches + b + 1, cfg.epochs * batches)
         train_seconds = time.perf_counter() - started
         values = {"loss": float(np.mean(losses)),
-                  "test_acc": _accuracy(net, data.test_x, data.test_y),
+                  "test_acc": _accuracy(net, data.test_x, data.test_y, chunk=250, shape=shape),
                   "epoch_seconds": train_seconds, "lr": lr}
         result.record(epoch, values)
         report.metrics(epoch, values)
     result.final = {"test_acc": result.history["test_acc"][-1], "loss": result.history["loss"][-1]}
-    result.weights = {f"layer{i}": layer.weights.read_weights() for i, layer in enumerate(layers)}
     return result
 
 
@@ -184,37 +194,9 @@ def mnist_cnn(cfg: MnistCnnConfig, seed: int, make_weights: WeightFactory,
 
     The same epochs, StepLR schedule, metrics and random streams as :func:`mnist_fcn`.
     """
-    data = load_mnist(cfg.data_dir)
-    train_x, train_y = data.train_x, data.train_y
-    if cfg.limit_train is not None:
-        train_x, train_y = train_x[:cfg.limit_train], train_y[:cfg.limit_train]
     net = lenet(cfg, make_weights)
     net.initialize(np.random.default_rng([seed, _INIT]))
-    shuffle = np.random.default_rng([seed, _SHUFFLE])
-    batches = -(-train_y.size // cfg.batch)
-    result = TaskResult(final={})
-    for epoch in range(1, cfg.epochs + 1):
-        started = time.perf_counter()
-        lr = cfg.lr
-        if cfg.lr_step_epochs:
-            lr *= cfg.lr_step_gamma ** ((epoch - 1) // cfg.lr_step_epochs)
-        order = shuffle.permutation(train_y.size)
-        losses = []
-        for b in range(batches):
-            index = order[b * cfg.batch:(b + 1) * cfg.batch]
-            images = train_x[index].astype(np.float64).reshape(index.size, *_IMAGE_SHAPE)
-            loss, grad = softmax_cross_entropy(net.forward(images), train_y[index])
-            net.backward(grad)
-            net.update(lr)
-            losses.append(loss)
-            report.progress((epoch - 1) * batches + b + 1, cfg.epochs * batches)
-        train_seconds = time.perf_counter() - started
-        values = {"loss": float(np.mean(losses)),
-                  "test_acc": _accuracy(net, data.test_x, data.test_y, chunk=250, shape=_IMAGE_SHAPE),
-                  "epoch_seconds": train_seconds, "lr": lr}
-        result.record(epoch, values)
-        report.metrics(epoch, values)
-    result.final = {"test_acc": result.history["test_acc"][-1], "loss": result.history["loss"][-1]}
+    result = _train_classifier(net, cfg, seed, report, shape=_IMAGE_SHAPE)
     names = ("conv1", "conv2", "fc1", "fc2")
     result.weights = {name: layer.weights.read_weights()
                       for name, layer in zip(names, net.trainable, strict=True)}
