@@ -104,7 +104,28 @@ class Ttv2Config(BaseModel):
     granularity: float | None = _GRANULARITY
 
 
-class ChoppedTtv2Config(BaseModel):
+class _ChopperBufferConfig(BaseModel):
+    """The settings c-TTv2 and AGAD share: the fast tile's rates, the transfer period and the
+    digital buffer in threshold units (see :class:`ChoppedTtv2Config`)."""
+
+    model_config = _STRICT
+    fast_lr: float = _FAST_LR
+    transfer_lr: float = _TRANSFER_LR
+    transfer_every: float = Field(1.0, gt=0, description="updates between transfers (see "
+                                  "units_in_mbatch)")
+    units_in_mbatch: bool = Field(False, description="transfer_every counts mini-batches "
+                                  "(True) or samples (False)")
+    buffer_granularity: float = Field(1.0, gt=0, description="buffer threshold, in units of "
+                                      "granularity")
+    auto_granularity: float = Field(0.0, ge=0, description="if > 0, scale the threshold by "
+                                    "auto_granularity / (cols transfer_every), e.g. 1000")
+    momentum: float = Field(0.0, ge=0, le=1, description="fraction of the buffer kept after a write")
+    forget_buffer: bool = _FORGET_BUFFER
+    desired_bl: int = _DESIRED_BL
+    granularity: float | None = _GRANULARITY
+
+
+class ChoppedTtv2Config(_ChopperBufferConfig):
     """c-TTv2 (aihwkit ``ChoppedTransferCompound``): TTv2 with sign choppers on A.
 
     A takes ``-fast_lr (c_out * d)(c_in * x)^T`` with chopper signs ``c_in`` (per column) and
@@ -119,31 +140,16 @@ class ChoppedTtv2Config(BaseModel):
     transfer; ``W = C``.
     """
 
-    model_config = _STRICT
     name: Literal["c-ttv2"] = "c-ttv2"
-    fast_lr: float = _FAST_LR
-    transfer_lr: float = _TRANSFER_LR
-    transfer_every: float = Field(1.0, gt=0, description="updates between transfers (see "
-                                  "units_in_mbatch)")
-    units_in_mbatch: bool = Field(False, description="transfer_every counts mini-batches "
-                                  "(True) or samples (False)")
     in_chop_prob: float = Field(0.1, ge=0, le=1, description="flip probability (or frequency) "
                                 "of a column's input chopper, per read")
     in_chop_random: bool = Field(True, description="flip at random (True) or regularly (False)")
     out_chop_prob: float = Field(0.0, ge=0, le=1, description="flip probability of each output "
                                  "chopper, per full sweep")
-    buffer_granularity: float = Field(1.0, gt=0, description="buffer threshold, in units of "
-                                      "granularity")
-    auto_granularity: float = Field(0.0, ge=0, description="if > 0, scale the threshold by "
-                                    "auto_granularity / (cols transfer_every), e.g. 1000")
-    momentum: float = Field(0.0, ge=0, le=1, description="fraction of the buffer kept after a write")
-    forget_buffer: bool = _FORGET_BUFFER
     no_buffer: bool = Field(False, description="start each read from an empty buffer")
-    desired_bl: int = _DESIRED_BL
-    granularity: float | None = _GRANULARITY
 
 
-class AgadConfig(BaseModel):
+class AgadConfig(_ChopperBufferConfig):
     """AGAD (aihwkit ``DynamicTransferCompound``): c-TTv2 with a dynamic reference.
 
     Column j's input chopper flips every ``n = max(ceil(1/in_chop_prob), 2)`` full sweeps
@@ -154,29 +160,14 @@ class AgadConfig(BaseModel):
     written to C during the first ``n`` sweeps. ``W = C``.
     """
 
-    model_config = _STRICT
     name: Literal["agad"] = "agad"
-    fast_lr: float = _FAST_LR
-    transfer_lr: float = _TRANSFER_LR
-    transfer_every: float = Field(1.0, gt=0, description="updates between transfers (see "
-                                  "units_in_mbatch)")
-    units_in_mbatch: bool = Field(False, description="transfer_every counts mini-batches "
-                                  "(True) or samples (False)")
     in_chop_prob: float = Field(0.1, gt=0, le=1, description="chopper frequency: a flip every "
                                 "max(ceil(1/in_chop_prob), 2) sweeps")
     in_chop_random: bool = Field(False, description="also flip at random with in_chop_prob")
     tail_weightening: float = Field(5.0, gt=0, description="weight of recent reads in the "
                                     "running mean (s = tail_weightening / period)")
-    buffer_granularity: float = Field(1.0, gt=0, description="buffer threshold, in units of "
-                                      "granularity")
-    auto_granularity: float = Field(0.0, ge=0, description="if > 0, scale the threshold by "
-                                    "auto_granularity / (cols transfer_every)")
-    momentum: float = Field(0.0, ge=0, le=1, description="fraction of the buffer kept after a write")
-    forget_buffer: bool = _FORGET_BUFFER
     buffer_cap: float = Field(0.0, ge=0, description="without forget_buffer: clip H to "
                               "+-buffer_cap desired_bl (0: no cap)")
-    desired_bl: int = _DESIRED_BL
-    granularity: float | None = _GRANULARITY
 
 
 class ResidualConfig(TikiTakaConfig):
