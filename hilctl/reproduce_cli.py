@@ -1,19 +1,21 @@
-"""``hilctl reproduce``: regenerate the paper's least-squares results on the emulator.
+"""``hilctl reproduce``: regenerate the paper's results on the emulator.
 
-Progress goes to stderr, a summary of the claims to stdout; with ``--out DIR`` the figures
-(PNG), ``results.md`` and ``results.csv`` are written there. Exit 0 when every qualitative claim
-holds, 1 otherwise.
+Progress goes to stderr, a summary of the claims to stdout. With ``--out DIR`` each experiment
+writes its figure (PNG) and its results (``<name>.json``) there, and ``results.md`` and
+``results.csv`` are rebuilt from every experiment saved in DIR, so experiments can be
+regenerated one at a time into one table. Exit 0 when every qualitative claim holds, 1 otherwise.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from hilctl.cli import EXIT_FAILURE, EXIT_OK, UsageError, nonnegative_int
+from hilctl.cli import EXIT_FAILURE, EXIT_OK, UsageError, nonnegative_int, positive_int
 
 _DESCRIPTION = """\
 Regenerate the experiments of Wu et al., NeurIPS 2024 ("Towards Exact
@@ -25,15 +27,18 @@ experiments:
 {experiments}
 
 --quick runs fewer iterations, seeds and values (the CI set, under a minute in all).
-Without EXPERIMENT, every experiment runs except those whose full run takes hours (fig5):
-name them to run them in full.
+Without EXPERIMENT, every experiment runs except those whose full run takes hours (fig5-fcn,
+fig5-cnn; 'fig5' names both): name them to run them in full, with --jobs to use more cores.
+With --out DIR, results.md and results.csv cover every experiment saved in DIR so far.
 """
 
 
 def _experiments_help() -> str:
-    from hilctl.reproduce import EXPERIMENTS
+    from hilctl.reproduce import EXPERIMENTS, GROUPS
 
-    return "\n".join(f"  {e.name:<11} {e.title}" for e in EXPERIMENTS.values())
+    lines = [f"  {e.name:<11} {e.title}" for e in EXPERIMENTS.values()]
+    lines += [f"  {name:<11} = {' '.join(members)}" for name, members in GROUPS.items()]
+    return "\n".join(lines)
 
 
 def register(subparsers: Any) -> None:
@@ -52,38 +57,46 @@ def register(subparsers: Any) -> None:
                         help="write figures, results.md and results.csv to DIR")
     parser.add_argument("--seed", type=nonnegative_int, default=0, metavar="S",
                         help="seed of the problems and the noise (default: %(default)s)")
+    parser.add_argument("--jobs", type=positive_int, default=1, metavar="N",
+                        help="worker processes for experiments made of independent trainings "
+                        f"(fig5; this machine has {os.cpu_count()} cores; default: %(default)s)")
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from hilctl import reproduce
+    from hilctl.reproduce import report
 
-    names = list(args.experiments) or [
+    names = reproduce.expand(args.experiments) or [
         name for name, experiment in reproduce.EXPERIMENTS.items()
         if args.quick or not experiment.not_run_note  # a full run that takes hours: ask for it
     ]
     unknown = [n for n in names if n not in reproduce.EXPERIMENTS]
     if unknown:
         raise UsageError(f"unknown experiment {unknown[0]!r}; allowed: "
-                         f"{', '.join(reproduce.EXPERIMENTS)}")
+                         f"{', '.join([*reproduce.EXPERIMENTS, *reproduce.GROUPS])}")
     out = Path(args.out) if args.out else None
+    if out is not None:
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            report.load_results(out)  # refuse a directory whose saved results cannot be read
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"--out {out}: {exc}") from exc
     started = time.perf_counter()
 
     def progress(message: str) -> None:
         print(f"[{time.perf_counter() - started:6.1f} s] {message}", file=sys.stderr, flush=True)
 
     results = reproduce.run_experiments(names, quick=args.quick, seed=args.seed, out=out,
-                                        progress=progress)
+                                        progress=progress, jobs=args.jobs)
     if out is not None:
         try:
-            out.mkdir(parents=True, exist_ok=True)
-            reproduce.write_csv(results, out / "results.csv")
-            (out / "results.md").write_text(
-                reproduce.markdown(results, quick=args.quick, seed=args.seed, figure_base=out)
-                + "\n")
+            for result in results:
+                report.save_result(result, out)
+            report.write_tables(out)
         except OSError as exc:
             print(f"hilctl: error: cannot write to {out}: {exc}", file=sys.stderr)
             return EXIT_FAILURE
         progress(f"wrote {out / 'results.md'}, {out / 'results.csv'} and the figures")
-    print(reproduce.summary(results))
+    print(report.summary(results))
     return EXIT_OK if reproduce.all_passed(results) else EXIT_FAILURE

@@ -15,7 +15,7 @@ from hilctl.paper_problems import (
     run_problem,
     saturation,
 )
-from hilctl.reproduce import EXPERIMENTS, run_experiments
+from hilctl.reproduce import EXPERIMENTS, expand, run_experiments
 
 
 def test_gradient_matches_finite_differences() -> None:
@@ -74,12 +74,13 @@ def test_saturation_term() -> None:
 
 def test_registry_holds_the_paper_and_the_successors() -> None:
     assert list(EXPERIMENTS) == ["fig1", "fig3", "fig4-noise", "fig4-init", "theory",
-                                 "successors", "fig5"]
-    assert "hours" in EXPERIMENTS["fig5"].not_run_note
+                                 "successors", "fig5-fcn", "fig5-cnn"]
+    assert all("CPU-" in EXPERIMENTS[n].not_run_note for n in ("fig5-fcn", "fig5-cnn"))
+    assert expand(["fig5", "fig1", "fig5-cnn"]) == ["fig5-fcn", "fig5-cnn", "fig1"]
 
 
 def test_successors_config_is_the_issue3_setting() -> None:
-    from hilctl.reproduce import successors_config
+    from hilctl.reproduce.successors import successors_config
 
     cfg = successors_config("c-ttv2", 1.0, seed=4)
     assert (cfg.task.steps, cfg.task.lr, cfg.task.sigma) == (4000, 0.02, 0.1)
@@ -93,25 +94,25 @@ def test_successors_config_is_the_issue3_setting() -> None:
 
 
 def test_fig5_configs_follow_the_paper() -> None:
-    from hilctl.reproduce import FIG5_FULL, FIG5_QUICK, fig5_config
+    from hilctl.reproduce.mnist import FULL, QUICK, fig5_config
 
-    full = fig5_config("mnist-fcn", "tiki-taka", 0.7, 0, FIG5_FULL["mnist-fcn"])
+    full = fig5_config("mnist-fcn", "tiki-taka", 0.7, 0, FULL["mnist-fcn"])
     assert (full.task.epochs, full.task.lr, full.task.batch, full.task.lr_step_epochs) == (
         80, 0.05, 10, 35)
     assert full.algorithm.fast_lr == 0.01 and full.device.w_max == 0.7
     assert not full.periphery.is_perfect  # aihwkit's default periphery
-    cnn = fig5_config("mnist-cnn", "analog-sgd", 0.6, 0, FIG5_FULL["mnist-cnn"])
+    cnn = fig5_config("mnist-cnn", "analog-sgd", 0.6, 0, FULL["mnist-cnn"])
     assert (cnn.task.name, cnn.task.epochs, cnn.task.batch) == ("mnist-cnn", 80, 8)
-    assert all(v.get("limit_train") for v in FIG5_QUICK.values())
+    assert all(v.get("limit_train") for v in QUICK.values())
 
 
-def test_table_labels_fig5_as_not_run_with_its_separate_measurements() -> None:
-    from hilctl.reproduce import ExperimentResult, markdown
+def test_table_says_why_an_experiment_was_not_run() -> None:
+    from hilctl.reproduce import ExperimentResult
+    from hilctl.reproduce.report import markdown
 
-    table = markdown([ExperimentResult("fig4-init")], quick=False, seed=0)
-    assert "## Not run for this table" in table and "takes hours" in table
-    assert "not produced by this command" in table
-    assert "| tiki-taka | test accuracy @80 epochs | 0.431 |" in table
+    table = markdown([ExperimentResult("fig4-init", command="hilctl reproduce fig4-init")])
+    assert "## Not run for this table" in table and "CPU-hours" in table
+    assert "### fig5-cnn" in table and "### fig1" not in table
 
 
 def test_quick_set_runs_and_every_claim_holds(tmp_path, capsys) -> None:
@@ -125,7 +126,7 @@ def test_quick_set_runs_and_every_claim_holds(tmp_path, capsys) -> None:
         png = tmp_path / f"{name}.png"
         assert png.stat().st_size > 1000
         assert f"{name}:" in out.err  # progress on stderr
-    assert "successors" in out.out and "fig5" in out.out
+    assert "successors" in out.out and "fig5-cnn" in out.out
     table = (tmp_path / "results.md").read_text()
     assert "| PASS |" in table and "FAIL" not in table
     with open(tmp_path / "results.csv") as fh:
