@@ -142,7 +142,7 @@ class LabTile:
 
     def backward(self, d: ArrayLike) -> Array:
         batch = as_batch(d, self.rows, "d")
-        used = np.broadcast_to(batch.any(axis=0)[:, None], self.shape)
+        used = np.broadcast_to(batch.any(axis=0).reshape(-1, 1), self.shape)
         return batch @ self._refresh(used)
 
     # -- writing -----------------------------------------------------------------------------

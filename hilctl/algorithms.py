@@ -281,12 +281,14 @@ class BufferedTransfer:
 
     def transfer(self, lr: float) -> None:
         """Read the next columns of A into H and write H's whole thresholds onto C."""
+        config = self.config
+        assert isinstance(config, Ttv2Config)  # ChoppedTransfer overrides this method
         cols = self.shape[1]
-        count = min(self.config.n_reads_per_transfer, cols)
+        count = min(config.n_reads_per_transfer, cols)
         columns = [(self.next_column + k) % cols for k in range(count)]
         self.next_column = (columns[-1] + 1) % cols
         rate = abs(self.transfer_lr(lr))
-        unit = self.config.thres_scale * self.granularity
+        unit = config.thres_scale * self.granularity
         written = {}
         for j in columns:
             n, self.buffer[:, j] = self.threshold(self.buffer[:, j] + rate * self.read_column(j),
@@ -333,10 +335,12 @@ class ChoppedTransfer(BufferedTransfer):
         return j
 
     def transfer(self, lr: float) -> None:
+        config = self.config
+        assert isinstance(config, ChoppedTtv2Config)  # DynamicTransfer overrides this method
         j = self.next_transfer_column()
         scale = abs(self.transfer_lr(lr)) / self.buffer_unit()
         signs = self.in_chopper[j] * self.out_chopper
-        start = 0.0 if self.config.no_buffer else self.buffer[:, j]
+        start = 0.0 if config.no_buffer else self.buffer[:, j]
         n, self.buffer[:, j] = self.threshold(start + signs * self.read_column(j) * scale, 1.0)
         self.write({j: n})
         p = self.config.in_chop_prob
@@ -348,8 +352,8 @@ class ChoppedTransfer(BufferedTransfer):
             if flip:
                 self.in_chopper[j] *= -1
         if j == self.shape[1] - 1:
-            if self.config.out_chop_prob > 0:
-                flips = self.rng.random(self.shape[0]) < self.config.out_chop_prob
+            if config.out_chop_prob > 0:
+                flips = self.rng.random(self.shape[0]) < config.out_chop_prob
                 self.out_chopper[flips] *= -1
             self.sweeps += 1
 

@@ -186,8 +186,8 @@ def coincidences(
     samples, cols = x.shape
     slots = int(bl.max())
     probabilities = np.concatenate((p_x, p_d), axis=1)
-    fired = rng.random((samples, slots, probabilities.shape[1]), dtype=np.float32)
-    fired = fired < probabilities[:, None, :]
+    fired = (rng.random((samples, slots, probabilities.shape[1]), dtype=np.float32)
+             < probabilities[:, None, :])
     if bl.min() < slots:
         fired &= (np.arange(slots)[None, :] < bl[:, None])[:, :, None]
     signed = fired.view(np.int8)

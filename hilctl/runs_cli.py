@@ -234,9 +234,9 @@ def _show_lines(record: RunRecord) -> list[str]:
         lines.append("  (none)")
     if record.snapshots:
         names = sorted({s.name for s in record.snapshots})
-        steps = sorted({s.step for s in record.snapshots})
+        snapshot_steps = sorted({s.step for s in record.snapshots})
         lines.append(f"snapshots: {len(record.snapshots)} ({', '.join(names)}) at steps "
-                     f"{steps[0]}..{steps[-1]}, in {record.snapshots[0].path.parent}")
+                     f"{snapshot_steps[0]}..{snapshot_steps[-1]}, in {record.snapshots[0].path.parent}")
     lines.append("events:" if record.events else "events: (none)")
     for event in record.events:
         when = datetime.fromtimestamp(event.time).astimezone().strftime("%H:%M:%S")

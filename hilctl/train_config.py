@@ -19,6 +19,7 @@ from hilctl.config import (
     DEVICE_CONFIGS,
     DeviceConfig,
     PeripheryConfig,
+    SoftBoundsConfig,
     UpdateConfig,
     build_section,
     device_config,
@@ -280,7 +281,7 @@ class TrainConfig(BaseModel):
     model_config = _STRICT
     task: TaskConfig = Field(default_factory=LeastSquaresConfig)
     algorithm: AlgorithmConfig = Field(default_factory=AnalogSgdConfig)
-    device: DeviceConfig = Field(default_factory=lambda: device_config("soft-bounds"))
+    device: DeviceConfig = Field(default_factory=SoftBoundsConfig)
     update: UpdateConfig = Field(default_factory=UpdateConfig)
     periphery: PeripheryConfig = Field(default_factory=PeripheryConfig)
     tile: TileSection = Field(default_factory=TileSection)

@@ -10,7 +10,7 @@ from hilctl.config import TileConfig
 from hilctl.errors import BackendError
 from sim.tile import EmulatedTile
 
-_DTYPES = {"float32": np.float32, "float64": np.float64}
+_DTYPES: dict[str, type[np.floating]] = {"float32": np.float32, "float64": np.float64}
 
 
 def open_tile(config: TileConfig, *, dtype: str = "float32", closed_form: bool = True,

@@ -20,10 +20,16 @@ from numpy.typing import NDArray
 LEVELS = 1 << 16
 
 
-@cache
 def _quantile_table(dtype: type[np.floating]) -> NDArray[np.floating]:
-    if dtype is not np.float64:
-        table = _quantile_table(np.float64).astype(dtype)
+    """The read-only table of the 2**16 levels in ``dtype``, built once per dtype."""
+    return _table_of(np.dtype(dtype))
+
+
+@cache
+def _table_of(dtype: np.dtype[np.floating]) -> NDArray[np.floating]:
+    # Keyed by the dtype instance: mypy does not accept a numpy scalar class as Hashable.
+    if dtype.type is not np.float64:
+        table = _table_of(np.dtype(np.float64)).astype(dtype)
         table.setflags(write=False)
         return table
     normal = NormalDist()

@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
-from sim.devices import Array, DeviceModel
+from sim.devices import Array, DeviceModel, Selection
 from sim.noise import standard_normal
 
 #: Cells per block of the closed form: 160 KiB of float32 per array, so the working arrays of a
@@ -104,8 +104,12 @@ class AffineForm:
         if key not in self._by_block:
             lo, hi = np.searchsorted(self.irregular, (block.start * cols, block.stop * cols))
             self._by_block[key] = self.irregular[lo:hi] - block.start * cols
-        return FormCells(self, *(None if a is None else a[block] for a in self._arrays()),
-                         irregular=self._by_block[key])
+
+        def of_block(a: Array | None) -> Array | None:
+            return None if a is None else a[block]
+
+        return FormCells(self, of_block(self.fixed), of_block(self.log_growth), of_block(self.step),
+                         self.noise[block], irregular=self._by_block[key])
 
     def at_cells(self, cells: NDArray[np.intp]) -> FormCells:
         """The constants of the flat ``cells`` (gathered), with their irregular cells."""
@@ -160,9 +164,14 @@ def affine_form(device: DeviceModel, up: bool) -> AffineForm | None:
     sigma = device.config.dw_min_std
     none = np.zeros(0, dtype=np.intp)
 
+    def increments(sel: Selection = None) -> tuple[Array, Array]:
+        pair = device.affine_increments(up, sel)
+        assert pair is not None  # an affine device gives its coefficients
+        return pair
+
     def slab_increments(start: int) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
         slab = np.arange(start * cols, min(start + _FORM_ROWS, rows) * cols)
-        alpha, beta = device.affine_increments(up, slab)
+        alpha, beta = increments(slab)
         return (np.broadcast_to(alpha, beta.shape).astype(np.float64).reshape(-1, cols),
                 beta.astype(np.float64).reshape(-1, cols))
 
@@ -171,16 +180,16 @@ def affine_form(device: DeviceModel, up: bool) -> AffineForm | None:
         flat = slab_increments(start)[1] == 0
         some_flat, all_flat = some_flat or bool(flat.any()), all_flat and bool(flat.all())
     if all_flat:
-        alpha, _ = device.affine_increments(up)
+        alpha, _ = increments()
         step = np.broadcast_to(alpha, device.shape)
         return AffineForm(False, device.mult_noise, True, None, None, step, (sigma * step) ** 2,
                           none)
     if some_flat:
         return None  # some cells drift, some contract: apply pulse by pulse
-    fixed = device.fixed_point(up)
+    stored_fixed = device.fixed_point(up)
     log_growth = np.empty(device.shape, dtype=device.dtype)
     noise = np.empty(device.shape, dtype=device.dtype)
-    computed_fixed = np.empty(device.shape, dtype=device.dtype) if fixed is None else None
+    fixed = np.empty(device.shape, dtype=device.dtype) if stored_fixed is None else stored_fixed
     for start in range(0, rows, _FORM_ROWS):
         slab = slice(start, min(start + _FORM_ROWS, rows))
         alpha, beta = slab_increments(start)
@@ -193,10 +202,8 @@ def affine_form(device: DeviceModel, up: bool) -> AffineForm | None:
         slab_noise[overshoots] = 0
         noise[slab] = slab_noise
         log_growth[slab] = np.log(growth)
-        if computed_fixed is not None:
-            computed_fixed[slab] = -alpha / beta
-    if fixed is None:
-        fixed = computed_fixed
+        if stored_fixed is None:
+            fixed[slab] = -alpha / beta
     b_min, b_max = device.bounds()
     bound = b_max if up else b_min
     crosses = bool(np.any(np.abs(fixed) > np.abs(bound) * (1 + 1e-5)))

@@ -172,6 +172,7 @@ class SimulatedBoard:
         """Stop the thread and close the pty; a client still holding the port then gets I/O errors."""
         self._stop.set()
         if self._thread is not None:
+            assert self._wake_w is not None  # start() opens the pipe before the thread
             os.write(self._wake_w, b"x")
             self._thread.join()
             self._thread = None
@@ -193,10 +194,10 @@ class SimulatedBoard:
     # -- I/O thread -----------------------------------------------------------------------------
 
     def _run(self) -> None:
-        assert self._master is not None
-        fd = self._master
+        assert self._master is not None and self._wake_r is not None
+        fd, wake = self._master, self._wake_r
         while not self._stop.is_set():
-            readable, _, _ = select.select([fd, self._wake_r], [], [], _POLL)
+            readable, _, _ = select.select([fd, wake], [], [], _POLL)
             if fd not in readable:
                 continue
             try:
@@ -350,6 +351,7 @@ class SimulatedBoard:
 
     def _need(self, cap: pb.Capability, what: str) -> None:
         if cap not in self.capabilities:
+            assert cap.name is not None  # a single flag has a name
             raise _Refused(pb.NackCode.UNSUPPORTED, f"{what} needs {cap.name.lower()}")
 
     def _resolve_routes(self) -> None:

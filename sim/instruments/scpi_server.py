@@ -39,6 +39,7 @@ import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Self
 
 from protocols.scpi import (
     Command,
@@ -198,7 +199,7 @@ class ScpiServer:
         """The VISA resource string of this instrument's raw socket."""
         return f"TCPIP0::{HOST}::{self.address[1]}::SOCKET"
 
-    def start(self) -> ScpiServer:
+    def start(self) -> Self:
         if self._sock is not None:
             raise RuntimeError("server already started")
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -263,7 +264,7 @@ class ScpiServer:
             return None
         return handler
 
-    def __enter__(self) -> ScpiServer:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
