@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import math
+import os
 
 import numpy as np
 import pytest
@@ -15,7 +17,7 @@ from hilctl.paper_problems import (
     run_problem,
     saturation,
 )
-from hilctl.reproduce import EXPERIMENTS, expand, run_experiments
+from hilctl.reproduce import EXPERIMENTS, RunContext, expand, report, run_experiments
 
 
 def test_gradient_matches_finite_differences() -> None:
@@ -117,7 +119,7 @@ def test_table_says_why_an_experiment_was_not_run() -> None:
 
 def test_quick_set_runs_and_every_claim_holds(tmp_path, capsys) -> None:
     """The issue's CI requirement: the whole --quick set, fixed seed, all claims hold."""
-    code = main(["reproduce", "--quick", "--seed", "0", "--out", str(tmp_path)])
+    code = main(["reproduce", "--quick", "--seed", "0", "--jobs", "2", "--out", str(tmp_path)])
     out = capsys.readouterr()
     assert code == 0, out.out
     assert "FAIL" not in out.out
@@ -134,6 +136,58 @@ def test_quick_set_runs_and_every_claim_holds(tmp_path, capsys) -> None:
     assert {r["experiment"] for r in rows} == set(EXPERIMENTS)
     assert all(r["command"].startswith("hilctl reproduce ") for r in rows)
     assert all(float(r["seconds"]) >= 0 for r in rows)
+    assert "2 runs on 2 worker processes" in out.err  # fig5's trainings went to workers
+    assert {p.stem for p in tmp_path.glob("*.json")} == set(EXPERIMENTS)
+
+
+def test_tables_gather_experiments_saved_one_at_a_time(tmp_path, capsys) -> None:
+    """Two invocations into one --out: the table holds both; a rerun replaces its section."""
+    assert main(["reproduce", "fig4-init", "--quick", "--out", str(tmp_path)]) == 0
+    assert main(["reproduce", "fig4-noise", "--quick", "--seed", "1", "--out", str(tmp_path)]) == 0
+    capsys.readouterr()
+    table = (tmp_path / "results.md").read_text()
+    assert "`hilctl reproduce fig4-init --quick --seed 0`" in table
+    assert "`hilctl reproduce fig4-noise --quick --seed 1`" in table
+    assert table.index("### fig4-noise") < table.index("### fig4-init")  # registry order
+    assert "Produced 20" in table and "hilctl 0.1" in table
+    saved = report.load_results(tmp_path)
+    assert [r.name for r in saved] == ["fig4-noise", "fig4-init"]
+    assert all(r.claims and r.rows and r.figure and r.figure.exists() for r in saved)
+    with open(tmp_path / "results.csv") as fh:
+        assert {r["experiment"] for r in csv.DictReader(fh)} == {"fig4-init", "fig4-noise"}
+    assert main(["reproduce", "fig4-init", "--quick", "--seed", "2", "--out", str(tmp_path)]) == 0
+    table = (tmp_path / "results.md").read_text()
+    assert "fig4-init --quick --seed 2" in table and "fig4-init --quick --seed 0" not in table
+
+
+def test_unreadable_saved_result_is_refused_before_running(tmp_path, capsys) -> None:
+    (tmp_path / "fig1.json").write_text("{not json")
+    assert main(["reproduce", "fig4-init", "--quick", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "fig1.json" in err and "not a hilctl reproduce result" in err
+    assert not (tmp_path / "fig4-init.json").exists()
+
+
+def test_map_keeps_the_order_on_worker_processes() -> None:
+    messages: list[str] = []
+    ctx = RunContext(jobs=2, progress=messages.append)
+    assert ctx.map(math.factorial, [5, 3, 4], ["a", "b", "c"]) == [120, 6, 24]
+    assert messages[0] == "3 runs on 2 worker processes"
+    assert sorted(m.split(":")[0] for m in messages[1:]) == ["a", "b", "c"]
+    one: list[str] = []
+    assert RunContext(progress=one.append).map(math.factorial, [3], ["x"]) == [6]
+    assert one == ["x"]  # one process: each item is announced as it starts
+
+
+def test_workers_get_one_blas_thread_unless_the_user_chose(monkeypatch) -> None:
+    from hilctl.reproduce.core import _single_threaded_blas
+
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "4")
+    with _single_threaded_blas():
+        assert os.environ["OPENBLAS_NUM_THREADS"] == "1"
+        assert os.environ["OMP_NUM_THREADS"] == "4"
+    assert "OPENBLAS_NUM_THREADS" not in os.environ and os.environ["OMP_NUM_THREADS"] == "4"
 
 
 def test_claims_are_checked_on_the_numbers() -> None:
@@ -148,4 +202,10 @@ def test_claims_are_checked_on_the_numbers() -> None:
 
 def test_unknown_experiment_is_refused(capsys) -> None:
     assert main(["reproduce", "fig9"]) == 2
-    assert "unknown experiment 'fig9'" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "unknown experiment 'fig9'" in err and "fig5-cnn, fig5" in err
+
+
+def test_jobs_must_be_positive(capsys) -> None:
+    assert main(["reproduce", "fig1", "--jobs", "0"]) == 2
+    assert "--jobs" in capsys.readouterr().err

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -133,12 +134,12 @@ def run_fig3(ctx: RunContext) -> ExperimentResult:
                                       "analog-sgd pulsed": []}
     for tau in taus:
         makers = {
-            "digital-sgd": lambda: paper_config("digital-sgd", mode="ideal", seed=seed),
-            "analog-sgd expected": lambda tau=tau: paper_config("analog-sgd", tau=tau,
-                                                                mode="expected", seed=seed),
-            "analog-sgd pulsed": lambda tau=tau: paper_config(
-                "analog-sgd", tau=tau, dw_min=tau / FIG3_SIM_STATES, desired_bl=5000,
-                reference="symmetric-point", seed=seed),
+            "digital-sgd": partial(paper_config, "digital-sgd", mode="ideal", seed=seed),
+            "analog-sgd expected": partial(paper_config, "analog-sgd", tau=tau,
+                                           mode="expected", seed=seed),
+            "analog-sgd pulsed": partial(
+                paper_config, "analog-sgd", tau=tau, dw_min=tau / FIG3_SIM_STATES,
+                desired_bl=5000, reference="symmetric-point", seed=seed),
         }
         for algo, make in makers.items():
             progress(f"fig3: tau={tau} {algo}")
