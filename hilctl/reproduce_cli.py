@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from hilctl.cli import EXIT_FAILURE, EXIT_OK, UsageError, nonnegative_int, positive_int
+from hilctl.errors import HilctlError
 
 _DESCRIPTION = """\
 Regenerate the experiments of Wu et al., NeurIPS 2024 ("Towards Exact
@@ -87,16 +88,18 @@ def run(args: argparse.Namespace) -> int:
     def progress(message: str) -> None:
         print(f"[{time.perf_counter() - started:6.1f} s] {message}", file=sys.stderr, flush=True)
 
-    results = reproduce.run_experiments(names, quick=args.quick, seed=args.seed, out=out,
-                                        progress=progress, jobs=args.jobs)
-    if out is not None:
-        try:
-            for result in results:
-                report.save_result(result, out)
+    def save(result: reproduce.ExperimentResult) -> None:
+        if out is None:
+            return
+        try:  # saved at once: a later experiment that fails loses nothing
+            report.save_result(result, out)
             report.write_tables(out)
         except OSError as exc:
-            print(f"hilctl: error: cannot write to {out}: {exc}", file=sys.stderr)
-            return EXIT_FAILURE
+            raise HilctlError(f"cannot write to {out}: {exc}") from exc
+
+    results = reproduce.run_experiments(names, quick=args.quick, seed=args.seed, out=out,
+                                        progress=progress, jobs=args.jobs, on_result=save)
+    if out is not None:
         progress(f"wrote {out / 'results.md'}, {out / 'results.csv'} and the figures")
     print(report.summary(results))
     return EXIT_OK if reproduce.all_passed(results) else EXIT_FAILURE

@@ -25,6 +25,8 @@ from hilctl.tile import Tile
 from hilctl.train_config import LeastSquaresConfig, MnistCnnConfig, TrainConfig, device_bound
 
 ProgressCallback = Callable[[int, int], None]
+#: called with (step or epoch, metric values) each time a task records its metrics
+MetricsCallback = Callable[[int, dict[str, float]], None]
 
 
 @dataclass
@@ -50,9 +52,11 @@ class TrainOutcome:
 class _Reporter:
     """Forwards a task's progress and metrics to a callback and the run store."""
 
-    def __init__(self, progress: ProgressCallback | None, run: Run | None) -> None:
+    def __init__(self, progress: ProgressCallback | None, run: Run | None,
+                 on_metrics: MetricsCallback | None = None) -> None:
         self._progress = progress
         self._run = run
+        self._on_metrics = on_metrics
 
     def progress(self, done: int, total: int) -> None:
         if self._progress is not None:
@@ -61,6 +65,8 @@ class _Reporter:
     def metrics(self, step: int, values: dict[str, float]) -> None:
         if self._run is not None:
             self._run.log_metrics(step, values)
+        if self._on_metrics is not None:
+            self._on_metrics(step, values)
 
 
 def tile_opener(config: TrainConfig, backend: str,
@@ -114,18 +120,22 @@ def train(
     command: str = "train",
     progress: ProgressCallback | None = None,
     backend_options: Mapping[str, Any] | None = None,
+    on_metrics: MetricsCallback | None = None,
 ) -> TrainOutcome:
-    """Run one training of ``config`` on ``backend``; record it in ``store`` if given."""
+    """Run one training of ``config`` on ``backend``; record it in ``store`` if given.
+
+    ``progress`` hears (done, total) after every step; ``on_metrics`` hears each recorded set of
+    metrics (every epoch of an MNIST task, every window of least squares)."""
     make_weights = weight_factory(config, backend, backend_options)
     started = time.perf_counter()
     if store is None:
-        result = run_task(config, make_weights, _Reporter(progress, None))
+        result = run_task(config, make_weights, _Reporter(progress, None, on_metrics))
         return TrainOutcome(None, time.perf_counter() - started, config, result.final,
                             result.history)
     config_json = {**config.model_dump(mode="json", by_alias=True), "backend": backend,
                    "backend_options": {k: str(v) for k, v in (backend_options or {}).items()}}
     with store.start_run(command, config_json, backend) as run:
-        result = run_task(config, make_weights, _Reporter(progress, run))
+        result = run_task(config, make_weights, _Reporter(progress, run, on_metrics))
         last_step = int(result.history["step"][-1]) if result.history.get("step") else 0
         for name, array in result.weights.items():
             run.save_snapshot(last_step, name, array)

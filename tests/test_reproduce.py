@@ -209,3 +209,15 @@ def test_unknown_experiment_is_refused(capsys) -> None:
 def test_jobs_must_be_positive(capsys) -> None:
     assert main(["reproduce", "fig1", "--jobs", "0"]) == 2
     assert "--jobs" in capsys.readouterr().err
+
+
+def test_a_full_fig5_training_reports_every_epoch_with_its_accuracy(capsys) -> None:
+    from hilctl.reproduce.mnist import Training, run_training
+
+    values = (("epochs", 2), ("lr", 1.0), ("batch", 10), ("limit_train", 200))
+    trained = run_training(Training("mnist-fcn", "digital-sgd", 0.6, 0, values, True))
+    err = capsys.readouterr().err.splitlines()
+    assert len(trained.test_acc) == 2 and trained.seconds > 0
+    assert [line.split("] ", 1)[1].split(" (")[0] for line in err] == [
+        f"mnist-fcn digital-sgd: epoch {e}/2, test accuracy {a:.3f}"
+        for e, a in enumerate(trained.test_acc, 1)]

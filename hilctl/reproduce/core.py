@@ -165,8 +165,11 @@ def command_for(name: str, quick: bool, seed: int) -> str:
 
 def run_experiments(names: Sequence[str], *, quick: bool = False, seed: int = 0,
                     out: Path | None = None, progress: Progress = _silent,
-                    figures: bool = True, jobs: int = 1) -> list[ExperimentResult]:
-    """Run ``names`` in order; with ``out``, write a figure per experiment there."""
+                    figures: bool = True, jobs: int = 1,
+                    on_result: Callable[[ExperimentResult], None] | None = None,
+                    ) -> list[ExperimentResult]:
+    """Run ``names`` in order; with ``out``, write a figure per experiment there. ``on_result``
+    hears each experiment as soon as it ends (to save it before the next one starts)."""
     ctx = RunContext(quick=quick, seed=seed, progress=progress, jobs=jobs)
     results = []
     for name in names:
@@ -180,6 +183,8 @@ def run_experiments(names: Sequence[str], *, quick: bool = False, seed: int = 0,
             result.figure = out / f"{name}.png"
             experiment.plot(result, result.figure)
         progress(f"{name}: done in {result.seconds:.1f} s")
+        if on_result is not None:
+            on_result(result)
         results.append(result)
     return results
 
