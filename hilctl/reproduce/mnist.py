@@ -150,10 +150,12 @@ def plot_fig5(res: ExperimentResult, path: Path) -> None:
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     runs = [(k, v) for k, v in res.curves.items() if isinstance(k, tuple)]
-    for i, ((algorithm, tau), acc) in enumerate(runs):
-        label = algorithm if algorithm == "digital-sgd" else f"{algorithm} tau={tau:g}"
-        style = {"digital-sgd": "-", "analog-sgd": "--", "tiki-taka": "-"}[algorithm]
-        ax.plot(range(1, len(acc) + 1), acc, style, color=f"C{i}", label=label,
+    taus = sorted({tau for (algorithm, tau), _ in runs if algorithm != "digital-sgd"})
+    for (algorithm, tau), acc in runs:  # a colour per tau; dashed Analog SGD, solid Tiki-Taka
+        digital = algorithm == "digital-sgd"
+        ax.plot(range(1, len(acc) + 1), acc, "--" if algorithm == "analog-sgd" else "-",
+                color="k" if digital else f"C{taus.index(tau)}",
+                label=algorithm if digital else f"{algorithm} tau={tau:g}",
                 marker="o" if len(acc) < 10 else None, ms=3)
     ax.set(xlabel="epoch", ylabel="test accuracy", title=res.curves["title"], ylim=(0, 1))
     ax.xaxis.set_major_locator(ticker().MaxNLocator(integer=True))
