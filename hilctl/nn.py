@@ -28,29 +28,56 @@ Array = NDArray[np.float64]
 ActivationName = Literal["sigmoid", "tanh", "relu"]
 
 
-class Dense:
-    """``y = W [x, 1]``: a layer whose bias is the weight array's last column."""
+class DigitalBias:
+    """A bias vector kept in floating point and trained by plain SGD next to an analog weight
+    array (aihwkit's ``digital_bias``, its default): ``b <- b - lr sum_samples d``."""
 
-    def __init__(self, weights: WeightArray, bias: bool = True) -> None:
+    def __init__(self, size: int) -> None:
+        self.values = np.zeros(size)
+
+    def initialize(self, rng: np.random.Generator, limit: float) -> None:
+        self.values = rng.uniform(-limit, limit, self.values.size)
+
+    def update(self, grad: Array, lr: float) -> None:
+        """``grad``: (samples, size), the loss gradient at the outputs of every sample."""
+        self.values = self.values - lr * grad.sum(axis=0)
+
+
+def _bias_parts(bias: bool, digital_bias: bool, outputs: int) -> tuple[int, DigitalBias | None]:
+    """(columns of ones the weight array takes, the digital bias if any)."""
+    if bias and digital_bias:
+        return 0, DigitalBias(outputs)
+    return int(bias), None
+
+
+class Dense:
+    """``y = W [x, 1]``: a layer whose bias is the weight array's last column, or with
+    ``digital_bias`` ``y = W x + b`` with ``b`` in floating point (:class:`DigitalBias`)."""
+
+    def __init__(self, weights: WeightArray, bias: bool = True, digital_bias: bool = False) -> None:
         self.weights = weights
         self.bias = bias
+        self._ones, self.digital_bias = _bias_parts(bias, digital_bias, weights.shape[0])
         self._input: Array | None = None
         self._grad: Array | None = None
 
     @property
     def in_features(self) -> int:
-        return self.weights.shape[1] - int(self.bias)
+        return self.weights.shape[1] - self._ones
 
     def initialize(self, rng: np.random.Generator) -> None:
         """Program ``U(-1/sqrt(in), 1/sqrt(in))`` weights (and bias), as torch's Linear does."""
         limit = 1 / np.sqrt(self.in_features)
         self.weights.program_weights(rng.uniform(-limit, limit, self.weights.shape))
+        if self.digital_bias is not None:
+            self.digital_bias.initialize(rng, limit)
 
     def forward(self, x: Array) -> Array:
-        if self.bias:
+        if self._ones:
             x = np.concatenate((x, np.ones((x.shape[0], 1))), axis=1)
         self._input = x
-        return self.weights.forward(x)
+        y = self.weights.forward(x)
+        return y if self.digital_bias is None else y + self.digital_bias.values
 
     def backward(self, grad: Array, need_input_grad: bool = True) -> Array | None:
         """Keep ``grad`` (dL/dy) for the update; return dL/dx if asked."""
@@ -58,12 +85,14 @@ class Dense:
         if not need_input_grad:
             return None
         g = self.weights.backward(grad)
-        return g[:, :-1] if self.bias else g
+        return g[:, :-1] if self._ones else g
 
     def update(self, lr: float) -> None:
         if self._input is None or self._grad is None:
             raise RuntimeError("update() needs a forward() and a backward() first")
         self.weights.update(self._input, self._grad, lr)
+        if self.digital_bias is not None:
+            self.digital_bias.update(self._grad, lr)
 
 
 @dataclass
@@ -186,7 +215,8 @@ class Conv2d:
     """A 2-D convolution on one weight array through im2col.
 
     The weights are (out_channels, in_channels * kernel^2 + 1): each row a flattened filter
-    in torch's order with its bias in the last column. ``forward`` unfolds the input into its
+    in torch's order with its bias in the last column (with ``digital_bias`` no bias column:
+    the bias is a :class:`DigitalBias`). ``forward`` unfolds the input into its
     patches (plus a column of ones) and runs all of them through the array in one MVM;
     ``backward`` runs the output gradients of every patch back through the array (a transposed
     MVM) and folds the patch gradients onto the input (:func:`col2im`).
@@ -200,8 +230,10 @@ class Conv2d:
     """
 
     def __init__(self, weights: WeightArray, in_channels: int, out_channels: int, kernel_size: int,
-                 stride: int = 1, padding: int = 0, bias: bool = True) -> None:
-        expected = (out_channels, in_channels * kernel_size * kernel_size + int(bias))
+                 stride: int = 1, padding: int = 0, bias: bool = True,
+                 digital_bias: bool = False) -> None:
+        ones, self.digital_bias = _bias_parts(bias, digital_bias, out_channels)
+        expected = (out_channels, in_channels * kernel_size * kernel_size + ones)
         if tuple(weights.shape) != expected:
             raise ValueError(f"a Conv2d({in_channels}, {out_channels}, {kernel_size}) needs weights "
                              f"of shape {expected}; got {tuple(weights.shape)}")
@@ -211,6 +243,7 @@ class Conv2d:
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
         self.bias = bias
+        self._ones = ones
         self._input_shape: tuple[int, int, int, int] | None = None
         self._patches: Array | None = None
         self._grad: Array | None = None
@@ -224,6 +257,8 @@ class Conv2d:
         """Program ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))`` filters and biases, torch's default."""
         limit = 1 / np.sqrt(self.in_features)
         self.weights.program_weights(rng.uniform(-limit, limit, self.weights.shape))
+        if self.digital_bias is not None:
+            self.digital_bias.initialize(rng, limit)
 
     def output_shape(self, height: int, width: int) -> tuple[int, int]:
         k, s, p = self.kernel_size, self.stride, self.padding
@@ -238,11 +273,13 @@ class Conv2d:
         batch, _, height, width = x.shape
         h_out, w_out = self.output_shape(height, width)
         patches = im2col(x, self.kernel_size, self.stride, self.padding)
-        if self.bias:
+        if self._ones:
             patches = np.concatenate((patches, np.ones((patches.shape[0], 1))), axis=1)
         self._input_shape = (batch, self.in_channels, height, width)
         self._patches = patches
         y = self.weights.forward(patches)  # (batch * h_out * w_out, out_channels)
+        if self.digital_bias is not None:
+            y = y + self.digital_bias.values
         return y.reshape(batch, h_out, w_out, self.out_channels).transpose(0, 3, 1, 2)
 
     def backward(self, grad: Array, need_input_grad: bool = True) -> Array | None:
@@ -254,7 +291,7 @@ class Conv2d:
         if not need_input_grad:
             return None
         cols = self.weights.backward(self._grad)
-        if self.bias:
+        if self._ones:
             cols = cols[:, :-1]
         return col2im(cols, self._input_shape, self.kernel_size, self.stride, self.padding)
 
@@ -263,6 +300,8 @@ class Conv2d:
         if self._patches is None or self._grad is None:
             raise RuntimeError("update() needs a forward() and a backward() first")
         self.weights.update(self._patches, self._grad, lr)
+        if self.digital_bias is not None:
+            self.digital_bias.update(self._grad, lr)
 
 
 class MaxPool2d:

@@ -54,7 +54,7 @@ def _train_gains(x_max: NDArray[np.float64], d_max: NDArray[np.float64], lr: flo
         return bl, gain, gain
     # aihwkit balances against d_max shrunk by desired_bl / k when k > desired_bl: the x train
     # then peaks at probability 1 and d is effectively clipped.
-    d_ref = np.where(active, d_max, 1.0) * np.minimum(1.0, update.desired_bl / safe_k)
+    d_ref = np.where(active, d_max, 1.0) * (update.desired_bl / np.maximum(safe_k, update.desired_bl))
     balance = np.sqrt(np.where(active, x_max, 1.0) / d_ref)
     return bl, gain / balance, gain * balance
 

@@ -110,10 +110,13 @@ def _accuracy(net: Network | Sequential, images: np.ndarray, labels: np.ndarray,
 
 
 def mnist_fcn(cfg: MnistFcnConfig, seed: int, make_weights: WeightFactory,
-              report: Reporter) -> TaskResult:
-    """Train a sigmoid network ``784-hidden...-10`` with softmax cross-entropy, SGD in batches."""
+              report: Reporter, digital_bias: bool = False) -> TaskResult:
+    """Train a sigmoid network ``784-hidden...-10`` with softmax cross-entropy, SGD in batches;
+    each bias the last column of its layer's weights, or in floating point (``digital_bias``)."""
     sizes = [784, *cfg.hidden, 10]
-    layers = [Dense(make_weights(n_out, n_in + 1)) for n_in, n_out in itertools.pairwise(sizes)]
+    ones = int(not digital_bias)
+    layers = [Dense(make_weights(n_out, n_in + ones), digital_bias=digital_bias)
+              for n_in, n_out in itertools.pairwise(sizes)]
     init = np.random.default_rng([seed, _INIT])
     for layer in layers:
         layer.initialize(init)
@@ -165,36 +168,39 @@ def _train_classifier(net: Network | Sequential, cfg: MnistFcnConfig | MnistCnnC
 _IMAGE_SHAPE = (1, 28, 28)
 
 
-def lenet(cfg: MnistCnnConfig, make_weights: WeightFactory) -> Sequential:
+def lenet(cfg: MnistCnnConfig, make_weights: WeightFactory,
+          digital_bias: bool = False) -> Sequential:
     """``conv k c1 -> tanh -> pool 2 -> conv k c2 -> tanh -> pool 2 -> FC hidden -> tanh -> FC 10``
-    on (batch, 1, 28, 28) images, each layer's weights (with a bias column) from ``make_weights``.
-    """
+    on (batch, 1, 28, 28) images, each layer's weights from ``make_weights``, each bias a last
+    column of them or in floating point (``digital_bias``)."""
     (c1, c2), k = cfg.channels, cfg.kernel_size
     side = _IMAGE_SHAPE[1]
     for _ in range(2):
         side = conv_output_size(conv_output_size(side, k), 2, 2)
     flat = c2 * side * side
+    ones = int(not digital_bias)
     return Sequential([
-        Conv2d(make_weights(c1, _IMAGE_SHAPE[0] * k * k + 1), _IMAGE_SHAPE[0], c1, k),
+        Conv2d(make_weights(c1, _IMAGE_SHAPE[0] * k * k + ones), _IMAGE_SHAPE[0], c1, k,
+               digital_bias=digital_bias),
         Activation("tanh"),
         MaxPool2d(2),
-        Conv2d(make_weights(c2, c1 * k * k + 1), c1, c2, k),
+        Conv2d(make_weights(c2, c1 * k * k + ones), c1, c2, k, digital_bias=digital_bias),
         Activation("tanh"),
         MaxPool2d(2),
         Flatten(),
-        Dense(make_weights(cfg.hidden, flat + 1)),
+        Dense(make_weights(cfg.hidden, flat + ones), digital_bias=digital_bias),
         Activation("tanh"),
-        Dense(make_weights(10, cfg.hidden + 1)),
+        Dense(make_weights(10, cfg.hidden + ones), digital_bias=digital_bias),
     ])
 
 
 def mnist_cnn(cfg: MnistCnnConfig, seed: int, make_weights: WeightFactory,
-              report: Reporter) -> TaskResult:
+              report: Reporter, digital_bias: bool = False) -> TaskResult:
     """Train the LeNet-like CNN of :func:`lenet` with softmax cross-entropy, SGD in batches.
 
     The same epochs, StepLR schedule, metrics and random streams as :func:`mnist_fcn`.
     """
-    net = lenet(cfg, make_weights)
+    net = lenet(cfg, make_weights, digital_bias)
     net.initialize(np.random.default_rng([seed, _INIT]))
     result = _train_classifier(net, cfg, seed, report, shape=_IMAGE_SHAPE)
     names = ("conv1", "conv2", "fc1", "fc2")

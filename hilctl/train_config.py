@@ -269,10 +269,19 @@ TASKS: dict[str, type[BaseModel]] = {
 
 
 class TileSection(BaseModel):
-    """Options of every tile a run opens."""
+    """Options of every tile a run opens, and how a layer's weights map onto tiles.
+
+    The mapping follows aihwkit 1.1.0's ``MappingParameter`` (names and defaults): a layer with
+    more inputs than ``max_input_size`` or more outputs than ``max_output_size`` is split over
+    several tiles (0: never split), and with ``digital_bias`` the biases are trained in floating
+    point instead of as a last column of the tile.
+    """
 
     model_config = _STRICT
     reference: Literal["none", "symmetric-point"] = "none"
+    max_input_size: int = Field(512, ge=0)
+    max_output_size: int = Field(512, ge=0)
+    digital_bias: bool = True
 
 
 class TrainConfig(BaseModel):

@@ -19,6 +19,7 @@ import numpy as np
 from hilctl.algorithms import WeightArray, build_weights
 from hilctl.backends import backend_factory
 from hilctl.config import TileConfig
+from hilctl.mapping import mapped
 from hilctl.runs import Run, RunStore
 from hilctl.tasks import TaskResult, least_squares, mnist_cnn, mnist_fcn
 from hilctl.tile import Tile
@@ -87,7 +88,9 @@ def tile_opener(config: TrainConfig, backend: str,
 
 def weight_factory(config: TrainConfig, backend: str = "sim",
                    options: Mapping[str, Any] | None = None) -> Callable[[int, int], WeightArray]:
-    """Weight arrays of the run's algorithm on tiles of ``backend``, one per call (rows, cols).
+    """Weight arrays of the run's algorithm on tiles of ``backend``, one per call (rows, cols);
+    a matrix larger than ``tile.max_output_size x tile.max_input_size`` is split over a grid
+    of them (:mod:`hilctl.mapping`).
 
     The algorithm learns the device's pulse size (its buffers' thresholds), the tiles'
     reference (residual learning needs zero-shifted tiles) and the run's seed (choppers).
@@ -99,6 +102,10 @@ def weight_factory(config: TrainConfig, backend: str = "sim",
                              granularity=config.device.dw_min, reference=config.tile.reference,
                              seed=config.seed)
 
+    if config.algorithm.name == "digital-sgd":
+        return make_weights  # floating point: no tiles to fit
+    return mapped(make_weights, config.tile.max_output_size, config.tile.max_input_size)
+
     return make_weights
 
 
@@ -108,8 +115,8 @@ def run_task(config: TrainConfig, make_weights: Callable[[int, int], WeightArray
     if isinstance(task, LeastSquaresConfig):
         return least_squares(task, config.seed, device_bound(config), make_weights, report)
     if isinstance(task, MnistCnnConfig):
-        return mnist_cnn(task, config.seed, make_weights, report)
-    return mnist_fcn(task, config.seed, make_weights, report)
+        return mnist_cnn(task, config.seed, make_weights, report, config.tile.digital_bias)
+    return mnist_fcn(task, config.seed, make_weights, report, config.tile.digital_bias)
 
 
 def train(

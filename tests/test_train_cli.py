@@ -62,7 +62,8 @@ def test_train_json(capsys, store_home):
     assert config["algorithm"] == {"name": "analog-sgd"}
     assert config["device"]["model"] == "soft-bounds" and config["device"]["dw_min"] == 0.001
     assert config["update"]["mode"] == "pulsed" and config["periphery"]["is_perfect"] is False
-    assert config["tile"] == {"reference": "none"}
+    assert config["tile"] == {"reference": "none", "max_input_size": 512, "max_output_size": 512,
+                              "digital_bias": True}
     assert record["history"]["step"] == [50, 100, 120]
     assert len(record["history"]["rel_err"]) == len(record["history"]["loss"]) == 3
     # ... and the run is in the store under that id, with the same figures.
