@@ -113,7 +113,7 @@ def test_table_says_why_an_experiment_was_not_run() -> None:
     from hilctl.reproduce.report import markdown
 
     table = markdown([ExperimentResult("fig4-init", command="hilctl reproduce fig4-init")])
-    assert "## Not run for this table" in table and "CPU-hours" in table
+    assert "## Not run for this table" in table and "CPU-minutes" in table
     assert "### fig5-cnn" in table and "### fig1" not in table
 
 
