@@ -27,7 +27,7 @@ checks the paper's qualitative claims on its own numbers.
 experiments:
 {experiments}
 
---quick runs fewer iterations, seeds and values (the CI set, under a minute in all).
+--quick runs fewer iterations, seeds and values (the CI set, about a minute in all).
 Without EXPERIMENT, every experiment runs except those whose full run takes hours (fig5-fcn,
 fig5-cnn; 'fig5' names both): name them to run them in full, with --jobs to use more cores.
 With --out DIR, results.md and results.csv cover every experiment saved in DIR so far.
@@ -55,7 +55,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--quick", action="store_true",
                         help="the short CI versions (fewer iterations, seeds and values)")
     parser.add_argument("--out", metavar="DIR",
-                        help="write figures, results.md and results.csv to DIR")
+                        help="save each experiment's results (NAME.json) and figure (NAME.png) "
+                        "in DIR and rebuild DIR/results.md and results.csv from all saved there")
     parser.add_argument("--seed", type=nonnegative_int, default=0, metavar="S",
                         help="seed of the problems and the noise (default: %(default)s)")
     parser.add_argument("--jobs", type=positive_int, default=1, metavar="N",
