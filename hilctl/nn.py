@@ -56,7 +56,6 @@ class Dense:
 
     def __init__(self, weights: WeightArray, bias: bool = True, digital_bias: bool = False) -> None:
         self.weights = weights
-        self.bias = bias
         self._ones, self.digital_bias = _bias_parts(bias, digital_bias, weights.shape[0])
         self._input: Array | None = None
         self._grad: Array | None = None
@@ -242,7 +241,6 @@ class Conv2d:
         self.weights = weights
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
-        self.bias = bias
         self._ones = ones
         self._input_shape: tuple[int, int, int, int] | None = None
         self._patches: Array | None = None
