@@ -1,27 +1,94 @@
-"""Registration of the lab bench as hilctl backend ``lab`` (entry point ``hilctl.backends``)."""
+"""The lab bench as hilctl backend ``lab`` (entry point ``hilctl.backends``)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from drivers.bench import Bench
 from drivers.lab_tile import LabTile
-from drivers.station import StationConfig
+from drivers.station import load_station, region
+from hilctl.backends import Backend, BackendOption
 from hilctl.config import TileConfig
-from hilctl.errors import BackendError
+from hilctl.errors import BackendError, ConfigError
+from hilctl.tile import Tile
+from protocols.station import StationConfig
+
+_HOW_TO_SIMULATE = "'hilctl sim serve' starts a simulated bench and writes one"
 
 
-def open_tile(config: TileConfig, *, station: str | Path | StationConfig | None = None,
-              tile: str | int | None = None, **options: Any) -> LabTile:
-    """A :class:`LabTile` of ``config.rows x config.cols`` on the station's next free region
-    (or the region ``tile``). The device model of ``config`` does not apply (the chip is
-    real); its update settings (bit length, update management) do."""
-    if options:
-        raise BackendError(f"backend 'lab': unknown option(s) {', '.join(sorted(options))}; "
-                           "allowed: station, tile")
-    if station is None:
-        raise BackendError("backend 'lab' needs a station file: --station FILE.toml")
-    bench = Bench.open(station)
-    region = bench.take_region(config.rows, config.cols, tile)
-    return LabTile(region, bench.access, bench.station.mapping, config.update, seed=config.seed)
+class LabBackend(Backend):
+    """Tiles in the regions of a chip on a bench, reached through the station's instruments.
+
+    The device model of a tile config does not apply (the chip is real); its update settings
+    (bit length, update management) do. Every tile opened on one station shares that station's
+    connections (a :class:`Bench`) until :meth:`close`, and takes the next free tile region.
+    """
+
+    name: ClassVar[str] = "lab"
+    title: ClassVar[str] = "lab bench"
+    options: ClassVar[tuple[BackendOption, ...]] = (
+        BackendOption("station", "FILE.toml",
+                      f"station file of the bench; needed by --backend lab and only by it "
+                      f"({_HOW_TO_SIMULATE})",
+                      misuse="only --backend lab uses a station file"),
+        BackendOption("tile", "NAME", "tile region of the station to use (default: the first)",
+                      misuse="only --backend lab has tile regions", one_tile=True),
+    )
+
+    def __init__(self) -> None:
+        self._benches: dict[str, Bench] = {}
+
+    def resolve_options(self, given: Mapping[str, Any]) -> dict[str, Any]:
+        """``{"station": path[, "tile": name]}``; the station file is loaded and validated, and
+        a tile region must be one of its own (``ConfigError`` names the file or the regions)."""
+        station = given.get("station")
+        if station is None:
+            raise ConfigError(f"--backend {self.name} needs --station FILE.toml, the station file "
+                              f"of the bench ({_HOW_TO_SIMULATE})")
+        config = load_station(station)
+        options: dict[str, Any] = {"station": str(Path(station))}
+        tile = given.get("tile")
+        if tile is not None:
+            region(config, tile)
+            options["tile"] = tile
+        return options
+
+    def tile_shape(self, options: Mapping[str, Any]) -> tuple[int, int]:
+        """The size of the tile region ``tile`` (else the station's first)."""
+        chosen = region(load_station(options["station"]), options.get("tile", 0))
+        return chosen.rows, chosen.cols
+
+    def bench(self, station: str | Path | StationConfig) -> Bench:
+        """The bench of ``station`` (a file or a config), connected on first use."""
+        config = station if isinstance(station, StationConfig) else load_station(station)
+        key = config.model_dump_json()
+        if key not in self._benches:
+            self._benches[key] = Bench(config)
+        return self._benches[key]
+
+    def open_tile(self, config: TileConfig, **options: Any) -> LabTile:
+        """A :class:`LabTile` of ``config.rows x config.cols`` on the station's next free
+        region (or the region ``tile``)."""
+        station = options.pop("station", None)
+        tile = options.pop("tile", None)
+        if options:
+            raise BackendError(f"backend 'lab': unknown option(s) {', '.join(sorted(options))}; "
+                               "allowed: station, tile")
+        if station is None:
+            raise BackendError("backend 'lab' needs a station file: --station FILE.toml")
+        bench = self.bench(station)
+        chosen = bench.take_region(config.rows, config.cols, tile)
+        return LabTile(chosen, bench.access, bench.station.mapping, config.update, seed=config.seed)
+
+    def close(self) -> None:
+        """Close every bench this backend opened."""
+        benches, self._benches = list(self._benches.values()), {}
+        for bench in benches:
+            bench.close()
+
+    def tile_label(self, tile: Tile, config: TileConfig, options: Mapping[str, Any]) -> str:
+        """The tile region and the station: the chip's cells, whatever the device config says."""
+        assert isinstance(tile, LabTile)
+        return f"tile {tile.region.name} of station {options['station']}"

@@ -1,9 +1,9 @@
 """A bench: the open instruments of one station, and the cell access the lab tiles use.
 
-``Bench.open(station)`` connects what the station names (the board; the pulse generator and
-the SMU where writes or reads go through them) once; every tile opened on the station shares
-the connections and takes the next free tile region. Every pulse and read setting is checked
-against the station's limits before anything is sent.
+``Bench(station)`` connects what the station names (the board; the pulse generator and the SMU
+where writes or reads go through them); every tile opened on the bench shares the connections
+and takes the next free tile region. Every pulse and read setting is checked against the
+station's limits before anything is sent.
 
 The board selects a cell (``select``) and routes the pulse generator's or the SMU's line to it
 (``route``); a routed row reaches the selected cell of that row.
@@ -12,18 +12,18 @@ The board selects a cell (``select``) and routes the pulse generator's or the SM
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
-from typing import ClassVar
 
 import numpy as np
 from numpy.typing import NDArray
 
 from drivers.board import BoardClient
+from drivers.limits import check
 from drivers.pulse_generator import PulseGenerator
 from drivers.smu import Smu
-from drivers.station import StationConfig, TileRegion, load_station
+from drivers.station import region
 from hilctl.errors import ConfigError
 from protocols.board import DEFAULT_MAX_PAYLOAD, Capability, ReadMode
+from protocols.station import StationConfig, TileRegion
 
 Index = NDArray[np.intp]
 
@@ -42,8 +42,8 @@ class StationAccess:
         self._parallel_read = (station.read.via == "board"
                                and Capability.PARALLEL_READ in capabilities)
         write, read, limits = station.write, station.read, station.limits
-        limits.check(amplitude=write.amplitude, width=write.width, read_voltage=read.voltage,
-                     compliance=read.compliance)
+        check(limits, amplitude=write.amplitude, width=write.width, read_voltage=read.voltage,
+              compliance=read.compliance)
         self._polarity = 0  # the generator's armed polarity (0: not armed yet)
         if smu is not None and read.via == "smu":
             smu.configure_read(read.voltage, read.compliance, read.nplc)
@@ -86,7 +86,7 @@ class StationAccess:
                 generator = self._arm_generator(polarity)
                 self._route(row, col, "pulse")
             for burst in self._bursts(count):
-                limits.check(amplitude=write.amplitude, width=write.width, count=burst)
+                check(limits, amplitude=write.amplitude, width=write.width, count=burst)
                 if self._by_board:
                     self.board.pulse((row, col), polarity, burst, amplitude=write.amplitude,
                                      width=write.width)
@@ -95,13 +95,13 @@ class StationAccess:
 
     def pulse_masks(self, rows: Index, cols: Index, polarity: int) -> None:
         write = self.station.write
-        self.station.limits.check(amplitude=write.amplitude, width=write.width, count=1)
+        check(self.station.limits, amplitude=write.amplitude, width=write.width, count=1)
         self.board.pulse_masks(rows.tolist(), cols.tolist(), polarity, 1,
                                amplitude=write.amplitude, width=write.width)
 
     def read_cells(self, rows: Index, cols: Index) -> NDArray[np.float64]:
         voltage = self.station.read.voltage
-        self.station.limits.check(read_voltage=voltage)
+        check(self.station.limits, read_voltage=voltage)
         chip = self.station.chip
         if self._parallel_read and rows.size > chip.cols:  # many cells: whole rows at once
             if 4 * chip.rows * chip.cols + 4 <= DEFAULT_MAX_PAYLOAD:
@@ -122,8 +122,6 @@ class StationAccess:
 
 class Bench:
     """The instruments of one station, opened once and shared by its tiles."""
-
-    _open: ClassVar[dict[str, Bench]] = {}
 
     def __init__(self, station: StationConfig) -> None:
         self.station = station
@@ -163,22 +161,6 @@ class Bench:
                 instrument.close()
         self.board.close()
 
-    @classmethod
-    def open(cls, station: str | Path | StationConfig) -> Bench:
-        """The bench of ``station`` (a file or a config), connected on first use."""
-        config = station if isinstance(station, StationConfig) else load_station(station)
-        key = config.model_dump_json()
-        if key not in cls._open:
-            cls._open[key] = cls(config)
-        return cls._open[key]
-
-    @classmethod
-    def close_all(cls) -> None:
-        """Close every open bench (tests, and the end of a run)."""
-        for bench in cls._open.values():
-            bench.close()
-        cls._open.clear()
-
     def take_region(self, rows: int, cols: int, name: str | int | None = None) -> TileRegion:
         """The named region, or the next free one; a tile of ``rows x cols`` must fit in it and
         takes its top-left corner."""
@@ -188,10 +170,10 @@ class Bench:
                                   "region(s) and all are in use; add [[tiles]] to the station")
             name = self._next_region
             self._next_region += 1
-        region = self.station.region(name)
+        chosen = region(self.station, name)
         width = 2 * cols if self.station.mapping.kind == "differential" else cols
-        if rows > region.rows or width > region.cols:
+        if rows > chosen.rows or width > chosen.cols:
             pairs = " (differential pairs: two cells per weight)" if width > cols else ""
-            raise ConfigError(f"tiles.{region.name}: a {rows} x {cols} tile{pairs} does not fit "
-                              f"the {region.rows} x {region.cols} region")
-        return region.model_copy(update={"rows": rows, "cols": cols})
+            raise ConfigError(f"tiles.{chosen.name}: a {rows} x {cols} tile{pairs} does not fit "
+                              f"the {chosen.rows} x {chosen.cols} region")
+        return chosen.model_copy(update={"rows": rows, "cols": cols})

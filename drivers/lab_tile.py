@@ -29,10 +29,10 @@ from typing import Protocol
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from drivers.station import MappingSection, TileRegion
 from hilctl.config import UpdateConfig
 from hilctl.pulse_trains import coincidences
 from hilctl.tile import Capabilities, as_batch, as_matrix, as_pulse_counts, as_update
+from protocols.station import MappingSection, TileRegion
 
 Array = NDArray[np.float64]
 Index = NDArray[np.intp]

@@ -3,7 +3,7 @@
 ``configure_pulse`` sets the pulse function into high-Z (the chip line is not a 50 Ohm load),
 period, width, edges and levels, and arms a bus-triggered burst; ``fire(n)`` sets the burst count
 to ``n``, sends ``*TRG`` and waits for ``*OPC?``. Every quantity is checked against the
-station's :class:`~drivers.limits.StationLimits` before the first byte of the operation is sent.
+station's :class:`~protocols.station.StationLimits` before the first byte of the operation is sent.
 
 Levels and polarity. The output idles at the *baseline* and each pulse goes to the other level.
 A positive pulse is ``OUTP:POL NORM; VOLT:HIGH A; VOLT:LOW 0`` (idles at LOW = 0 V); a negative
@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import math
 
-from drivers.limits import LimitError, StationLimits
+from drivers.limits import LimitError, check
 from drivers.scpi import InstrumentError, ScpiInstrument
 from protocols.scpi import format_command
+from protocols.station import StationLimits
 
 __all__ = ["MIN_AMPLITUDE", "PulseGenerator"]
 
@@ -47,7 +48,7 @@ class PulseGenerator(ScpiInstrument):
         ``edge`` is the rise and fall time (s); ``period`` the pulse repetition period within a
         burst, by default ``max(2 * width + 2 * edge, 1 us)``. The output state is restored.
         """
-        self.limits.check(amplitude=amplitude, width=width)
+        check(self.limits, amplitude=amplitude, width=width)
         if abs(amplitude) < MIN_AMPLITUDE:
             raise LimitError("pulse amplitude (V)", amplitude, f"|amplitude| >= {MIN_AMPLITUDE} (instrument)")
         if not (math.isfinite(edge) and edge > 0):
@@ -94,7 +95,7 @@ class PulseGenerator(ScpiInstrument):
         Raises :class:`~drivers.scpi.PulseUncertainError` if the link fails after the trigger
         (the burst is never re-sent automatically).
         """
-        self.limits.check(count=count)
+        check(self.limits, count=count)
         count = int(count)
         with self._lock:
             if self.period is None:

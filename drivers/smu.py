@@ -2,7 +2,7 @@
 
 ``configure_read`` sets voltage sourcing with auto range, the current limit (compliance) before
 the level, current sensing with auto range and the integration time in power-line cycles; both
-quantities are checked against the station's :class:`~drivers.limits.StationLimits` before any
+quantities are checked against the station's :class:`~protocols.station.StationLimits` before any
 byte is sent. ``read_current`` is one ``:READ?``. The connect check also asks ``*LANG?``: a
 2450 that booted in TSP or SCPI2400 mode does not understand these commands.
 """
@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import math
 
-from drivers.limits import LimitError, StationLimits
+from drivers.limits import LimitError, check
 from drivers.scpi import InstrumentError, ScpiInstrument
 from protocols.scpi import ScpiParseError, format_command, parse_number
+from protocols.station import StationLimits
 
 __all__ = ["Smu"]
 
@@ -53,7 +54,7 @@ class Smu(ScpiInstrument):
 
     def configure_read(self, voltage: float, compliance: float, nplc: float = 1.0) -> None:
         """Source ``voltage`` (V) with current limit ``compliance`` (A), integrating ``nplc`` cycles."""
-        self.limits.check(read_voltage=voltage, compliance=compliance)
+        check(self.limits, read_voltage=voltage, compliance=compliance)
         if compliance < MIN_COMPLIANCE:
             raise LimitError("compliance (A)", compliance, f">= {MIN_COMPLIANCE} (instrument)")
         lo, hi = NPLC_RANGE

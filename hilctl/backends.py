@@ -1,54 +1,136 @@
-"""Backend registry: open a tile by backend name without importing any backend here.
+"""Backends: where tiles come from, found by name through entry points.
 
-Backends register a factory ``open_tile(config: TileConfig, **options) -> Tile`` under the
-entry-point group ``hilctl.backends`` (see ``pyproject.toml``). The built-in names below are a
-fallback for running from a source tree that was never installed.
+A backend is a :class:`Backend` object registered under the entry-point group
+``hilctl.backends`` (``pyproject.toml``: ``sim = "sim.backend:SimBackend"``). It declares the
+command-line options it adds (:class:`BackendOption`), validates them, may say the default tile
+shape, opens tiles, closes what it holds between tiles, and describes itself for the run record.
+The core never imports a backend and never branches on a backend's name: a new backend is a
+package with one entry point.
 """
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Callable
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass
 from importlib.metadata import entry_points
-from typing import Any
+from typing import Any, ClassVar
 
 from hilctl.config import TileConfig
 from hilctl.errors import BackendError
 from hilctl.tile import Tile
 
 ENTRY_POINT_GROUP = "hilctl.backends"
-_BUILTIN = {"sim": "sim.backend:open_tile", "lab": "drivers.backend:open_tile"}
-
-TileFactory = Callable[..., Tile]
 
 
-def _targets() -> dict[str, str]:
-    found = dict(_BUILTIN)
-    found.update({ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)})
-    return found
+@dataclass(frozen=True)
+class BackendOption:
+    """A command-line option ``--NAME VALUE`` that a backend adds, passed to
+    :meth:`Backend.resolve_options` as ``NAME``.
+
+    Attributes:
+        name: the option's name (``station`` gives ``--station``), a keyword of ``open_tile``.
+        metavar: what the value looks like in ``--help`` (``FILE.toml``).
+        help: what the option does.
+        misuse: why the option is refused with another backend, e.g. ``only --backend lab uses
+            a station file``.
+        one_tile: only commands that open one tile by hand take it (``characterize --tile``);
+            a training run places its tiles itself.
+    """
+
+    name: str
+    metavar: str
+    help: str
+    misuse: str
+    one_tile: bool = False
+
+    @property
+    def flag(self) -> str:
+        return f"--{self.name.replace('_', '-')}"
+
+
+class Backend(ABC):
+    """One kind of tile: the emulator, a bench, ... Subclasses set :attr:`name` and implement
+    :meth:`open_tile`; the rest has defaults for a backend without options."""
+
+    #: The name users give with ``--backend``; the entry point's name.
+    name: ClassVar[str]
+    #: What the backend is, for the title of its options in ``--help`` (``lab bench``).
+    title: ClassVar[str] = ""
+    #: The command-line options the backend adds.
+    options: ClassVar[tuple[BackendOption, ...]] = ()
+
+    def resolve_options(self, given: Mapping[str, Any]) -> dict[str, Any]:
+        """The keyword options of :meth:`open_tile` from the values of :attr:`options` given on
+        the command line (None where one was not given), checked before any tile opens.
+
+        Raises :class:`~hilctl.errors.ConfigError` (the input was refused) naming the option.
+        """
+        return {}
+
+    def tile_shape(self, options: Mapping[str, Any]) -> tuple[int, int] | None:
+        """``(rows, cols)`` of a tile when the user names none (a bench's tile region), or None
+        for the command's own default."""
+        return None
+
+    @abstractmethod
+    def open_tile(self, config: TileConfig, **options: Any) -> Tile:
+        """One tile of ``config``; ``options`` as :meth:`resolve_options` returned them."""
+
+    def close(self) -> None:  # noqa: B027 (optional to override: most backends hold nothing)
+        """Release what the backend keeps between tiles (instrument connections); the next
+        tile opens afresh. Safe to call more than once."""
+
+    def describe(self, options: Mapping[str, Any]) -> dict[str, Any]:
+        """What a run records about the backend besides its name: here, its options as text."""
+        return {key: str(value) for key, value in options.items()}
+
+    def label(self, options: Mapping[str, Any]) -> str:
+        """The backend in a summary line: its name, and its options if any."""
+        given = ", ".join(f"{key} {value}" for key, value in options.items())
+        return f"{self.name} ({given})" if given else self.name
+
+    def tile_label(self, tile: Tile, config: TileConfig, options: Mapping[str, Any]) -> str:
+        """Where a measured tile's cells are, for a summary line: by default its device model
+        on this backend."""
+        return f"{config.device.model} on {self.name}"
+
+    def __enter__(self) -> Backend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _registered() -> dict[str, Any]:
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
 
 
 def available_backends() -> list[str]:
     """Names of every registered backend, sorted."""
-    return sorted(_targets())
+    return sorted(_registered())
 
 
-def backend_factory(name: str) -> TileFactory:
-    """The tile factory registered as ``name``; ``BackendError`` lists the names if unknown."""
-    targets = _targets()
-    if name not in targets:
-        raise BackendError(
-            f"--backend: unknown backend {name!r}; allowed: {', '.join(sorted(targets))}"
-        )
-    module_name, _, attribute = targets[name].partition(":")
+def get_backend(name: str) -> Backend:
+    """A new :class:`Backend` of the one registered as ``name``; ``BackendError`` lists the
+    registered names if there is none."""
+    registered = _registered()
+    if name not in registered:
+        allowed = ", ".join(sorted(registered)) or (
+            "none (no backend is registered: install hilctl, e.g. pip install -e .)")
+        raise BackendError(f"--backend: unknown backend {name!r}; allowed: {allowed}")
     try:
-        module = importlib.import_module(module_name)
+        kind = registered[name].load()
     except ImportError as exc:
         raise BackendError(f"backend {name!r} could not be loaded: {exc}") from exc
-    factory: TileFactory = getattr(module, attribute)
-    return factory
+    backend = kind()
+    if not isinstance(backend, Backend):
+        raise BackendError(f"backend {name!r}: entry point {registered[name].value} is not a "
+                           "hilctl.backends.Backend")
+    return backend
 
 
 def open_tile(backend: str, config: TileConfig, **options: Any) -> Tile:
-    """Open one tile of ``config`` on the backend called ``backend``."""
-    return backend_factory(backend)(config, **options)
+    """One tile of ``config`` on the backend called ``backend`` (a new backend object; for
+    a bench, whose connections stay open, use :func:`get_backend` and close it)."""
+    return get_backend(backend).open_tile(config, **options)

@@ -1,4 +1,4 @@
-"""Pulse-response characterisation of a tile: ``hilctl characterize``.
+"""Pulse-response characterisation of a tile (the measurement of ``hilctl characterize``).
 
 Every cell is programmed to one start weight, then ``up`` single up pulses are applied to all
 cells at once, and then ``down`` single down pulses; the weights are read after every pulse. The
@@ -11,36 +11,14 @@ emulator and on a chip on the bench (where each read is slow: pass a ``progress`
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import operator
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from hilctl import __version__
-from hilctl.backends import open_tile
-from hilctl.cli import (
-    EXIT_FAILURE,
-    EXIT_OK,
-    UsageError,
-    add_tile_arguments,
-    backend_options,
-    close_backend,
-    error,
-    finite_float,
-    nonnegative_int,
-    progress_for,
-    resolve_tile_shape,
-    set_keys_help,
-    tile_config_from_args,
-)
-from hilctl.errors import HilctlError
 from hilctl.tile import Tile
 
 #: ``progress(done, total)``: called after each pulse with the pulses applied so far.
@@ -220,142 +198,3 @@ def measure_pulse_response(
         std=stds,
         cells=shape[0] * shape[1],
     )
-
-
-# ---------------------------------------------------------------------------------------------
-# The command.
-# ---------------------------------------------------------------------------------------------
-
-_DESCRIPTION = """\
-Measure the pulse response of a tile: program every cell to --start, apply --up single up
-pulses to all cells, then --down single down pulses, and read the weights after each pulse.
-Prints the mean and spread over the cells (a short summary, or every point with --json) and
-can plot the curve (--plot, needs matplotlib).
-
-On a bench: --backend lab --station FILE.toml [--tile NAME] measures the cells of that tile
-region of the station (the first region by default; --rows/--cols default to its size)."""
-
-
-def register(subparsers: Any) -> None:
-    """Add ``characterize`` to the ``hilctl`` subcommands."""
-    parser = subparsers.add_parser(
-        "characterize",
-        help="measure a tile's pulse response (up then down pulse sweep)",
-        description=_DESCRIPTION,
-        epilog=set_keys_help(),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_tile_arguments(parser, station=True)
-    sweep = parser.add_argument_group("sweep")
-    sweep.add_argument("--up", type=nonnegative_int, default=500,
-                       help="up pulses, applied first (default: %(default)s)")
-    sweep.add_argument("--down", type=nonnegative_int, default=500,
-                       help="down pulses, applied after the up pulses (default: %(default)s)")
-    sweep.add_argument("--start", type=finite_float, default=0.0, metavar="W",
-                       help="weight every cell is programmed to first, within the device "
-                       "bounds [w_min, w_max] (default: %(default)s)")
-    output = parser.add_argument_group("output")
-    output.add_argument("--json", action="store_true",
-                        help="print one JSON object with every point instead of the summary")
-    output.add_argument("--plot", metavar="FILE.png", type=Path,
-                        help="draw mean +- 1 std against pulse number into a PNG file")
-    parser.set_defaults(handler=run)
-
-
-def _check_plot_path(path: Path) -> None:
-    from hilctl.plotting import require_matplotlib
-
-    if path.suffix.lower() != ".png":
-        raise UsageError(f"--plot: the file name must end in .png; got {str(path)!r}")
-    parent = path.parent
-    if not parent.is_dir():
-        raise UsageError(f"--plot: directory {str(parent)!r} does not exist")
-    require_matplotlib()
-
-
-def _json_safe(value: Any) -> Any:
-    """``value`` with non-finite floats as None, so the output is strict JSON."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    return value
-
-
-def run(args: argparse.Namespace) -> int:
-    """``hilctl characterize``: see :data:`_DESCRIPTION`."""
-    options = backend_options(args)
-    resolve_tile_shape(args, options)
-    try:
-        config = tile_config_from_args(args)
-    except (HilctlError, ValueError) as exc:
-        raise UsageError(str(exc)) from None
-    device = config.device
-    if not device.w_min <= args.start <= device.w_max:
-        raise UsageError(f"--start: must lie within the device bounds [w_min, w_max] = "
-                         f"[{device.w_min}, {device.w_max}]; got {args.start}")
-    if args.plot is not None:
-        _check_plot_path(args.plot)  # before a run that may take hours on a chip
-
-    progress = progress_for("characterize", enabled=not args.json)
-    began = time.perf_counter()
-    try:
-        tile = open_tile(args.backend, config, **options)
-        response = measure_pulse_response(tile, args.up, args.down, args.start,
-                                          progress=progress)
-    finally:
-        if progress is not None:
-            progress.close()
-        close_backend(args.backend)
-    seconds = time.perf_counter() - began
-
-    plotted: str | None = None
-    plot_error: str | None = None
-    if args.plot is not None:
-        from hilctl.plotting import plot_pulse_response
-
-        title = (f"Pulse response: {args.device}, {config.rows} x {config.cols} cells "
-                 f"({args.backend}, seed {config.seed})")
-        try:
-            plotted = str(plot_pulse_response(response, args.plot, title))
-        except OSError as exc:  # report after the results, which are not lost
-            plot_error = f"--plot: could not write {str(args.plot)!r}: {exc.strerror or exc}"
-
-    if args.json:
-        record = {
-            "hilctl": __version__,
-            "command": "characterize",
-            "backend": args.backend,
-            **options,
-            "device": args.device,
-            "config": config.model_dump(mode="json"),
-            "rows": config.rows,
-            "cols": config.cols,
-            "up": response.up,
-            "down": response.down,
-            "start": response.start,
-            "seed": config.seed,
-            "seconds": seconds,
-            "summary": response.summary(),
-            "plot": plotted,
-            "mean": response.mean,
-            "std": response.std,
-        }
-        print(json.dumps(_json_safe(record)))
-    else:
-        if options:  # a bench: the chip's cells, whatever --device says
-            region = options.get("tile") or getattr(getattr(tile, "region", None), "name", "?")
-            where = f"tile {region} of station {options['station']}"
-        else:
-            where = f"{args.device} on {args.backend}"
-        print(f"{where}: {config.rows} x {config.cols} cells, "
-              f"seed {config.seed}, {response.pulses} pulses in {seconds:.2f} s")
-        for line in response.summary_lines():
-            print(f"  {line}")
-        if plotted is not None:
-            print(f"  plot written to {plotted}")
-    if plot_error is not None:
-        return error(plot_error, EXIT_FAILURE)
-    return EXIT_OK

@@ -12,18 +12,18 @@ from __future__ import annotations
 
 import json
 import tomllib
+import typing
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from hilctl.errors import ConfigError
+from protocols.schema import StrictModel
 
-_STRICT = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-
-class PulsedDeviceConfig(BaseModel):
+class PulsedDeviceConfig(StrictModel):
     """Parameters that every pulsed device shares (aihwkit ``PulsedDevice``).
 
     A pulse moves a cell by ``dw_min`` times the model's response at its weight. Device-to-device
@@ -31,7 +31,6 @@ class PulsedDeviceConfig(BaseModel):
     the relative cycle-to-cycle noise of every single pulse.
     """
 
-    model_config = _STRICT
 
     dw_min: float = Field(0.001, gt=0, description="mean step of one pulse (weight units)")
     dw_min_dtod: float = Field(0.3, ge=0, description="device-to-device spread of the step gain")
@@ -156,35 +155,34 @@ DeviceConfig = Annotated[
     Field(discriminator="model"),
 ]
 
-DEVICE_CONFIGS: dict[str, type[PulsedDeviceConfig]] = {
-    "constant-step": ConstantStepConfig,
-    "linear-step": LinearStepConfig,
-    "soft-bounds": SoftBoundsConfig,
-    "pow-step": PowStepConfig,
-    "exp-step": ExpStepConfig,
-    "piecewise": PiecewiseStepConfig,
-}
+_Model = TypeVar("_Model", bound=BaseModel)
 
-_VARIATION_KEYS = (
-    "dw_min_dtod",
-    "dw_min_std",
-    "up_down_dtod",
-    "w_max_dtod",
-    "w_min_dtod",
-    "gamma_up_dtod",
-    "gamma_down_dtod",
-    "pow_gamma_dtod",
-    "pow_up_down_dtod",
-)
+
+def registry(union: Any, key: str, base: type[_Model]) -> dict[str, type[_Model]]:
+    """``{name: model}`` of a discriminated union ``Annotated[A | B | ..., Field(...)]`` of
+    models, each named by its default of ``key``: the union is the one declaration of a
+    registry, and this dict is derived from it."""
+    members = typing.get_args(typing.get_args(union)[0])
+    table: dict[str, type[_Model]] = {}
+    for model in members:
+        if not issubclass(model, base):
+            raise TypeError(f"{model.__name__} is not a {base.__name__}")
+        table[model.model_fields[key].default] = model
+    return table
+
+
+#: Every device model's config by name (``--device``), in the order of :data:`DeviceConfig`.
+DEVICE_CONFIGS = registry(DeviceConfig, "model", PulsedDeviceConfig)
 
 
 def no_variation(model: str) -> dict[str, float]:
-    """Overrides of ``model``'s config that switch off every device-to-device and cycle noise."""
+    """Overrides of ``model``'s config that switch off every device-to-device spread
+    (``*_dtod``) and the cycle-to-cycle noise (``dw_min_std``)."""
     fields = DEVICE_CONFIGS[model].model_fields
-    return {key: 0.0 for key in _VARIATION_KEYS if key in fields}
+    return {key: 0.0 for key in fields if key.endswith("_dtod") or key == "dw_min_std"}
 
 
-class UpdateConfig(BaseModel):
+class UpdateConfig(StrictModel):
     """How ``update(x, d, lr)`` writes ``W <- W - lr d x^T`` onto the devices.
 
     ``pulsed``: stochastic pulse trains of ``desired_bl`` slots, as aihwkit does it.
@@ -192,7 +190,6 @@ class UpdateConfig(BaseModel):
     ``ideal``: floating point, the digital reference (no bounds, no noise).
     """
 
-    model_config = _STRICT
 
     mode: Literal["pulsed", "expected", "ideal"] = "pulsed"
     desired_bl: int = Field(31, ge=1, le=10_000, description="bit length of a pulse train")
@@ -203,7 +200,7 @@ class UpdateConfig(BaseModel):
     )
 
 
-class PeripheryConfig(BaseModel):
+class PeripheryConfig(StrictModel):
     """Read periphery of a forward or backward pass (aihwkit ``IOParameters``).
 
     Inputs are scaled by ``max|x|`` (noise management), quantised with step
@@ -213,7 +210,6 @@ class PeripheryConfig(BaseModel):
     saturated sample with its input halved. See :mod:`sim.periphery` for the exact sequence.
     """
 
-    model_config = _STRICT
 
     is_perfect: bool = Field(False, description="turn every periphery effect off")
     inp_bound: float = Field(1.0, gt=0)
@@ -232,10 +228,9 @@ class PeripheryConfig(BaseModel):
 MAX_CELLS = 1 << 26
 
 
-class TileConfig(BaseModel):
+class TileConfig(StrictModel):
     """Everything needed to open one tile of ``rows x cols`` cells (rows = outputs)."""
 
-    model_config = _STRICT
 
     rows: int = Field(32, ge=1, le=65_536)
     cols: int = Field(32, ge=1, le=65_536)

@@ -1,25 +1,32 @@
-"""Figures of measurements. Needs the optional extra ``plot`` (matplotlib), imported lazily.
+"""Every figure hilctl draws, on bare :class:`matplotlib.figure.Figure` objects (no ``pyplot``):
+plotting never opens a window, needs no display and leaves no global state behind.
 
-Figures are drawn on a bare :class:`matplotlib.figure.Figure` (no ``pyplot``), so plotting never
-opens a window, never needs a display and leaves no global state behind.
+Matplotlib is the optional extra ``plot`` and is imported only when a figure is drawn. The
+experiments of ``hilctl reproduce`` draw theirs with :func:`subplots` and :func:`save`.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from hilctl.errors import HilctlError
 
 if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
     from hilctl.characterize import PulseResponse
+    from hilctl.runs import RunRecord
 
 MATPLOTLIB_MISSING = (
     "plotting needs matplotlib, which is not installed; install it with: "
     "pip install 'hilctl[plot]'"
 )
+
+#: Metric values spanning more than this ratio (max/min, all positive) get a log-scale axis.
+LOG_SCALE_RATIO = 100.0
 
 
 def require_matplotlib() -> None:
@@ -31,6 +38,23 @@ def require_matplotlib() -> None:
         import matplotlib.figure  # noqa: F401
     except ImportError:
         raise HilctlError(MATPLOTLIB_MISSING) from None
+
+
+def subplots(nrows: int = 1, ncols: int = 1, *, figsize: tuple[float, float],
+             **kwargs: Any) -> tuple[Figure, Any]:
+    """A new figure and its axes, as ``pyplot.subplots`` gives them but without pyplot."""
+    require_matplotlib()
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize, layout="tight")
+    return fig, fig.subplots(nrows, ncols, **kwargs)
+
+
+def save(fig: Figure, path: str | Path, dpi: float = 80) -> Path:
+    """Write ``fig`` as a PNG file; returns the path."""
+    target = Path(path)
+    fig.savefig(target, format="png", dpi=dpi)
+    return target
 
 
 def plot_pulse_response(response: PulseResponse, path: str | Path, title: str) -> Path:
@@ -61,7 +85,33 @@ def plot_pulse_response(response: PulseResponse, path: str | Path, title: str) -
     ax.set_title(title, fontsize="medium")
     ax.grid(True, alpha=0.3)
     ax.legend(loc="best", fontsize="small", framealpha=0.9)
+    return save(fig, path, dpi=150)
 
-    target = Path(path)
-    fig.savefig(target, format="png")
-    return target
+
+def use_log_scale(values: np.ndarray) -> bool:
+    """True if the finite values are all positive and span more than two decades."""
+    finite = values[np.isfinite(values)]
+    return bool(finite.size) and bool(finite.min() > 0) and finite.max() / finite.min() > LOG_SCALE_RATIO
+
+
+def plot_metrics(record: RunRecord, names: list[str], path: Path) -> Path:
+    """Draw the metrics ``names`` of ``record`` against the step, one panel each, into ``path``."""
+    require_matplotlib()
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(8, 2.4 * len(names) + 0.8), dpi=120, layout="constrained")
+    axes = fig.subplots(len(names), 1, sharex=True, squeeze=False)[:, 0]
+    for ax, name in zip(axes, names, strict=True):
+        steps, values = record.metrics[name]
+        ax.plot(steps, values, color="tab:blue", linewidth=1.4,
+                marker="o" if values.size <= 50 else None, markersize=3)
+        if use_log_scale(values):
+            ax.set_yscale("log")
+        ax.set_ylabel(name)
+        ax.grid(True, which="both", alpha=0.3)
+    axes[-1].set_xlabel("step")
+    title = f"run {record.run_id}: {record.command}"
+    if record.summary:
+        title += f" ({record.summary})"
+    fig.suptitle(f"{title}, {record.status}")
+    return save(fig, path, dpi=120)

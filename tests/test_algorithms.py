@@ -15,9 +15,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from hilctl.algorithms import SingleTile, TikiTaka, build_weights
+from hilctl.algorithms import (
+    AnalogSgdConfig,
+    DigitalSgdConfig,
+    SingleTile,
+    TikiTaka,
+    TikiTakaConfig,
+    build_weights,
+)
 from hilctl.digital import DigitalTile
-from hilctl.train_config import AnalogSgdConfig, DigitalSgdConfig, TikiTakaConfig
 
 ROWS, COLS = 3, 5
 

@@ -15,23 +15,21 @@ import numpy as np
 import pytest
 
 from hilctl.algorithms import (
+    ALGORITHMS,
+    AgadConfig,
     BufferedTransfer,
     ChoppedTransfer,
+    ChoppedTtv2Config,
     DynamicTransfer,
+    ResidualConfig,
     TikiTaka,
+    Ttv2Config,
     build_weights,
 )
 from hilctl.config import no_variation
 from hilctl.digital import DigitalTile
 from hilctl.errors import ConfigError
-from hilctl.train_config import (
-    ALGORITHMS,
-    AgadConfig,
-    ChoppedTtv2Config,
-    ResidualConfig,
-    Ttv2Config,
-    resolve_train_config,
-)
+from hilctl.train_config import resolve_train_config
 from hilctl.training import train
 
 STEP = 0.01  # weight change of one pulse on the digital tiles, and the algorithms' granularity

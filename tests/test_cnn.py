@@ -31,7 +31,8 @@ from hilctl.nn import (
     im2col,
     softmax_cross_entropy,
 )
-from hilctl.train_config import MnistCnnConfig, resolve_train_config
+from hilctl.tasks import MnistCnnConfig
+from hilctl.train_config import resolve_train_config
 from hilctl.training import train
 
 EPS = 1e-6

@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 
 from hilctl.cli import main
-from hilctl.paper_problems import (
+from hilctl.reproduce import EXPERIMENTS, RunContext, expand, report, run_experiments
+from hilctl.reproduce.problems import (
     gradient_to_update,
     make_problem,
     paper_config,
     run_problem,
     saturation,
 )
-from hilctl.reproduce import EXPERIMENTS, RunContext, expand, report, run_experiments
 
 
 def test_gradient_matches_finite_differences() -> None:

@@ -1,4 +1,4 @@
-"""Tests of the run store (:mod:`hilctl.runs`) and ``hilctl runs`` (:mod:`hilctl.runs_cli`)."""
+"""Tests of the run store (:mod:`hilctl.runs`) and ``hilctl runs`` (:mod:`hilctl.cli.runs`)."""
 
 from __future__ import annotations
 
@@ -392,7 +392,7 @@ def test_cli_plot_without_matplotlib(capsys, monkeypatch, store: RunStore, tmp_p
 
 
 def test_log_scale_rule():
-    from hilctl.runs_cli import use_log_scale
+    from hilctl.plotting import use_log_scale
 
     assert use_log_scale(np.array([1.0, 1e-3]))
     assert not use_log_scale(np.array([1.0, 0.02]))

@@ -18,10 +18,10 @@ import pytest
 import serial.tools.list_ports
 
 import drivers.scpi
-from drivers.bench import Bench
-from drivers.station import StationConfig, load_station
+from drivers.station import load_station
 from hilctl.cli import main
 from hilctl.runs import RunStore
+from protocols.station import StationConfig
 from sim.instruments.station_sim import SimulatedStation, dump_toml, load_sim_station
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "sim_station.toml"
@@ -38,7 +38,6 @@ def no_leaks():
     threads = set(threading.enumerate())
     fds = _fds()
     yield
-    Bench.close_all()
     gc.collect()
     deadline = time.monotonic() + 2.0
     while time.monotonic() < deadline:
@@ -63,7 +62,6 @@ def _target(fd: str) -> str | None:
 def sim():
     with SimulatedStation.from_file(EXAMPLE) as station:
         yield station
-        Bench.close_all()  # before the instruments go away
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Tests of ``hilctl train`` and ``hilctl compare`` (:mod:`hilctl.train_cli`), run in-process
+"""Tests of ``hilctl train`` and ``hilctl compare`` (:mod:`hilctl.cli.train`), run in-process
 through :func:`hilctl.cli.main` with the run store in a temporary folder."""
 
 from __future__ import annotations
@@ -381,7 +381,7 @@ def interrupt_at(monkeypatch, at: int) -> list[InterruptAfter]:
         made.append(InterruptAfter(at))
         return made[-1]
 
-    monkeypatch.setattr("hilctl.train_cli.progress_for", progress_for)
+    monkeypatch.setattr("hilctl.cli.train.progress_for", progress_for)
     return made
 
 
@@ -415,7 +415,7 @@ def test_ctrl_c_in_compare_keeps_finished_runs(capsys, monkeypatch, store_home):
         # Ctrl-C in the second algorithm's run only.
         return InterruptAfter(100 if label.startswith("analog-sgd") else 10**9)
 
-    monkeypatch.setattr("hilctl.train_cli.progress_for", progress_for)
+    monkeypatch.setattr("hilctl.cli.train.progress_for", progress_for)
     code = main(["compare", "--set", "task.steps=150"])
     out, err = capsys.readouterr()
     assert code == 130 and out == ""

@@ -35,10 +35,11 @@ import math
 import numpy as np
 import pytest
 
+from hilctl.backends import Backend
 from hilctl.errors import HilctlError
 from hilctl.runs import RunStore
-from hilctl.tasks import least_squares
-from hilctl.train_config import LeastSquaresConfig, TrainConfig, resolve_train_config
+from hilctl.tasks import LeastSquaresConfig, least_squares
+from hilctl.train_config import TrainConfig, resolve_train_config
 from hilctl.training import tile_opener, train
 
 SEED = 0
@@ -251,21 +252,24 @@ def test_same_seed_same_history_other_seed_differs(algorithm):
     assert other.history["rel_err"] != first.history["rel_err"]
 
 
-def test_tiles_get_distinct_seeds_from_the_run_seed(monkeypatch):
+def test_tiles_get_distinct_seeds_from_the_run_seed():
     opened = []
 
-    def fake_factory(tile_config, **options):
-        opened.append((tile_config, options))
-        return object()
+    class Recorder(Backend):
+        name = "recorder"
 
-    monkeypatch.setattr("hilctl.training.backend_factory", lambda name: fake_factory)
+        def open_tile(self, config, **options):
+            opened.append((config, options))
+            return object()
+
+    fake = Recorder()
     config = resolve_train_config(algorithm="tiki-taka", seed=5,
                                   overrides={"tile": {"reference": "symmetric-point"},
                                              "update": {"mode": "expected"}})
-    open_a = tile_opener(config, "sim", {"option": 1})
+    open_a = tile_opener(config, fake, {"option": 1})
     open_a(2, 3)
     open_a(2, 3)
-    open_b = tile_opener(config, "sim")
+    open_b = tile_opener(config, fake)
     open_b(2, 3)
     seeds = [c.seed for c, _ in opened]
     assert seeds[0] != seeds[1]          # two tiles of one run differ ...
@@ -276,7 +280,7 @@ def test_tiles_get_distinct_seeds_from_the_run_seed(monkeypatch):
     assert first.periphery == config.periphery and first.reference == "symmetric-point"
     assert opened[0][1] == {"option": 1} and opened[2][1] == {}
     other = resolve_train_config(algorithm="tiki-taka", seed=6)
-    tile_opener(other, "sim")(2, 3)
+    tile_opener(other, fake)(2, 3)
     assert opened[-1][0].seed not in seeds
 
 

@@ -22,14 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from hilctl.paper_problems import (
-    LinearProblem,
-    RunResult,
-    make_problem,
-    paper_config,
-    run_problem,
-    saturation,
-)
+from hilctl.plotting import save, subplots
 from hilctl.reproduce.core import (
     AUTHORS,
     Experiment,
@@ -41,7 +34,15 @@ from hilctl.reproduce.core import (
     strictly_decreasing,
     strictly_increasing,
 )
-from hilctl.reproduce.figures import pyplot, save, smooth, thin, ticker
+from hilctl.reproduce.curves import smooth, thin
+from hilctl.reproduce.problems import (
+    LinearProblem,
+    RunResult,
+    make_problem,
+    paper_config,
+    run_problem,
+    saturation,
+)
 
 
 def _mean_over_seeds(problem: LinearProblem, make_cfg: Callable[[], Any], seeds: Sequence[int],
@@ -90,8 +91,7 @@ def run_fig1(ctx: RunContext) -> ExperimentResult:
 
 
 def plot_fig1(res: ExperimentResult, path: Path) -> None:
-    plt = pyplot()
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(8.5, 3.2))
+    fig, (ax1, ax2) = subplots(1, 2, figsize=(8.5, 3.2))
     lrs = res.curves["lrs"]
     for algo, label in (("digital-sgd", "Digital SGD"), ("analog-sgd", "Analog SGD")):
         ax1.plot(lrs, res.curves["errors"][algo], "-o", label=label)
@@ -102,9 +102,8 @@ def plot_fig1(res: ExperimentResult, path: Path) -> None:
     ax1.set(xscale="log", yscale="log", xlabel="step size", ylabel="learning error",
             title="Fig. 1: error vs lr")
     # plain numeric ticks at the four learning rates (log-axis minor labels overlapped)
-    ax1.xaxis.set_major_locator(ticker().FixedLocator(lrs))
-    ax1.xaxis.set_minor_locator(ticker().NullLocator())
-    ax1.xaxis.set_major_formatter(ticker().FixedFormatter([f"{lr:g}" for lr in lrs]))
+    ax1.set_xticks(lrs, [f"{lr:g}" for lr in lrs])
+    ax1.minorticks_off()
     ax2.set(yscale="log", xlabel="iteration k", ylabel="f(W_k)/n",
             title="curves (dotted: digital)")
     ax1.legend(fontsize=8)
@@ -164,9 +163,8 @@ def run_fig3(ctx: RunContext) -> ExperimentResult:
 
 
 def plot_fig3(res: ExperimentResult, path: Path) -> None:
-    plt = pyplot()
     taus = res.curves["taus"]
-    fig, axes = plt.subplots(1, len(taus), figsize=(11, 2.8), sharey=True)
+    fig, axes = subplots(1, len(taus), figsize=(11, 2.8), sharey=True)
     styles = {"digital-sgd": ("C0", "SGD"), "analog-sgd expected": ("C1", "discrete model"),
               "analog-sgd pulsed": ("C2", "pulsed simulation")}
     for ax, tau in zip(axes, taus, strict=True):
@@ -209,8 +207,7 @@ def run_fig4_noise(ctx: RunContext) -> ExperimentResult:
 
 
 def plot_fig4_noise(res: ExperimentResult, path: Path) -> None:
-    plt = pyplot()
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(8.5, 3.2))
+    fig, (ax1, ax2) = subplots(1, 2, figsize=(8.5, 3.2))
     for i, var in enumerate(res.curves["variances"]):
         ax1.plot(res.curves[var], color=f"C{i}", label=f"sigma^2={var:g}")
     ax2.plot(res.curves["variances"], res.curves["errors"], "-o")
@@ -267,8 +264,7 @@ def run_fig4_init(ctx: RunContext) -> ExperimentResult:
 
 
 def plot_fig4_init(res: ExperimentResult, path: Path) -> None:
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(5, 3.2))
+    fig, ax = subplots(figsize=(5, 3.2))
     for i, label in enumerate(res.curves["labels"]):
         ax.plot(res.curves[label], color=f"C{i}", label=label)
     ax.set(yscale="log", xlabel="iteration k", ylabel="f(W_k)/n",
@@ -348,8 +344,7 @@ def run_theory(ctx: RunContext) -> ExperimentResult:
 
 
 def plot_theory(res: ExperimentResult, path: Path) -> None:
-    plt = pyplot()
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(8.5, 3.2))
+    fig, (ax1, ax2) = subplots(1, 2, figsize=(8.5, 3.2))
     ax1.plot(res.curves["bound"], res.curves["asgd"], "-o")
     for s, b, e in zip(res.curves["sigmas"], res.curves["bound"], res.curves["asgd"],
                        strict=True):

@@ -18,6 +18,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from hilctl.plotting import save, subplots
 from hilctl.reproduce.core import (
     Experiment,
     ExperimentResult,
@@ -26,7 +27,6 @@ from hilctl.reproduce.core import (
     claim,
     fmt,
 )
-from hilctl.reproduce.figures import pyplot, save, ticker
 
 TAUS = (0.6, 0.7, 0.8)
 #: Tiki-Taka v1 with the authors' fast lr 0.01, one column read per transfer, gamma 0
@@ -149,8 +149,7 @@ def run_fig5(task: str, ctx: RunContext) -> ExperimentResult:
 
 
 def plot_fig5(res: ExperimentResult, path: Path) -> None:
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    fig, ax = subplots(figsize=(5.5, 3.6))
     runs = [(k, v) for k, v in res.curves.items() if isinstance(k, tuple)]
     taus = sorted({tau for (algorithm, tau), _ in runs if algorithm != "digital-sgd"})
     for (algorithm, tau), acc in runs:  # a colour per tau; dashed Analog SGD, solid Tiki-Taka
@@ -160,7 +159,7 @@ def plot_fig5(res: ExperimentResult, path: Path) -> None:
                 label=algorithm if digital else f"{algorithm} tau={tau:g}",
                 marker="o" if len(acc) < 10 else None, ms=3)
     ax.set(xlabel="epoch", ylabel="test accuracy", title=res.curves["title"], ylim=(0, 1))
-    ax.xaxis.set_major_locator(ticker().MaxNLocator(integer=True))
+    ax.locator_params(axis="x", integer=True)
     ax.legend(fontsize=7)
     ax.grid(True, alpha=0.3)
     save(fig, path)

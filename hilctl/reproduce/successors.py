@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from hilctl.plotting import save, subplots
 from hilctl.reproduce.core import (
     Experiment,
     ExperimentResult,
@@ -16,7 +17,6 @@ from hilctl.reproduce.core import (
     claim,
     fmt,
 )
-from hilctl.reproduce.figures import pyplot, save
 
 #: The successors' settings under which they converge on the issue-3 problem in 4000 steps (see
 #: tests/test_algorithms_tt.py): aihwkit's desired_bl = 1 lets a cell of C move one pulse per
@@ -104,10 +104,9 @@ def run_successors(ctx: RunContext) -> ExperimentResult:
 
 
 def plot_successors(res: ExperimentResult, path: Path) -> None:
-    plt = pyplot()
     taus, errors = res.curves["taus"], res.curves["errors"]
     algos = list(errors)
-    fig, ax = plt.subplots(figsize=(8, 3.4))
+    fig, ax = subplots(figsize=(8, 3.4))
     width = 0.8 / len(taus)
     x = np.arange(len(algos))
     for i, tau in enumerate(taus):

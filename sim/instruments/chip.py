@@ -22,18 +22,17 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from hilctl.config import DeviceConfig, SoftBoundsConfig, TileConfig
+from protocols.schema import StrictModel
 from sim.tile import EmulatedTile
 
 Cells = tuple[NDArray[np.intp], NDArray[np.intp]]  # (rows, cols) index arrays of equal length
 
 
-class ChipConfig(BaseModel):
+class ChipConfig(StrictModel):
     """An emulated chip: geometry, device model and the weight-to-conductance mapping."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     rows: int = Field(8, ge=1, le=4096)
     cols: int = Field(8, ge=1, le=4096)

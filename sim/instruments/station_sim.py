@@ -2,7 +2,7 @@
 
 A *simulated station file* (TOML) describes the chip behind the instruments and the station
 settings a real station file has; :class:`SimulatedStation` starts the instruments and resolves
-it into a real station (:class:`drivers.station.StationConfig`) whose port and resource strings
+it into a real station (:class:`protocols.station.StationConfig`) whose port and resource strings
 point at them, so the lab backend drives it exactly as it drives a bench::
 
     spec = load_sim_station("examples/sim_station.toml")
@@ -37,18 +37,21 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
-from drivers.limits import StationLimits
-from drivers.station import (
+from hilctl.config import DeviceConfig, SoftBoundsConfig, read_toml, validation_message
+from hilctl.errors import ConfigError
+from protocols.schema import StrictModel
+from protocols.station import (
+    BoardSettings,
+    InstrumentSettings,
     MappingSection,
     ReadSection,
     StationConfig,
+    StationLimits,
     TileRegion,
     WriteSection,
 )
-from hilctl.config import DeviceConfig, SoftBoundsConfig, read_toml, validation_message
-from hilctl.errors import ConfigError
 from sim.instruments.board import FaultConfig, SimulatedBoard
 from sim.instruments.chip import ChipConfig, EmulatedChip
 from sim.instruments.pulse_generator import PulseGeneratorSim
@@ -57,22 +60,17 @@ from sim.instruments.smu import SmuSim
 
 __all__ = ["SimStationSpec", "SimulatedStation", "dump_toml", "load_sim_station"]
 
-_STRICT = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
-
-class SimChipSection(BaseModel):
+class SimChipSection(StrictModel):
     """Geometry of the emulated chip and the seed of its random draws."""
 
-    model_config = _STRICT
     rows: int = Field(8, ge=1, le=4096)
     cols: int = Field(8, ge=1, le=4096)
     seed: int = Field(0, ge=0)
 
 
-class ConductanceSection(BaseModel):
+class ConductanceSection(StrictModel):
     """How the chip's device weights appear as conductances and currents."""
 
-    model_config = _STRICT
     g_ref: float = Field(50e-6, gt=0, description="conductance at weight 0 (S)")
     g_scale: float = Field(50e-6, gt=0, description="conductance per unit weight (S)")
     read_noise: float = Field(1e-9, ge=0, description="std of the read current (A)")
@@ -80,10 +78,9 @@ class ConductanceSection(BaseModel):
     min_width: float = Field(10e-9, gt=0, description="shortest pulse that moves a cell (s)")
 
 
-class FaultsSection(BaseModel):
+class FaultsSection(StrictModel):
     """Fault injection of the simulated instruments."""
 
-    model_config = _STRICT
     board_drop: float = Field(0.0, ge=0, le=1, description="share of board frames dropped, each way")
     board_corrupt: float = Field(0.0, ge=0, le=1, description="share of board frames corrupted, each way")
     board_delay: float = Field(0.0, ge=0, le=10, description="seconds before every board reply")
@@ -91,33 +88,18 @@ class FaultsSection(BaseModel):
     seed: int = Field(0, ge=0)
 
 
-class SimBoardSection(BaseModel):
-    """The station's ``[board]`` settings; the port is the simulated board's pty."""
+class SimStationSpec(StrictModel):
+    """A simulated station file, validated. ``[board]``, ``[pulse_generator]`` and ``[smu]``
+    hold the station's settings of each instrument; where it is (the simulated board's pty,
+    the simulated instruments' resources) is filled in when it starts."""
 
-    model_config = _STRICT
-    baudrate: int = Field(115_200, gt=0)
-    timeout: float = Field(0.2, gt=0)
-    retries: int = Field(20, ge=0)
-
-
-class SimInstrumentSection(BaseModel):
-    """The station's settings of a SCPI instrument; the resource is the simulated one's."""
-
-    model_config = _STRICT
-    timeout: float = Field(2.0, gt=0)
-
-
-class SimStationSpec(BaseModel):
-    """A simulated station file, validated."""
-
-    model_config = _STRICT
     chip: SimChipSection = Field(default_factory=SimChipSection)
     device: DeviceConfig = Field(default_factory=SoftBoundsConfig)
     conductance: ConductanceSection = Field(default_factory=ConductanceSection)
     faults: FaultsSection = Field(default_factory=FaultsSection)
-    board: SimBoardSection = Field(default_factory=SimBoardSection)
-    pulse_generator: SimInstrumentSection = Field(default_factory=SimInstrumentSection)
-    smu: SimInstrumentSection = Field(default_factory=SimInstrumentSection)
+    board: BoardSettings = Field(default_factory=BoardSettings)
+    pulse_generator: InstrumentSettings = Field(default_factory=InstrumentSettings)
+    smu: InstrumentSettings = Field(default_factory=InstrumentSettings)
     tiles: list[TileRegion] = Field(min_length=1)
     write: WriteSection = Field(default_factory=WriteSection)
     read: ReadSection = Field(default_factory=ReadSection)

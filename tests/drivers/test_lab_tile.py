@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from drivers.lab_tile import LabTile
-from drivers.station import MappingSection, TileRegion
 from hilctl.config import UpdateConfig, device_config, no_variation
+from protocols.station import MappingSection, TileRegion
 from sim.instruments.chip import ChipConfig, EmulatedChip
 
 

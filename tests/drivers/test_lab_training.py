@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import pytest
 
-from drivers.bench import Bench
-from drivers.station import StationConfig
+from drivers.backend import LabBackend
 from hilctl.config import device_config, no_variation
 from hilctl.errors import HilctlError
 from hilctl.runs import RunStore
 from hilctl.train_config import resolve_train_config
 from hilctl.training import train
+from protocols.station import StationConfig
 from sim.instruments.board import SimulatedBoard
 from sim.instruments.chip import ChipConfig, EmulatedChip
 from sim.instruments.pulse_generator import PulseGeneratorSim
@@ -36,7 +36,6 @@ def station():
                         "dw_min": 0.01},
         })
         yield config, chip
-        Bench.close_all()
 
 
 def config_for(algorithm: str, **algorithm_values: float):
@@ -81,7 +80,6 @@ def instrument_station():
                         "dw_min": 0.01},
         })
         yield config, chip, generator, smu
-        Bench.close_all()
 
 
 def test_tiki_taka_through_pulse_generator_and_smu(instrument_station) -> None:
@@ -113,10 +111,11 @@ def test_a_dropped_instrument_connection_is_reconnected_and_the_run_goes_on(inst
     config, _chip, _generator, smu = instrument_station
     smu.faults.drop_after = 40  # the 41st message on the SMU's connection is lost, link closed
     store = RunStore(tmp_path)
-    outcome = train(short_run(), "lab", store=store, backend_options={"station": config})
-    assert store.get_run(outcome.run_id).status == "completed"
-    assert smu.lost  # the fault did happen
-    assert Bench.open(config).smu.reconnects >= 1
+    with LabBackend() as lab:
+        outcome = train(short_run(), lab, store=store, backend_options={"station": config})
+        assert store.get_run(outcome.run_id).status == "completed"
+        assert smu.lost  # the fault did happen
+        assert lab.bench(config).smu.reconnects >= 1
 
 
 def test_an_instrument_that_dies_mid_run_stops_the_run_cleanly_and_names_it(instrument_station,

@@ -11,10 +11,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from drivers.limits import LimitError, StationLimits, check
+from drivers.limits import LimitError, check
 from drivers.pulse_generator import MIN_AMPLITUDE, PulseGenerator
 from drivers.scpi import InstrumentError, PulseUncertainError
 from drivers.smu import MIN_COMPLIANCE, Smu
+from protocols.station import StationLimits
 from sim.instruments.chip import ChipConfig, EmulatedChip
 from sim.instruments.pulse_generator import PulseGeneratorSim
 from sim.instruments.smu import SmuSim
@@ -269,7 +270,7 @@ def test_generated_settings_pass_and_arrive_or_are_refused_silently(rig, amplitu
         pg.write(f"BURS:NCYC {count}")  # the value fire() would send, without playing the burst
         pg.check_errors()
         assert pgs.burst_ncycles == count
-        pg.limits.check(count=count)
+        check(pg.limits, count=count)
     else:
         with pytest.raises(LimitError):
             pg.fire(count)

@@ -10,7 +10,7 @@ from sim_helpers import config, tile
 
 from hilctl.errors import BackendError
 from hilctl.tile import Tile
-from sim.backend import open_tile
+from sim.backend import SimBackend
 from sim.tile import EmulatedTile
 
 ROWS, COLS = 4, 6
@@ -63,6 +63,7 @@ def test_is_a_tile_with_shapes() -> None:
 
 def test_backend_options() -> None:
     cfg = config("soft-bounds", ROWS, COLS)
+    open_tile = SimBackend().open_tile
     assert open_tile(cfg, dtype="float64").device_weights().dtype == np.float64
     with pytest.raises(BackendError, match="dtype"):
         open_tile(cfg, dtype="float16")

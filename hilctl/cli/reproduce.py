@@ -15,8 +15,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hilctl.cli import EXIT_FAILURE, EXIT_OK, UsageError, nonnegative_int, positive_int
+from hilctl import reproduce
+from hilctl.cli.output import EXIT_FAILURE, EXIT_OK
+from hilctl.cli.parsing import UsageError, nonnegative_int, positive_int
 from hilctl.errors import HilctlError
+from hilctl.reproduce import report
 
 _DESCRIPTION = """\
 Regenerate the experiments of Wu et al., NeurIPS 2024 ("Towards Exact
@@ -35,10 +38,8 @@ With --out DIR, results.md and results.csv cover every experiment saved in DIR s
 
 
 def _experiments_help() -> str:
-    from hilctl.reproduce import EXPERIMENTS, GROUPS
-
-    lines = [f"  {e.name:<11} {e.title}" for e in EXPERIMENTS.values()]
-    lines += [f"  {name:<11} = {' '.join(members)}" for name, members in GROUPS.items()]
+    lines = [f"  {e.name:<11} {e.title}" for e in reproduce.EXPERIMENTS.values()]
+    lines += [f"  {name:<11} = {' '.join(members)}" for name, members in reproduce.GROUPS.items()]
     return "\n".join(lines)
 
 
@@ -66,9 +67,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hilctl import reproduce
-    from hilctl.reproduce import report
-
+    """``hilctl reproduce``."""
     names = reproduce.expand(args.experiments) or [
         name for name, experiment in reproduce.EXPERIMENTS.items()
         if args.quick or not experiment.not_run_note  # a full run that takes hours: ask for it

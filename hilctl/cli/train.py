@@ -3,50 +3,37 @@
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import textwrap
 from typing import Any
 
-from hilctl.backends import available_backends
-from hilctl.cli import (
-    EXIT_INTERRUPTED,
-    EXIT_OK,
-    add_station_arguments,
-    backend_options,
-    close_backend,
-    nonnegative_int,
-    parse_assignments,
-    positive_int,
-    progress_for,
-)
-from hilctl.config import DEVICE_CONFIGS, no_variation
+from hilctl.algorithms import ALGORITHMS
+from hilctl.backends import Backend
+from hilctl.cli.options import add_backend_arguments, backend_from_args
+from hilctl.cli.output import EXIT_INTERRUPTED, EXIT_OK, print_json, progress_for
+from hilctl.cli.parsing import nonnegative_int, positive_int
+from hilctl.config import DEVICE_CONFIGS, no_variation, parse_assignments
 from hilctl.errors import ConfigError
 from hilctl.runs import RunStore
+from hilctl.tasks import TASKS
 from hilctl.train_config import (
-    ALGORITHMS,
     SECTIONS,
-    TASKS,
     TrainConfig,
     load_toml,
     resolve_train_config,
 )
 from hilctl.training import TrainOutcome, train
 
-_FINAL_METRIC = {"least-squares": "rel_err", "mnist-fcn": "test_acc", "mnist-cnn": "test_acc"}
 #: What ``compare`` runs by default: the paper's headline.
 _HEADLINE = ("digital-sgd", "analog-sgd", "tiki-taka")
-_METRIC_MEANING = {
-    "rel_err": "||W - W*||^2 / ||W*||^2, mean over the last steps",
-    "test_acc": "share of the test images classified right",
-}
+#: What each task's metrics mean, from the tasks themselves.
+_METRIC_MEANING = {name: meaning for task in TASKS.values()
+                   for name, meaning in task.metric_meanings.items()}
 
 
 def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--backend", default="sim", metavar="NAME",
-                        help=f"backend of the tiles (registered: {', '.join(available_backends())};"
-                        " default: %(default)s)")
+    add_backend_arguments(parser)
     parser.add_argument("--task", choices=list(TASKS), help="task (default: least-squares)")
     parser.add_argument("--device", choices=list(DEVICE_CONFIGS),
                         help="device model of every analog cell (default: soft-bounds)")
@@ -63,7 +50,6 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
                         help="print one JSON object on stdout and nothing else")
     parser.add_argument("--store", metavar="PATH",
                         help="run store (default: $HILCTL_HOME or ~/.local/share/hilctl)")
-    add_station_arguments(parser)
 
 
 def register(subparsers: Any) -> None:
@@ -117,47 +103,40 @@ def _config(args: argparse.Namespace, algorithm: str | None, seed: int | None,
 
 
 def _train(config: TrainConfig, args: argparse.Namespace, store: RunStore, label: str,
-           command: str, options: dict[str, Any]) -> TrainOutcome:
+           command: str, backend: Backend, options: dict[str, Any]) -> TrainOutcome:
     progress = progress_for(label, enabled=not args.json)
     try:
-        return train(config, args.backend, store=store, command=command, progress=progress,
+        return train(config, backend, store=store, command=command, progress=progress,
                      backend_options=options)
     finally:
         if progress is not None:
             progress.close()
-        close_backend(args.backend)  # each run opens its tiles afresh (e.g. the bench's regions)
+        backend.close()  # each run opens its tiles afresh (e.g. the bench's regions)
 
 
 def run_train(args: argparse.Namespace) -> int:
     """``hilctl train``."""
-    options = backend_options(args)
+    backend, options = backend_from_args(args)
     config = _config(args, args.algorithm, args.seed)
     store = RunStore(args.store)
     try:
-        outcome = _train(config, args, store, config.summary(), "train", options)
+        outcome = _train(config, args, store, config.summary(), "train", backend, options)
     except KeyboardInterrupt:
         print("hilctl: interrupted; the run is recorded as interrupted with its history so far "
               "(see 'hilctl runs list')", file=sys.stderr)
         return EXIT_INTERRUPTED
     if args.json:
-        print(json.dumps(outcome.as_json()))
+        print_json(outcome.as_json())
         return EXIT_OK
-    for line in summary_lines(outcome, _backend_label(args.backend, options)):
+    for line in summary_lines(outcome, backend.label(options)):
         print(line)
     return EXIT_OK
-
-
-def _backend_label(backend: str, options: dict[str, Any]) -> str:
-    return f"{backend} (station {options['station']})" if "station" in options else backend
 
 
 def summary_lines(outcome: TrainOutcome, backend: str) -> list[str]:
     """A readable account of one run."""
     config = outcome.config
-    task = config.task
-    amount = (f"{task.steps} steps" if task.name == "least-squares"
-              else f"{task.epochs} epochs")
-    lines = [f"{config.summary()} on {backend}, seed {config.seed}: {amount} in "
+    lines = [f"{config.summary()} on {backend}, seed {config.seed}: {config.task.length()} in "
              f"{outcome.seconds:.1f} s"]
     for name, value in outcome.final.items():
         meaning = _METRIC_MEANING.get(name, "")
@@ -179,7 +158,7 @@ def run_compare(args: argparse.Namespace) -> int:
         if not any(key in ALGORITHMS[name].model_fields for name in names):
             raise ConfigError(f"algorithm.{key}: no compared algorithm ({', '.join(names)}) has "
                               "this key")
-    options = backend_options(args)
+    backend, options = backend_from_args(args)
     first_seed = args.seed if args.seed is not None else 0
     configs = {(name, s): _config(args, name, first_seed + s, shared_algorithm_keys=True)
                for name in names for s in range(args.seeds)}
@@ -188,21 +167,21 @@ def run_compare(args: argparse.Namespace) -> int:
     try:
         for (name, s), config in configs.items():
             outcomes[(name, s)] = _train(config, args, store, f"{name} seed {first_seed + s}",
-                                         "compare", options)
+                                         "compare", backend, options)
     except KeyboardInterrupt:
         print("hilctl: interrupted; finished runs are recorded, the current one as interrupted",
               file=sys.stderr)
         return EXIT_INTERRUPTED
     table = comparison_table(names, args.seeds, outcomes)
     if args.json:
-        print(json.dumps({"rows": table, "runs": [o.as_json() for o in outcomes.values()]}))
+        print_json({"rows": table, "runs": [o.as_json() for o in outcomes.values()]})
         return EXIT_OK
     sample = next(iter(configs.values()))
-    print(f"{sample.task.name} on {_backend_label(args.backend, options)}, device {sample.device.model}, "
+    print(f"{sample.task.name} on {backend.label(options)}, device {sample.device.model}, "
           f"{args.seeds} seed(s) from {first_seed}")
     for line in format_table(table):
         print(line)
-    metric = _FINAL_METRIC[sample.task.name]
+    metric = sample.task.final_metric
     print(textwrap.fill(f"{metric}: {_METRIC_MEANING[metric]}.", 90))
     return EXIT_OK
 

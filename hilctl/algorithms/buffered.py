@@ -1,162 +1,154 @@
-"""Training algorithms as weight arrays that use only the tile interface.
+"""The buffered-transfer family: TTv2, c-TTv2 and AGAD, a digital buffer H between the fast tile
+A and the slow tile C, thresholded into whole pulses on C.
 
-A network layer holds a :class:`WeightArray`: something that multiplies forward and backward and
-takes ``update(x, d, lr)`` for ``W <- W - lr d x^T``. Which tiles sit behind it, and how the
-update reaches them, is the algorithm (DESIGN.md section 7):
-
-- digital SGD: one :class:`~hilctl.digital.DigitalTile` (floating point);
-- Analog SGD: one analog tile, updated by its pulsed outer product;
-- Tiki-Taka v1: a fast tile A taking the gradients and a slow tile C fed from A by column reads;
-- residual learning: Tiki-Taka v1 with ``gamma > 0`` on zero-shifted tiles;
-- TTv2, c-TTv2 and AGAD: a digital buffer H between A and C, thresholded into whole pulses on C
-  (:class:`BufferedTransfer`, :class:`ChoppedTransfer`, :class:`DynamicTransfer`).
-
-The later algorithms follow aihwkit 1.1.0 (``rpu_transfer_device.cpp``,
-``rpu_buffered_transfer_device.cpp``, ``rpu_chopped_transfer_device.cpp``,
-``rpu_dynamic_transfer_device.cpp``), except that C is written with ``Tile.apply_pulses``
-(exactly ``n`` pulses) where aihwkit fires a one-hot pulse train of bit length ``desired_bl``
-(the same ``n`` pulses for aihwkit's default ``desired_bl = 1``).
-
-Nothing here knows the backend: tiles come from a factory, so every algorithm runs unchanged on
-the emulator and on a lab chip.
+They follow aihwkit 1.1.0 (``rpu_buffered_transfer_device.cpp``,
+``rpu_chopped_transfer_device.cpp``, ``rpu_dynamic_transfer_device.cpp``), except that C is
+written with ``Tile.apply_pulses`` (exactly ``n`` pulses) where aihwkit fires a one-hot pulse
+train of bit length ``desired_bl`` (the same ``n`` pulses for aihwkit's default
+``desired_bl = 1``).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from typing import Protocol
+from typing import Literal
 
 import numpy as np
-from numpy.typing import ArrayLike, NDArray
+from numpy.typing import ArrayLike
+from pydantic import Field
 
-from hilctl.config import PulsedDeviceConfig
-from hilctl.digital import DigitalTile
-from hilctl.errors import ConfigError
-from hilctl.tile import Tile, as_update
-from hilctl.train_config import (
-    AgadConfig,
-    AnalogSgdConfig,
-    ChoppedTtv2Config,
-    DigitalSgdConfig,
-    ResidualConfig,
-    TikiTakaConfig,
-    Ttv2Config,
+from hilctl.algorithms.base import (
+    DEFAULT_GRANULARITY,
+    AlgorithmSettings,
+    Array,
+    RunSettings,
+    TileFactory,
+    WeightArray,
 )
+from hilctl.tile import Tile, as_update
 
-Array = NDArray[np.float64]
-#: Opens an analog tile of (rows, cols) on the run's backend; each call a new tile.
-TileFactory = Callable[[int, int], Tile]
-
-
-class WeightArray(Protocol):
-    """What a layer needs of its weights."""
-
-    @property
-    def shape(self) -> tuple[int, int]: ...
-
-    def forward(self, x: ArrayLike) -> Array: ...
-
-    def backward(self, d: ArrayLike) -> Array: ...
-
-    def update(self, x: ArrayLike, d: ArrayLike, lr: float) -> None: ...
-
-    def read_weights(self) -> Array: ...
-
-    def program_weights(self, target: ArrayLike) -> Array: ...
+_GRANULARITY = Field(
+    None, gt=0, description="weight change of one pulse (weight units; aihwkit's weight "
+    "granularity, the device's dw_min); None: from the run's device")
+_FAST_LR = Field(0.1, gt=0, description="learning rate of the fast tile A (absolute)")
+_TRANSFER_LR = Field(1.0, ge=0, description="rate of the read into the buffer, times the SGD lr")
+_DESIRED_BL = Field(1, ge=1, le=10_000, description="most pulses written per cell and transfer "
+                    "(aihwkit transfer_update.desired_bl)")
+_FORGET_BUFFER = Field(True, description="after a write, H <- momentum H (True) or "
+                       "H <- H - (1 - momentum) n thr (False)")
 
 
-class SingleTile:
-    """SGD on one tile: digital or Analog SGD, depending on the tile."""
 
-    def __init__(self, tile: Tile) -> None:
-        self.tile = tile
+class Ttv2Config(AlgorithmSettings):
+    """Tiki-Taka v2 (aihwkit ``BufferedTransferCompound``): A, a digital buffer H, C.
 
-    @property
-    def shape(self) -> tuple[int, int]:
-        return (self.tile.rows, self.tile.cols)
-
-    def forward(self, x: ArrayLike) -> Array:
-        return self.tile.forward(x)
-
-    def backward(self, d: ArrayLike) -> Array:
-        return self.tile.backward(d)
-
-    def update(self, x: ArrayLike, d: ArrayLike, lr: float) -> None:
-        self.tile.update(x, d, lr)
-
-    def read_weights(self) -> Array:
-        return self.tile.read_weights()
-
-    def program_weights(self, target: ArrayLike) -> Array:
-        return self.tile.program_weights(target)
-
-
-class TikiTaka:
-    """Tiki-Taka v1 (aihwkit's ``TransferCompound``): ``W = gamma A + C``.
-
-    Every update goes to the fast tile A at the absolute rate ``fast_lr``. Every
-    ``transfer_every`` updates, the next ``n_reads_per_transfer`` columns of A (cyclically) are
-    read with a one-hot forward through A's periphery and written onto C as a pulsed update at
-    ``transfer_lr * lr``: ``C[:, j] += transfer_lr * lr * A[:, j]``.
+    Gradients go to A at ``fast_lr`` (absolute). Every ``transfer_every`` updates (mini-batches
+    if ``units_in_mbatch``, else samples) the next ``n_reads_per_transfer`` columns j of A are
+    read (one-hot forward) into ``H[:, j] += transfer_lr * lr * A[:, j]`` (times ``gamma`` when
+    ``gamma > 0``). Cells with ``|H| >= thr = thres_scale * granularity`` get
+    ``n = trunc(H / thr)`` pulses (at most ``desired_bl``) on C; then H is forgotten to
+    ``momentum * H`` (``forget_buffer``) or reduced by ``(1 - momentum) n thr``.
     """
 
-    def __init__(self, fast: Tile, slow: Tile, config: TikiTakaConfig) -> None:
-        if (fast.rows, fast.cols) != (slow.rows, slow.cols):
-            raise ValueError("the fast and the slow tile must have the same shape")
-        self.fast, self.slow, self.config = fast, slow, config
-        self._updates = 0
-        self._next_column = 0
+    name: Literal["ttv2"] = "ttv2"
+    gamma: float = Field(0.0, ge=0, description="weight of the fast tile in W = gamma A + C")
+    fast_lr: float = _FAST_LR
+    transfer_lr: float = _TRANSFER_LR
+    transfer_every: float = Field(1.0, gt=0, description="updates between transfers (see "
+                                  "units_in_mbatch)")
+    units_in_mbatch: bool = Field(True, description="transfer_every counts mini-batches "
+                                  "(True) or samples (False)")
+    n_reads_per_transfer: int = Field(1, ge=1, description="columns of A read per transfer")
+    thres_scale: float = Field(1.0, gt=0, description="buffer threshold, in units of granularity")
+    momentum: float = Field(0.1, ge=0, le=1, description="fraction of the buffer kept after a write")
+    forget_buffer: bool = _FORGET_BUFFER
+    desired_bl: int = _DESIRED_BL
+    granularity: float | None = _GRANULARITY
 
-    @property
-    def shape(self) -> tuple[int, int]:
-        return (self.slow.rows, self.slow.cols)
-
-    def forward(self, x: ArrayLike) -> Array:
-        y = self.slow.forward(x)
-        if self.config.gamma:
-            y = y + self.config.gamma * self.fast.forward(x)
-        return y
-
-    def backward(self, d: ArrayLike) -> Array:
-        g = self.slow.backward(d)
-        if self.config.gamma:
-            g = g + self.config.gamma * self.fast.backward(d)
-        return g
-
-    def update(self, x: ArrayLike, d: ArrayLike, lr: float) -> None:
-        self.fast.update(x, d, self.config.fast_lr)
-        self._updates += 1
-        if self._updates % self.config.transfer_every == 0:
-            self.transfer(lr)
-
-    def transfer(self, lr: float) -> None:
-        """Move the next columns of A onto C."""
-        cols = self.slow.cols
-        count = min(self.config.n_reads_per_transfer, cols)
-        columns = (self._next_column + np.arange(count)) % cols
-        self._next_column = int(columns[-1] + 1) % cols
-        one_hot = np.zeros((count, cols))
-        one_hot[np.arange(count), columns] = 1.0
-        read = self.fast.forward(one_hot)  # (count, rows): the columns of A
-        self.slow.update(one_hot, -read, self.config.transfer_lr * lr)
-
-    def read_weights(self) -> Array:
-        weights = self.slow.read_weights()
-        if self.config.gamma:
-            weights = weights + self.config.gamma * self.fast.read_weights()
-        return weights
-
-    def program_weights(self, target: ArrayLike) -> Array:
-        """C takes the target and A starts at zero."""
-        self.fast.program_weights(np.zeros(self.shape))
-        self.slow.program_weights(target)
-        return self.read_weights()
+    def build(self, rows: int, cols: int, open_analog: TileFactory, run: RunSettings
+              ) -> WeightArray:
+        return BufferedTransfer(open_analog(rows, cols), open_analog(rows, cols), self,
+                                _granularity(self, run), run.seed)
 
 
-#: Weight change of one pulse when neither the algorithm config nor the caller of
-#: :func:`build_weights` gives one: the default device's ``dw_min`` (weight units).
-DEFAULT_GRANULARITY = float(PulsedDeviceConfig.model_fields["dw_min"].default)
+class _ChopperBufferConfig(AlgorithmSettings):
+    """The settings c-TTv2 and AGAD share: the fast tile's rates, the transfer period and the
+    digital buffer in threshold units (see :class:`ChoppedTtv2Config`)."""
+
+    fast_lr: float = _FAST_LR
+    transfer_lr: float = _TRANSFER_LR
+    transfer_every: float = Field(1.0, gt=0, description="updates between transfers (see "
+                                  "units_in_mbatch)")
+    units_in_mbatch: bool = Field(False, description="transfer_every counts mini-batches "
+                                  "(True) or samples (False)")
+    buffer_granularity: float = Field(1.0, gt=0, description="buffer threshold, in units of "
+                                      "granularity")
+    auto_granularity: float = Field(0.0, ge=0, description="if > 0, scale the threshold by "
+                                    "auto_granularity / (cols transfer_every), e.g. 1000")
+    momentum: float = Field(0.0, ge=0, le=1, description="fraction of the buffer kept after a write")
+    forget_buffer: bool = _FORGET_BUFFER
+    desired_bl: int = _DESIRED_BL
+    granularity: float | None = _GRANULARITY
+
+
+class ChoppedTtv2Config(_ChopperBufferConfig):
+    """c-TTv2 (aihwkit ``ChoppedTransferCompound``): TTv2 with sign choppers on A.
+
+    A takes ``-fast_lr (c_out * d)(c_in * x)^T`` with chopper signs ``c_in`` (per column) and
+    ``c_out`` (per row); a read of column j is multiplied by ``c_in[j] c_out`` again, which undoes
+    the chopping of the gradient but not of A's drift. H is in threshold units:
+    ``H[:, j] += c_in[j] c_out A[:, j] transfer_lr lr / bg`` with
+    ``bg = buffer_granularity * granularity`` (times ``auto_granularity / (cols transfer_every)``
+    when ``auto_granularity > 0``); ``|H| >= 1`` writes ``n = trunc(H)`` pulses (at most
+    ``desired_bl``). After reading column j its ``c_in[j]`` flips with probability
+    ``in_chop_prob`` (``in_chop_random``) or every ``max(ceil(1/in_chop_prob), 2)`` sweeps; after
+    the last column each ``c_out`` flips with probability ``out_chop_prob``. One column per
+    transfer; ``W = C``.
+    """
+
+    name: Literal["c-ttv2"] = "c-ttv2"
+    in_chop_prob: float = Field(0.1, ge=0, le=1, description="flip probability (or frequency) "
+                                "of a column's input chopper, per read")
+    in_chop_random: bool = Field(True, description="flip at random (True) or regularly (False)")
+    out_chop_prob: float = Field(0.0, ge=0, le=1, description="flip probability of each output "
+                                 "chopper, per full sweep")
+    no_buffer: bool = Field(False, description="start each read from an empty buffer")
+
+    def build(self, rows: int, cols: int, open_analog: TileFactory, run: RunSettings
+              ) -> WeightArray:
+        return ChoppedTransfer(open_analog(rows, cols), open_analog(rows, cols), self,
+                               _granularity(self, run), run.seed)
+
+
+class AgadConfig(_ChopperBufferConfig):
+    """AGAD (aihwkit ``DynamicTransferCompound``): c-TTv2 with a dynamic reference.
+
+    Column j's input chopper flips every ``n = max(ceil(1/in_chop_prob), 2)`` full sweeps
+    (``in_chop_random`` adds random flips). Each read ``v`` of column j updates a running mean
+    ``m <- (1 - s) m + s v`` with ``s = min(tail_weightening / n, 1)``; at the first read after a
+    flip the reference ``mu`` takes the running mean, and the buffer gets
+    ``c_in[j] (v - mu) transfer_lr lr / bg`` (thresholds and writes as in c-TTv2). Nothing is
+    written to C during the first ``n`` sweeps. ``W = C``.
+    """
+
+    name: Literal["agad"] = "agad"
+    in_chop_prob: float = Field(0.1, gt=0, le=1, description="chopper frequency: a flip every "
+                                "max(ceil(1/in_chop_prob), 2) sweeps")
+    in_chop_random: bool = Field(False, description="also flip at random with in_chop_prob")
+    tail_weightening: float = Field(5.0, gt=0, description="weight of recent reads in the "
+                                    "running mean (s = tail_weightening / period)")
+    buffer_cap: float = Field(0.0, ge=0, description="without forget_buffer: clip H to "
+                              "+-buffer_cap desired_bl (0: no cap)")
+
+    def build(self, rows: int, cols: int, open_analog: TileFactory, run: RunSettings
+              ) -> WeightArray:
+        return DynamicTransfer(open_analog(rows, cols), open_analog(rows, cols), self,
+                               _granularity(self, run), run.seed)
+
+
+def _granularity(config: Ttv2Config | ChoppedTtv2Config | AgadConfig, run: RunSettings) -> float:
+    """The buffer's pulse size: the algorithm's own, else the run's device's, else the default."""
+    return config.granularity or run.granularity or DEFAULT_GRANULARITY
 
 
 class BufferedTransfer:
@@ -419,46 +411,3 @@ class DynamicTransfer(ChoppedTransfer):
             self.sweeps += 1
 
 
-AnyAlgorithmConfig = (DigitalSgdConfig | AnalogSgdConfig | TikiTakaConfig | Ttv2Config
-                      | ChoppedTtv2Config | AgadConfig | ResidualConfig)
-
-
-def build_weights(
-    algorithm: AnyAlgorithmConfig,
-    rows: int,
-    cols: int,
-    open_analog: TileFactory,
-    *,
-    granularity: float | None = None,
-    reference: str | None = None,
-    seed: int = 0,
-) -> WeightArray:
-    """The weight array of ``algorithm`` for a (rows, cols) layer.
-
-    Args:
-        granularity: weight change of one pulse of the run's device (its ``dw_min``), for the
-            buffer thresholds of TTv2/c-TTv2/AGAD. The algorithm's own ``granularity`` wins;
-            without either, :data:`DEFAULT_GRANULARITY`.
-        reference: the run's ``tile.reference`` if the caller knows it. ``residual`` needs
-            ``"symmetric-point"`` and raises :class:`~hilctl.errors.ConfigError` for any other
-            value; None (not said) is taken on trust.
-        seed: seed of the chopper draws (c-TTv2, AGAD).
-    """
-    if isinstance(algorithm, DigitalSgdConfig):
-        return SingleTile(DigitalTile(rows, cols))
-    if isinstance(algorithm, AnalogSgdConfig):
-        return SingleTile(open_analog(rows, cols))
-    if isinstance(algorithm, ResidualConfig) and reference not in (None, "symmetric-point"):
-        raise ConfigError(
-            f"algorithm residual: needs zero-shifted tiles (G(0) = 0); tile.reference is "
-            f"{reference!r}. Set --set tile.reference=symmetric-point (or [tile] reference = "
-            f'"symmetric-point" in the config file)')
-    if isinstance(algorithm, TikiTakaConfig):
-        return TikiTaka(open_analog(rows, cols), open_analog(rows, cols), algorithm)
-    step = algorithm.granularity or granularity or DEFAULT_GRANULARITY
-    fast, slow = open_analog(rows, cols), open_analog(rows, cols)
-    if isinstance(algorithm, AgadConfig):
-        return DynamicTransfer(fast, slow, algorithm, step, seed)
-    if isinstance(algorithm, ChoppedTtv2Config):
-        return ChoppedTransfer(fast, slow, algorithm, step, seed)
-    return BufferedTransfer(fast, slow, algorithm, step, seed)

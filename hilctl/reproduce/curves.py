@@ -1,34 +1,9 @@
-"""Matplotlib helpers shared by the experiments' figures (imported lazily: plotting is an
-extra, ``pip install 'hilctl[plot]'``)."""
+"""Curves as the experiments' figures show them: thinned to a few hundred points and smoothed
+as the authors smooth their loss curves."""
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
 import numpy as np
-
-
-def pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def ticker() -> Any:
-    pyplot()
-    import matplotlib.ticker
-
-    return matplotlib.ticker
-
-
-def save(fig: Any, path: Path) -> None:
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    pyplot().close(fig)
 
 
 def thin(curve: np.ndarray, points: int = 400) -> tuple[np.ndarray, np.ndarray]:

@@ -1,23 +1,16 @@
-"""The training tasks: streaming least squares, the MNIST fully connected network and the MNIST
-LeNet-like CNN.
-
-A task builds its model from weight arrays (``make_weights(rows, cols)``, which hides the
-algorithm and the backend), trains it, reports metrics as it goes and returns the final figures
-and the history. Each task draws its data from its own random stream of the run's seed, so the
-same seed gives every algorithm the same problem and the same samples.
-"""
+"""MNIST classifiers: the fully connected network and the LeNet-like CNN of the paper's Fig. 5,
+trained with softmax cross-entropy in mini-batches with a StepLR schedule."""
 
 from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Protocol
+from collections.abc import Mapping
+from typing import Annotated, ClassVar, Literal
 
 import numpy as np
+from pydantic import Field
 
-from hilctl.algorithms import WeightArray
 from hilctl.datasets import load_mnist
 from hilctl.nn import (
     Activation,
@@ -30,72 +23,64 @@ from hilctl.nn import (
     conv_output_size,
     softmax_cross_entropy,
 )
-from hilctl.train_config import LeastSquaresConfig, MnistCnnConfig, MnistFcnConfig
-
-WeightFactory = Callable[[int, int], WeightArray]
-
-#: Random streams of a run, each ``default_rng([seed, stream])``.
-_PROBLEM, _SAMPLES, _INIT, _SHUFFLE = 1, 2, 3, 4
-
-
-class Reporter(Protocol):
-    """Where a task sends its progress and metrics."""
-
-    def progress(self, done: int, total: int) -> None: ...
-
-    def metrics(self, step: int, values: dict[str, float]) -> None: ...
+from hilctl.tasks.base import (
+    INIT,
+    SHUFFLE,
+    Reporter,
+    TaskResult,
+    TaskRun,
+    TaskSettings,
+    WeightFactory,
+)
 
 
-@dataclass
-class TaskResult:
-    """The final figures, the recorded history (one list per metric, plus ``step``) and the
-    final weights of each layer (read back from the tiles)."""
+class ClassifierSettings(TaskSettings):
+    """What the MNIST classifiers share: epochs, learning rate and its StepLR schedule, data."""
 
-    final: dict[str, float]
-    history: dict[str, list[float]] = field(default_factory=dict)
-    weights: dict[str, np.ndarray] = field(default_factory=dict)
+    epochs: int = Field(10, ge=1)
+    lr: float = Field(0.05, gt=0)
+    lr_step_epochs: int | None = Field(None, ge=1, description="StepLR: decay lr every N epochs")
+    lr_step_gamma: float = Field(0.1, gt=0, description="StepLR decay factor")
+    data_dir: str | None = Field(None, description="folder with the MNIST IDX files")
+    limit_train: int | None = Field(None, ge=1, description="use only the first N training images")
 
-    def record(self, step: int, values: dict[str, float]) -> None:
-        self.history.setdefault("step", []).append(step)
-        for name, value in values.items():
-            self.history.setdefault(name, []).append(value)
+    batch: int
+    final_metric: ClassVar[str] = "test_acc"
+    metric_meanings: ClassVar[Mapping[str, str]] = {
+        "test_acc": "share of the test images classified right"}
+
+    def length(self) -> str:
+        return f"{self.epochs} epochs"
 
 
-def least_squares(cfg: LeastSquaresConfig, seed: int, bound: float, make_weights: WeightFactory,
-                  report: Reporter) -> TaskResult:
-    """Train ``W`` on ``y = W* x + eps`` one sample per step from ``W = 0``.
+class MnistFcnConfig(ClassifierSettings):
+    """A 784-256-128-10 sigmoid network on MNIST, softmax cross-entropy, every layer analog."""
 
-    ``bound`` is the device's ``tau``; ``W*`` is clipped to ``+-0.9 tau`` so it is reachable.
+    name: Literal["mnist-fcn"] = "mnist-fcn"
+    batch: int = Field(10, ge=1)
+    hidden: list[int] = Field(default_factory=lambda: [256, 128], min_length=1)
+
+    def run(self, make_weights: WeightFactory, report: Reporter, run: TaskRun) -> TaskResult:
+        return mnist_fcn(self, run.seed, make_weights, report, run.digital_bias)
+
+
+class MnistCnnConfig(ClassifierSettings):
+    """A LeNet-like CNN on MNIST (the paper's Fig. 5), softmax cross-entropy, every layer analog.
+
+    ``conv5x5 channels[0] -> tanh -> maxpool 2 -> conv5x5 channels[1] -> tanh -> maxpool 2 ->
+    FC hidden -> tanh -> FC 10``; each convolution runs on one tile through im2col. The paper
+    trains 80 epochs at batch 8 and lr 0.05 (its digital baseline at 0.1) with StepLR(35, 0.1).
     """
-    problem = np.random.default_rng([seed, _PROBLEM])
-    w_star = problem.normal(0, cfg.w_star_std, (cfg.out, cfg.in_))
-    if np.isfinite(bound):
-        w_star = np.clip(w_star, -0.9 * bound, 0.9 * bound)
-    star_norm = float(np.sum(w_star**2))
-    weights = make_weights(cfg.out, cfg.in_)
-    weights.program_weights(np.zeros((cfg.out, cfg.in_)))
-    samples = np.random.default_rng([seed, _SAMPLES])
-    result = TaskResult(final={})
-    window_losses, window_errors, tail = [], [], []
-    for step in range(1, cfg.steps + 1):
-        x = samples.standard_normal((1, cfg.in_))
-        y = x @ w_star.T + cfg.sigma * samples.standard_normal((1, cfg.out))
-        error = weights.forward(x) - y
-        weights.update(x, error, cfg.lr)
-        rel_err = float(np.sum((weights.read_weights() - w_star) ** 2)) / star_norm
-        window_losses.append(0.5 * float(np.sum(error**2)))
-        window_errors.append(rel_err)
-        if step > cfg.steps - cfg.eval_window:
-            tail.append(rel_err)
-        if step % cfg.log_every == 0 or step == cfg.steps:
-            values = {"loss": float(np.mean(window_losses)), "rel_err": float(np.mean(window_errors))}
-            result.record(step, values)
-            report.metrics(step, values)
-            window_losses, window_errors = [], []
-        report.progress(step, cfg.steps)
-    result.final = {"rel_err": float(np.mean(tail)), "loss": result.history["loss"][-1]}
-    result.weights = {"W": weights.read_weights(), "W_star": w_star}
-    return result
+
+    name: Literal["mnist-cnn"] = "mnist-cnn"
+    batch: int = Field(8, ge=1)
+    channels: tuple[Annotated[int, Field(ge=1)], Annotated[int, Field(ge=1)]] = Field(
+        (16, 32), description="output channels of the two convolutions")
+    kernel_size: int = Field(5, ge=1, le=9, description="side of the square kernels (28x28 input)")
+    hidden: int = Field(128, ge=1, description="width of the fully connected hidden layer")
+
+    def run(self, make_weights: WeightFactory, report: Reporter, run: TaskRun) -> TaskResult:
+        return mnist_cnn(self, run.seed, make_weights, report, run.digital_bias)
 
 
 def _accuracy(net: Network | Sequential, images: np.ndarray, labels: np.ndarray, chunk: int = 500,
@@ -117,7 +102,7 @@ def mnist_fcn(cfg: MnistFcnConfig, seed: int, make_weights: WeightFactory,
     ones = int(not digital_bias)
     layers = [Dense(make_weights(n_out, n_in + ones), digital_bias=digital_bias)
               for n_in, n_out in itertools.pairwise(sizes)]
-    init = np.random.default_rng([seed, _INIT])
+    init = np.random.default_rng([seed, INIT])
     for layer in layers:
         layer.initialize(init)
     result = _train_classifier(Network(layers, "sigmoid"), cfg, seed, report)
@@ -125,7 +110,7 @@ def mnist_fcn(cfg: MnistFcnConfig, seed: int, make_weights: WeightFactory,
     return result
 
 
-def _train_classifier(net: Network | Sequential, cfg: MnistFcnConfig | MnistCnnConfig, seed: int,
+def _train_classifier(net: Network | Sequential, cfg: ClassifierSettings, seed: int,
                       report: Reporter, shape: tuple[int, ...] = ()) -> TaskResult:
     """SGD in mini-batches of ``cfg.batch`` on MNIST with softmax cross-entropy and the StepLR
     schedule; loss, test accuracy, seconds and lr per epoch. ``shape`` reshapes each flat image
@@ -134,7 +119,7 @@ def _train_classifier(net: Network | Sequential, cfg: MnistFcnConfig | MnistCnnC
     train_x, train_y = data.train_x, data.train_y
     if cfg.limit_train is not None:
         train_x, train_y = train_x[:cfg.limit_train], train_y[:cfg.limit_train]
-    shuffle = np.random.default_rng([seed, _SHUFFLE])
+    shuffle = np.random.default_rng([seed, SHUFFLE])
     batches = -(-train_y.size // cfg.batch)
     result = TaskResult(final={})
     for epoch in range(1, cfg.epochs + 1):
@@ -201,9 +186,10 @@ def mnist_cnn(cfg: MnistCnnConfig, seed: int, make_weights: WeightFactory,
     The same epochs, StepLR schedule, metrics and random streams as :func:`mnist_fcn`.
     """
     net = lenet(cfg, make_weights, digital_bias)
-    net.initialize(np.random.default_rng([seed, _INIT]))
+    net.initialize(np.random.default_rng([seed, INIT]))
     result = _train_classifier(net, cfg, seed, report, shape=_IMAGE_SHAPE)
     names = ("conv1", "conv2", "fc1", "fc2")
     result.weights = {name: layer.weights.read_weights()
                       for name, layer in zip(names, net.trainable, strict=True)}
     return result
+

@@ -1,4 +1,5 @@
-"""``hilctl sim serve STATION.toml``: run a simulated station until Ctrl-C.
+"""``hilctl sim serve STATION.toml`` (entry point ``hilctl.commands``): run a simulated station
+until Ctrl-C.
 
 The simulated station (``sim/instruments/station_sim.py``) is one emulated chip with the three
 instruments a bench has: the controller board on a pseudo-terminal, a pulse generator and an SMU
@@ -11,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import math
 import os
 import signal
 import sys
@@ -21,23 +21,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hilctl.cli import EXIT_FAILURE, EXIT_OK, UsageError, error
+from hilctl.cli.output import EXIT_FAILURE, EXIT_OK, error
+from hilctl.cli.parsing import UsageError, positive_seconds
+from sim.instruments.station_sim import SimulatedStation, load_sim_station
 
 _DESCRIPTION = """\
 Start a simulated station -- an emulated chip behind a controller board on a pseudo-terminal
 and a pulse generator and an SMU on 127.0.0.1 -- print where each instrument listens and the
 resolved station file, and serve until Ctrl-C (or --seconds). Use the station file with
 --backend lab --station FILE in another shell. An example: examples/sim_station.toml."""
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number of seconds; got {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0; got {text!r}")
-    return value
 
 
 def register(subparsers: Any) -> None:
@@ -55,7 +47,7 @@ def register(subparsers: Any) -> None:
     serve.add_argument("--write-station", metavar="OUT.toml",
                        help="write the resolved station file here (default: a temporary file, "
                        "removed when the station stops)")
-    serve.add_argument("--seconds", type=_seconds, metavar="N",
+    serve.add_argument("--seconds", type=positive_seconds, metavar="N",
                        help="stop after N seconds (default: serve until Ctrl-C)")
     serve.set_defaults(handler=run_serve)
 
@@ -66,10 +58,6 @@ def _need_subcommand(args: argparse.Namespace) -> int:
 
 def run_serve(args: argparse.Namespace) -> int:
     """``hilctl sim serve``."""
-    # sim/ (and through it drivers/) is imported here, not at module level: hilctl's core
-    # imports no backend, and this command is about the simulated instruments themselves.
-    from sim.instruments.station_sim import SimulatedStation, load_sim_station
-
     spec = load_sim_station(args.station)  # ConfigError (exit 2) names the file and the field
     out = Path(args.write_station) if args.write_station else None
     if out is not None and not out.parent.is_dir():

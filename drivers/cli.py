@@ -1,4 +1,5 @@
-"""``hilctl instruments``: the instruments this computer reaches, or a station's, identified.
+"""``hilctl instruments`` (entry point ``hilctl.commands``): the instruments this computer
+reaches, or a station's, identified.
 
 Without ``--station``: the VISA resources pyvisa-py finds and the serial ports pyserial lists
 (either listing may fail on its own; the command says what failed and goes on). With
@@ -10,11 +11,19 @@ and reported as ok or with what failed. Exit 0 if every instrument answered, 1 i
 from __future__ import annotations
 
 import argparse
-import json
 import warnings
 from typing import Any
 
-from hilctl.cli import EXIT_FAILURE, EXIT_OK, load_station_file
+from serial.tools import list_ports
+
+from drivers import scpi
+from drivers.board import BoardClient
+from drivers.pulse_generator import PulseGenerator
+from drivers.smu import Smu
+from drivers.station import load_station
+from hilctl.cli.output import EXIT_FAILURE, EXIT_OK, print_json
+from hilctl.errors import HilctlError
+from protocols.station import BoardSection, ChipSection, InstrumentSection, StationConfig
 
 #: Resends of the board's Identify during the check (the station's own ``retries`` may be 20):
 #: a dead board is reported after ``(1 + this) * timeout`` seconds.
@@ -57,11 +66,7 @@ def list_visa_resources() -> dict[str, Any]:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            # drivers.scpi (and pyvisa) imported here: only this command and the lab backend
-            # need them, and hilctl's core imports no backend at module level.
-            from drivers.scpi import shared_resource_manager
-
-            resources = list(shared_resource_manager().list_resources())
+            resources = list(scpi.shared_resource_manager().list_resources())
         except Exception as exc:  # pyvisa, pyvisa-py and the OS fail in many ways; report them
             failure = f"{type(exc).__name__}: {exc}"
     # pyvisa-py's hints (e.g. discovery limited without psutil / zeroconf); not its ResourceWarnings
@@ -73,8 +78,6 @@ def list_visa_resources() -> dict[str, Any]:
 def list_serial_ports() -> dict[str, Any]:
     """``{"ports": [{"device", "description", "hwid"}, ...], "error": str | None}``."""
     try:
-        from serial.tools import list_ports  # lazily, as above
-
         ports = [{"device": p.device, "description": p.description, "hwid": p.hwid}
                  for p in sorted(list_ports.comports(), key=lambda p: p.device)]
     except Exception as exc:
@@ -86,7 +89,7 @@ def _list(as_json: bool) -> int:
     visa = list_visa_resources()
     ports = list_serial_ports()
     if as_json:
-        print(json.dumps({"visa": visa, "serial": ports}))
+        print_json({"visa": visa, "serial": ports})
         return EXIT_OK
     print("VISA resources (pyvisa-py):")
     if visa["error"]:
@@ -113,11 +116,8 @@ def _list(as_json: bool) -> int:
 # ---------------------------------------------------------------------------------------------
 
 
-def identify_board(section: Any, chip: Any) -> dict[str, Any]:
+def identify_board(section: BoardSection, chip: ChipSection) -> dict[str, Any]:
     """Identify the board of a station's ``[board]``; checks the geometry against ``[chip]``."""
-    from drivers.board import BoardClient  # lazily, as above
-    from hilctl.errors import HilctlError
-
     result: dict[str, Any] = {"name": "board", "address": section.port}
     try:
         client = BoardClient(section.port, timeout=section.timeout, baudrate=section.baudrate,
@@ -142,13 +142,11 @@ def identify_board(section: Any, chip: Any) -> dict[str, Any]:
     return result
 
 
-def identify_scpi(name: str, section: Any, expected_model: str) -> dict[str, Any]:
+def identify_scpi(name: str, section: InstrumentSection, expected_model: str) -> dict[str, Any]:
     """``*IDN?`` of a station's SCPI instrument; fails if the reply lacks ``expected_model``."""
-    from drivers.scpi import ScpiInstrument  # lazily, as above
-
     result: dict[str, Any] = {"name": name, "address": section.resource}
     timeout_ms = max(1, round(section.timeout * 1000))
-    instrument = ScpiInstrument(section.resource, name=name, timeout_ms=timeout_ms,
+    instrument = scpi.ScpiInstrument(section.resource, name=name, timeout_ms=timeout_ms,
                                 open_timeout_ms=timeout_ms, retries=0, expected_model=expected_model)
     try:
         idn = instrument.connect()
@@ -162,12 +160,9 @@ def identify_scpi(name: str, section: Any, expected_model: str) -> dict[str, Any
     return {**result, "ok": True, "idn": idn}
 
 
-def identify_station(station: Any) -> list[dict[str, Any]]:
+def identify_station(station: StationConfig) -> list[dict[str, Any]]:
     """One result per instrument the station names: ``name``, ``address``, ``ok`` and either
     what it reported or ``error``."""
-    from drivers.pulse_generator import PulseGenerator  # lazily, as above
-    from drivers.smu import Smu
-
     results = []
     if station.board is not None:
         results.append(identify_board(station.board, station.chip))
@@ -189,11 +184,11 @@ def _describe(result: dict[str, Any]) -> str:
 
 
 def _identify(path: str, as_json: bool) -> int:
-    station = load_station_file(path)  # ConfigError (exit 2) names the file and the field
+    station = load_station(path)  # ConfigError (exit 2) names the file and the field
     results = identify_station(station)
     failed = [r for r in results if not r["ok"]]
     if as_json:
-        print(json.dumps({"station": path, "ok": not failed, "instruments": results}))
+        print_json({"station": path, "ok": not failed, "instruments": results})
     else:
         print(f"station {path}:")
         name_width = max((len(r["name"]) for r in results), default=0)

@@ -19,7 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from hilctl.cli import EXIT_FAILURE, EXIT_OK, ArgumentParser, UsageError, error, positive_int
+from hilctl.cli.output import EXIT_FAILURE, EXIT_OK, error, json_ready, print_json
+from hilctl.cli.parsing import ArgumentParser, UsageError, positive_int
+from hilctl.plotting import plot_metrics, require_matplotlib
 from hilctl.runs import RunRecord, RunStore, RunStoreError, RunSummary, resolve_store_path
 
 _DESCRIPTION = """\
@@ -97,19 +99,6 @@ def _open_store(path: Path | None) -> RunStore | None:
         if path is None and not resolve_store_path(None).exists():
             return None
         raise
-
-
-def _json_safe(value: Any) -> Any:
-    """``value`` with non-finite floats as None and numpy values as Python ones: strict JSON."""
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    return value
 
 
 def _local(moment: datetime | None) -> str:
@@ -220,7 +209,7 @@ def _show_lines(record: RunRecord) -> list[str]:
     if flat == [("", {})]:
         lines.append("  (empty)")
     else:
-        lines.extend(f"  {key} = {json.dumps(_json_safe(value))}" for key, value in flat)
+        lines.extend(f"  {key} = {json.dumps(json_ready(value))}" for key, value in flat)
     lines.append("metrics:")
     if record.metrics:
         rows = [["name", "points", "steps", "first", "last", "min (at step)"]]
@@ -258,7 +247,7 @@ def run_list(args: argparse.Namespace) -> int:
     store = _open_store(args.store)
     runs = store.list_runs(limit=args.limit) if store is not None else []
     if args.json:
-        print(json.dumps(_json_safe([_summary_json(r) for r in runs])))
+        print_json([_summary_json(r) for r in runs])
         return EXIT_OK
     if not runs:
         where = store.path if store is not None else resolve_store_path(None)
@@ -286,48 +275,14 @@ def run_show(args: argparse.Namespace) -> int:
     """``hilctl runs show ID``."""
     record = _load_record(args)
     if args.json:
-        print(json.dumps(_json_safe(_record_json(record))))
+        print_json(_record_json(record))
     else:
         print("\n".join(_show_lines(record)))
     return EXIT_OK
 
 
-def use_log_scale(values: np.ndarray) -> bool:
-    """True if the finite values are all positive and span more than two decades."""
-    finite = values[np.isfinite(values)]
-    return bool(finite.size) and bool(finite.min() > 0) and finite.max() / finite.min() > LOG_SCALE_RATIO
-
-
-def plot_metrics(record: RunRecord, names: list[str], path: Path) -> Path:
-    """Draw the metrics ``names`` of ``record`` against the step, one panel each, into ``path``."""
-    from hilctl.plotting import require_matplotlib
-
-    require_matplotlib()
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(8, 2.4 * len(names) + 0.8), dpi=120, layout="constrained")
-    axes = fig.subplots(len(names), 1, sharex=True, squeeze=False)[:, 0]
-    for ax, name in zip(axes, names, strict=True):
-        steps, values = record.metrics[name]
-        ax.plot(steps, values, color="tab:blue", linewidth=1.4,
-                marker="o" if values.size <= 50 else None, markersize=3)
-        if use_log_scale(values):
-            ax.set_yscale("log")
-        ax.set_ylabel(name)
-        ax.grid(True, which="both", alpha=0.3)
-    axes[-1].set_xlabel("step")
-    title = f"run {record.run_id}: {record.command}"
-    if record.summary:
-        title += f" ({record.summary})"
-    fig.suptitle(f"{title}, {record.status}")
-    fig.savefig(path, format="png")
-    return path
-
-
 def run_plot(args: argparse.Namespace) -> int:
     """``hilctl runs plot ID``."""
-    from hilctl.plotting import require_matplotlib
-
     out: Path | None = args.out
     if out is not None:
         if out.suffix.lower() != ".png":

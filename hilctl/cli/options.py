@@ -1,0 +1,199 @@
+"""Options shared by the commands that open tiles: the backend and its own options, the device,
+``--set`` overrides, and the tile's shape and seed."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import textwrap
+from typing import Any
+
+from hilctl.backends import Backend, BackendOption, available_backends, get_backend
+from hilctl.cli.parsing import UsageError, nonnegative_int, positive_int
+from hilctl.config import (
+    DEVICE_CONFIGS,
+    PeripheryConfig,
+    PulsedDeviceConfig,
+    TileConfig,
+    UpdateConfig,
+    no_variation,
+    parse_assignments,
+    tile_config,
+)
+from hilctl.errors import BackendError, ConfigError
+
+#: Sections that ``--set SECTION.KEY=VALUE`` accepts where one tile is configured.
+SET_SECTIONS: tuple[str, ...] = ("device", "update", "periphery")
+
+
+# ---------------------------------------------------------------------------------------------
+# The backend and the options each backend adds.
+# ---------------------------------------------------------------------------------------------
+
+
+def _loadable_backends() -> list[Backend]:
+    """Every registered backend that loads (one that does not says why when chosen)."""
+    backends = []
+    for name in available_backends():
+        try:
+            backends.append(get_backend(name))
+        except BackendError:
+            continue
+    return backends
+
+
+def add_backend_arguments(parser: argparse.ArgumentParser, *, one_tile: bool = False,
+                          group: Any = None) -> None:
+    """Add ``--backend`` and the options every registered backend declares (each in a group
+    titled by its backend); with ``one_tile``, also the options for a single tile
+    (:attr:`BackendOption.one_tile`)."""
+    target = group if group is not None else parser
+    target.add_argument("--backend", default="sim", metavar="NAME",
+                        help=f"backend to open the tiles on (registered: "
+                        f"{', '.join(available_backends())}; default: %(default)s)")
+    declared: list[BackendOption] = []
+    for backend in _loadable_backends():
+        options = [o for o in backend.options if one_tile or not o.one_tile]
+        if not options:
+            continue
+        title = f"{backend.title} (--backend {backend.name})" if backend.title else \
+            f"--backend {backend.name}"
+        backend_group = parser.add_argument_group(title)
+        for option in options:
+            if any(o.name == option.name for o in declared):
+                continue  # two backends share an option: one flag serves both
+            backend_group.add_argument(option.flag, dest=option.name, metavar=option.metavar,
+                                       help=option.help)
+            declared.append(option)
+    parser.set_defaults(backend_options_declared=tuple(declared))
+
+
+def backend_from_args(args: argparse.Namespace) -> tuple[Backend, dict[str, Any]]:
+    """The backend ``--backend`` names and its resolved options, checked before anything opens.
+
+    An option of another backend is refused with that option's reason; the backend's own check
+    (a station file that is missing or invalid, ...) raises :class:`ConfigError` naming the
+    option (exit 2 either way).
+    """
+    backend = get_backend(args.backend)
+    own = {option.name for option in backend.options}
+    declared: tuple[BackendOption, ...] = getattr(args, "backend_options_declared", ())
+    for option in declared:
+        if option.name not in own and getattr(args, option.name, None) is not None:
+            raise UsageError(f"{option.flag}: {option.misuse}; got --backend {backend.name}")
+    given = {option.name: getattr(args, option.name, None) for option in backend.options}
+    return backend, backend.resolve_options(given)
+
+
+# ---------------------------------------------------------------------------------------------
+# One tile: device, --set, shape and seed.
+# ---------------------------------------------------------------------------------------------
+
+
+def _keys(model: type[Any], exclude: frozenset[str] = frozenset()) -> list[str]:
+    return [k for k in model.model_fields if k != "model" and k not in exclude]
+
+
+def set_keys_help(width: int = 79) -> str:
+    """The keys ``--set`` accepts, per section and device model, for a parser's epilog."""
+    common = set(_keys(PulsedDeviceConfig))
+    groups = [("device.*, every model", sorted(common))]
+    for name, model in DEVICE_CONFIGS.items():
+        extra = sorted(set(_keys(model)) - common)
+        if extra:
+            groups.append((f"device.*, {name} only", extra))
+    groups.append(("update.*", sorted(_keys(UpdateConfig))))
+    groups.append(("periphery.*", sorted(_keys(PeripheryConfig))))
+    lines = ["--set keys (SECTION.KEY=VALUE; VALUE is JSON where it parses, e.g. 0.01, true,",
+             "[1, 0.5]; anything else is a string):"]
+    for label, keys in groups:
+        lines.append(textwrap.fill(", ".join(keys), width, initial_indent=f"  {label}: ",
+                                   subsequent_indent="      ", break_on_hyphens=False))
+    return "\n".join(lines)
+
+
+def add_tile_arguments(parser: argparse.ArgumentParser, *, rows: int = 32, cols: int = 32) -> None:
+    """Add the options that choose a backend and configure one tile on it.
+
+    ``--rows``/``--cols`` default to None: the backend's own tile shape where it has one (a
+    bench's tile region), else ``rows``/``cols`` (see :func:`resolve_tile_shape`).
+    """
+    group = parser.add_argument_group("tile")
+    add_backend_arguments(parser, one_tile=True, group=group)
+    group.add_argument(
+        "--device",
+        default="soft-bounds",
+        choices=list(DEVICE_CONFIGS),
+        help="device model (response function) of every cell (default: %(default)s)",
+    )
+    group.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override one config value; SECTION is device, update or periphery; repeatable "
+        "(keys listed below)",
+    )
+    group.add_argument(
+        "--no-variation",
+        action="store_true",
+        help="switch off every device-to-device and cycle-to-cycle variation of the device "
+        "(applied before --set, which may turn single ones back on)",
+    )
+    note = ", or the backend's own tile size where it has one (a bench's tile region)"
+    group.add_argument("--rows", type=positive_int, default=None,
+                       help=f"rows (outputs) of the tile (default: {rows}{note})")
+    group.add_argument("--cols", type=positive_int, default=None,
+                       help=f"columns (inputs) of the tile (default: {cols}{note})")
+    group.add_argument("--seed", type=nonnegative_int, default=0,
+                       help="seed of every random draw of the backend (default: %(default)s)")
+    parser.set_defaults(default_shape=(rows, cols))
+
+
+def resolve_tile_shape(args: argparse.Namespace, backend: Backend, options: dict[str, Any]) -> None:
+    """Fill in ``args.rows`` / ``args.cols`` left at None by :func:`add_tile_arguments`: the
+    backend's tile shape where it has one, else the command's defaults."""
+    if args.rows is not None and args.cols is not None:
+        return
+    rows, cols = backend.tile_shape(options) or args.default_shape
+    args.rows = rows if args.rows is None else args.rows
+    args.cols = cols if args.cols is None else args.cols
+
+
+def all_finite(value: Any) -> bool:
+    """False if ``value`` is (or holds) a NaN or infinite float; ``--set`` parses JSON, which
+    reads ``NaN``, ``Infinity`` and ``1e999`` as such."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, list):
+        return all(all_finite(v) for v in value)
+    return True
+
+
+def tile_config_from_args(args: argparse.Namespace) -> TileConfig:
+    """The validated tile config of the options added by :func:`add_tile_arguments`.
+
+    Raises :class:`hilctl.errors.ConfigError` (a ``ValueError``) naming the field and what is
+    allowed.
+    """
+    sections = parse_assignments(args.set, SET_SECTIONS)
+    for section, values in sections.items():
+        for key, value in values.items():
+            if not all_finite(value):
+                raise ConfigError(f"{section}.{key}: must be finite; got {value!r}")
+    device_values = {**(no_variation(args.device) if args.no_variation else {}),
+                     **sections["device"]}
+    if "model" in device_values:
+        raise ConfigError(
+            "device.model: choose the model with --device, not --set; allowed: "
+            + ", ".join(DEVICE_CONFIGS)
+        )
+    return tile_config(
+        rows=args.rows,
+        cols=args.cols,
+        device=args.device,
+        device_values=device_values,
+        update_values=sections["update"],
+        periphery_values=sections["periphery"],
+        seed=args.seed,
+    )

@@ -1,0 +1,105 @@
+"""What a command gives back: exit codes, one-line errors, JSON, and progress on stderr.
+
+Exit codes: 0 done; 1 a failure while running (e.g. the plot file could not be written); 2 the
+input was refused (bad argument, bad config value, unknown backend), reported as one line
+``hilctl: error: ...`` on stderr; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from typing import Any, TextIO
+
+import numpy as np
+
+PROG = "hilctl"
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+def error(message: object, code: int = EXIT_USAGE) -> int:
+    """Print ``hilctl: error: message`` as one line on stderr; return ``code``."""
+    text = " ".join(str(message).split())
+    print(f"{PROG}: error: {text}", file=sys.stderr)
+    return code
+
+
+# ---------------------------------------------------------------------------------------------
+# JSON: one encoder for every --json.
+# ---------------------------------------------------------------------------------------------
+
+
+def json_ready(value: Any) -> Any:
+    """``value`` as plain JSON data: non-finite floats as None (strict JSON has no NaN or
+    Infinity), numpy scalars and arrays as Python numbers and lists, tuples as lists, mapping
+    keys as strings, paths as text."""
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    elif isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): json_ready(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_ready(v) for v in value]
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    return value
+
+
+def print_json(value: Any) -> None:
+    """Print ``value`` as one line of strict JSON on stdout (see :func:`json_ready`)."""
+    print(json.dumps(json_ready(value), allow_nan=False))
+
+
+# ---------------------------------------------------------------------------------------------
+# Progress on stderr for slow runs.
+# ---------------------------------------------------------------------------------------------
+
+
+class StderrProgress:
+    """A one-line ``label: done/total`` counter, redrawn at most every ``interval`` seconds.
+
+    Use it as the ``progress`` callback of a slow operation, and call :meth:`close` at the end
+    (or on failure) to clear the line.
+    """
+
+    def __init__(self, label: str, stream: TextIO | None = None, interval: float = 0.1) -> None:
+        self.label = label
+        self.stream = stream if stream is not None else sys.stderr
+        self.interval = interval
+        self._last = -math.inf
+        self._width = 0
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if done < total and now - self._last < self.interval:
+            return
+        self._last = now
+        percent = 100 * done // total if total else 100
+        text = f"{self.label}: {done}/{total} ({percent}%)"
+        self._width = max(self._width, len(text))
+        self.stream.write("\r" + text.ljust(self._width))
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self._width:
+            self.stream.write("\r" + " " * self._width + "\r")
+            self.stream.flush()
+            self._width = 0
+
+
+def progress_for(label: str, enabled: bool) -> StderrProgress | None:
+    """A :class:`StderrProgress` when ``enabled`` and stderr is a terminal, else None."""
+    if not enabled:
+        return None
+    isatty = getattr(sys.stderr, "isatty", None)
+    return StderrProgress(label) if isatty is not None and isatty() else None
