@@ -1,12 +1,12 @@
 """Seconds per MNIST FCN epoch: the emulator against aihwkit 1.1.0, side by side.
 
-The setting of issue 3: a 784-256-128-10 sigmoid network, every layer analog with aihwkit's
-default soft-bounds device and periphery, Analog SGD at lr 0.05, mini-batches of 10, one epoch
-over the 4,000 training images of the shipped MNIST sample. Both run single-threaded; epochs
+The setting timed: a 784-256-128-10 sigmoid network, every layer analog with aihwkit's default
+soft-bounds device and periphery, Analog SGD at lr 0.05, mini-batches of 10, one epoch over the
+4,000 training images of the shipped MNIST sample. Both run single-threaded; epochs
 alternate between the two and each keeps its best, so machine noise hits both alike. Test
 accuracy after the epochs is printed as a smoke check only: in this setting both simulators stay
 near chance for the first ~10 epochs, so the accuracy comparison needs a longer run (20 epochs,
-several seeds: see the closing note of issue 3).
+several seeds).
 
     python benchmarks/bench_mnist_epoch.py [--epochs 3] [--json FILE]
 """

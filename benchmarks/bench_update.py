@@ -1,7 +1,7 @@
 """Pulsed-update throughput of the emulator, side by side with aihwkit 1.1.0 when it is importable.
 
-The setting of issue 2: a soft-bounds tile with aihwkit's default device variations, bit length
-31 with update and bit-length management on, samples x ~ U(-1, 1), d ~ U(-0.1, 0.1), lr 0.01,
+The setting timed: a soft-bounds tile with aihwkit's default device variations, bit length 31
+with update and bit-length management on, samples x ~ U(-1, 1), d ~ U(-0.1, 0.1), lr 0.01,
 fed in mini-batches as training feeds them. Both run single-threaded. The two are timed in
 alternating rounds and each keeps its best round, so a noisy neighbour on the machine slows
 both alike instead of skewing the ratio.

@@ -27,8 +27,10 @@ class PulsedDeviceConfig(StrictModel):
     """Parameters that every pulsed device shares (aihwkit ``PulsedDevice``).
 
     A pulse moves a cell by ``dw_min`` times the model's response at its weight. Device-to-device
-    spreads (``*_dtod``) are relative standard deviations drawn once per cell; ``dw_min_std`` is
-    the relative cycle-to-cycle noise of every single pulse.
+    spreads (``*_dtod``) are standard deviations drawn once per cell: relative for ``dw_min``,
+    ``w_max`` and ``w_min``, in units of ``dw_min`` for ``up_down``, absolute for a model's
+    exponents and slopes; ``dw_min_std`` is the relative cycle-to-cycle noise of every single
+    pulse (docs/emulator.md, section 2).
     """
 
 
@@ -61,7 +63,8 @@ class LinearStepConfig(PulsedDeviceConfig):
     """The step changes linearly with the weight (aihwkit ``LinearStepDevice``).
 
     ``gamma_up``/``gamma_down`` are the relative slopes: an up step is
-    ``dw_up * (1 - gamma_up * w / b_max)`` and a down step ``dw_down * (1 - gamma_down * w / b_min)``.
+    ``dw_up * (1 - gamma_up * w / w_max)`` and a down step ``dw_down * (1 - gamma_down * w / w_min)``,
+    against the configured mean bounds (aihwkit's ``mean_bound_reference``).
     """
 
     model: Literal["linear-step"] = "linear-step"
@@ -98,8 +101,8 @@ class PowStepConfig(PulsedDeviceConfig):
     """Power-law response (aihwkit ``PowStepDevice``).
 
     With ``omega = (b_max - w) / (b_max - b_min)`` an up step is ``dw_up * omega**gamma_up`` and
-    a down step ``dw_down * (1 - omega)**gamma_down``; both scaled so the step is ``dw`` at the
-    middle of the range.
+    a down step ``dw_down * (1 - omega)**gamma_down`` (so the step in the middle of the range is
+    ``dw * 0.5**gamma``).
     """
 
     model: Literal["pow-step"] = "pow-step"

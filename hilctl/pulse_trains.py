@@ -2,24 +2,11 @@
 
 This is the update scheme of the periphery, not device physics: the emulator applies the
 counts to its device models, and a lab tile whose board fires rows and columns in parallel
-sends the same trains as coincidence pulses.
+sends the same trains as coincidence pulses. Bit length, update management and firing follow
+aihwkit 1.1.0. A mini-batch's trains are kept factored and turned into counts block by block of
+rows, so that the counts never need a full-tile array.
 
-As aihwkit does it (DESIGN.md section 5, REFERENCES.md section 2), for each sample:
-
-- ``k = lr * max|x| * max|d| / g`` is the largest number of pulses any cell needs (``g`` the
-  device granularity, ``dw_min`` for most models). No pulses when ``x`` or ``d`` is all zero.
-- Bit-length management: ``BL = min(ceil(k), desired_bl)`` slots (else ``desired_bl``).
-- ``A = B = sqrt(lr / (g * BL))``; column ``j`` fires in each slot with probability
-  ``B |x_j|`` and row ``i`` with ``A |d_i|``. Update management scales them by
-  ``sqrt(max|x| / max|d|)`` the other way round, so both trains peak at ``sqrt(k / BL)``.
-- Probabilities are clipped at 1 (only when ``k > BL``: the update is then truncated; under
-  update management the x train peaks at 1 and large ``|d_i|`` saturate, as in aihwkit).
-- Cell ``(i, j)`` gets one pulse per slot where both fire, of sign ``-sign(d_i x_j)``, so
-  ``E[n_ij] * g = lr |d_i x_j|`` while nothing is clipped.
-
-A mini-batch's trains are stacked along the slot axis; the up and down coincidences of all its
-samples are then one matrix product each (float32 sums of 0/1 are exact below 2**24), made
-block by block of rows by the writer so that the counts never need a full-tile array.
+The equations: docs/emulator.md, section 3 (Pulse trains and update management).
 """
 
 from __future__ import annotations

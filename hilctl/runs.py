@@ -1,4 +1,4 @@
-"""The run store: every run recorded in an embedded SQLite database (DESIGN.md section 9).
+"""The run store: every run recorded in an embedded SQLite database.
 
 One database file (``runs.sqlite``) holds, per run, the resolved configuration (JSON), the
 backend, the code version and the host it ran on, its status, metrics per step, events

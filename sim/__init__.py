@@ -1,4 +1,5 @@
-"""The emulated backend: device physics, pulse trains and read periphery in numpy.
+"""The emulated backend: device physics, pulse trains and read periphery in numpy
+(docs/emulator.md), and simulated instruments that speak the lab's wire protocols.
 
-``sim.backend.open_tile`` is registered as backend ``sim``; see :class:`sim.tile.EmulatedTile`.
+:class:`sim.backend.SimBackend` is registered as backend ``sim``; see :class:`sim.tile.EmulatedTile`.
 """

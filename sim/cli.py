@@ -1,7 +1,7 @@
 """``hilctl sim serve STATION.toml`` (entry point ``hilctl.commands``): run a simulated station
 until Ctrl-C.
 
-The simulated station (``sim/instruments/station_sim.py``) is one emulated chip with the three
+The simulated station (``sim/instruments/station.py``) is one emulated chip with the three
 instruments a bench has: the controller board on a pseudo-terminal, a pulse generator and an SMU
 as SCPI servers on 127.0.0.1. The command prints where each listens and writes the resolved
 station file, which ``hilctl train/characterize --backend lab --station FILE`` and
@@ -23,7 +23,7 @@ from typing import Any
 
 from hilctl.cli.output import EXIT_FAILURE, EXIT_OK, error
 from hilctl.cli.parsing import UsageError, positive_seconds
-from sim.instruments.station_sim import SimulatedStation, load_sim_station
+from sim.instruments.station import SimulatedStation, load_sim_station
 
 _DESCRIPTION = """\
 Start a simulated station -- an emulated chip behind a controller board on a pseudo-terminal

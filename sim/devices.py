@@ -1,20 +1,13 @@
 """Device physics of the emulated tile: per-cell response functions and their variations.
 
-A pulse moves a cell by a *signed increment*
+Each model draws its device-to-device variation once per cell at construction (aihwkit 1.1.0's
+``PulsedDevice`` scheme) and gives the expected up and down step as functions of the weight; a
+pulse adds its step with cycle-to-cycle noise and clips to the cell's bounds. Models whose
+increment is affine in ``w`` also give its coefficients, so that :mod:`sim.pulse_engine` can
+apply ``n`` pulses in closed form. Per-cell arrays (weight units) are stored flat in ``cells``;
+``sel`` arguments index them (``None`` means every cell, in tile shape).
 
-    up:   w <- w + step_up(w)   * (1 + dw_min_std * xi)
-    down: w <- w - step_down(w) * (1 + dw_min_std * xi)        xi ~ N(0, 1) fresh per pulse
-
-then clips to the cell's bounds ``[b_min, b_max]`` (DESIGN.md section 4). With ``mult_noise``
-off, the noise is additive instead: ``+- (step(w) + dw_min_std * dw * xi)``.
-
-Every model draws its device-to-device variation once per cell at construction (aihwkit 1.1.0's
-``PulsedDevice`` scheme) and exposes ``step_up``/``step_down`` as functions of the weight. Models
-whose increment is affine in ``w`` (constant step, linear step, soft bounds) also expose the
-affine coefficients, which let :mod:`sim.pulse_engine` apply ``n`` pulses in closed form.
-
-All arrays are in weight units. Per-cell arrays are stored flat in ``cells`` (one entry a
-parameter); ``sel`` arguments index them (``None`` means every cell, in tile shape).
+The equations: docs/emulator.md, section 2 (Device models).
 """
 
 from __future__ import annotations
@@ -79,15 +72,8 @@ class DeviceModel(ABC):
         return rng.standard_normal(size, dtype=self.dtype)
 
     def _draw_common(self, rng: np.random.Generator) -> None:
-        """Bounds, step gain and up/down imbalance, as aihwkit 1.1.0's PulsedDevice draws them.
-
-        ``b_max = w_max (1 + w_max_dtod xi)``, ``b_min = w_min (1 + w_min_dtod xi)``, swapped if
-        out of order, then ``b_max = |b_max|`` and ``b_min = -|b_min|`` (aihwkit's
-        ``enforce_consistency``). ``gain = 1 + dw_min_dtod xi``, ``r = up_down_dtod xi'`` and
-        ``dw_up = |dw_min (gain + r + up_bias)|``, ``dw_down = |dw_min (gain - r + down_bias)|``
-        with the systematic ``up_down`` put on the down step when positive, on the up step
-        when negative (:func:`split_imbalance`).
-        """
+        """Bounds, step gain and up/down imbalance, as aihwkit 1.1.0's PulsedDevice draws them
+        (docs/emulator.md, section 2.3)."""
         c = self.config
         b_max = c.w_max * (1 + c.w_max_dtod * self._normal(rng))
         b_min = c.w_min * (1 + c.w_min_dtod * self._normal(rng))
@@ -143,11 +129,11 @@ class DeviceModel(ABC):
         return None
 
     def symmetric_point(self, sel: Selection = None, iterations: int = 60) -> Array:
-        """The weight where an up and a down step are equal, per cell.
+        """The weight where an up and a down step are equal, per cell (docs/emulator.md, section 2.4).
 
-        Alternating up and down pulses drive a cell there. Where the up step exceeds the down
-        step over the whole range the point is ``b_max`` (and ``b_min`` the other way round).
-        Found by bisection, since every model's up step falls and down step rises with ``w``.
+        Where the up step exceeds the down step over the whole range the point is ``b_max`` (and
+        ``b_min`` the other way round). Found by bisection, since every model's up step falls and
+        down step rises with ``w``.
         """
         low, high = (b.astype(np.float64) for b in self.bounds(sel))
         low, high = low.copy(), high.copy()

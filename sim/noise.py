@@ -1,11 +1,11 @@
-"""Fast standard-normal draws for the per-pulse write noise.
+"""Fast standard-normal draws for the per-pulse write noise (the read noise uses them too).
 
 numpy's ziggurat costs about ten times a 16-bit integer draw, and the write path draws one
-normal per cell per update. Instead each draw picks one of 2**16 equally likely values: the
-conditional mean of N(0, 1) over each of 2**16 equal-probability bins, rescaled to unit variance.
-The draws have mean 0 and variance 1 exactly, their CDF is within 2**-16 of the normal's, and
-the tails are cut at about 4.5 standard deviations (probability 1.5e-5 of the normal beyond).
+normal per cell per update. Instead each draw picks one of 2**16 fixed, equally likely levels,
+with mean 0 and variance 1 exactly and a CDF within 2**-16 of the normal's;
 ``tests/sim/test_noise.py`` checks these properties.
+
+The table and its properties: docs/emulator.md, section 5 (Write noise).
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def _table_of(dtype: np.dtype[np.floating]) -> NDArray[np.floating]:
 def standard_normal(
     rng: np.random.Generator, shape: int | tuple[int, ...], dtype: type[np.floating] = np.float32
 ) -> NDArray[np.floating]:
-    """Standard-normal draws from the 2**16-level table (see the module docstring)."""
+    """Standard-normal draws from the 2**16-level table (docs/emulator.md, section 5)."""
     size = math.prod(shape) if isinstance(shape, tuple) else shape
     raw = rng.bit_generator.random_raw((size + 3) // 4)  # 64 random bits: four 16-bit indices
     index = raw.view(np.uint16)[:size].reshape(shape)

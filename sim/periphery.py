@@ -1,18 +1,11 @@
-"""Read periphery of an analog matrix-vector product (DESIGN.md section 6, aihwkit 1.1.0).
+"""Read periphery of an analog matrix-vector product (aihwkit 1.1.0's ``IOParameters``).
 
-For each sample, with ``nm = max|x|`` (noise management ``abs-max``; 1 with ``none``) and a
-reduction factor ``red`` (1 to start)::
+Per sample: noise management scales the input, a DAC quantises and clips it, the array adds
+weight and output noise to ``W x``, an ADC quantises the output, and iterative bound management
+repeats a saturated sample with a smaller input before the output is clipped and scaled back.
+``is_perfect`` skips all of it.
 
-    x_q = clip(rint(x / (nm red) / r_in) r_in, +-inp_bound)          DAC, r_in = 2 inp_bound inp_res
-    y   = W x_q + w_noise ||x_q|| xi + out_noise xi'                  array and read noise
-    y_q = rint(y / r_out) r_out                                       ADC, r_out = 2 out_bound out_res
-    output = clip(y_q, +-out_bound) * nm * red
-
-Bound management ``iterative``: while a sample's ``|y_q|`` exceeds ``out_bound``, it is repeated
-with fresh noise and ``red`` doubled, as long as ``red <= max_bm_factor`` and
-``red <= max_bm_res / r_in`` (so ``red`` is 1, 2, 4, 8 or 16 at the defaults). A sample of all
-zeros gives zeros. ``is_perfect`` skips all of it: ``y = W x``. The array product runs in the
-weights' precision (float32 for an emulated tile, as in aihwkit).
+The sequence and its equations: docs/emulator.md, section 6 (Read periphery).
 """
 
 from __future__ import annotations
@@ -33,8 +26,8 @@ def quantize(values: Array, step: float) -> Array:
 
 def _converted(weights: NDArray[np.floating], x: Array, inverse_scale: Array,
                cfg: PeripheryConfig, rng: np.random.Generator) -> Array:
-    """DAC, array and noise, then the ADC (not yet clipped): ``y_q`` of the module docstring
-    for inputs ``x * inverse_scale``."""
+    """DAC, array and noise, then the ADC (not yet clipped): ``y_q`` of docs/emulator.md,
+    section 6, for inputs ``x * inverse_scale``."""
     r_in = 2 * cfg.inp_bound * cfg.inp_res
     x_q = x * inverse_scale
     if r_in > 0:

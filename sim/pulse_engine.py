@@ -1,40 +1,13 @@
 """Apply whole numbers of pulses to cells: pulse by pulse, or in closed form.
 
-Pulse by pulse is the definition (DESIGN.md section 4): each pulse adds its signed increment
-with fresh cycle-to-cycle noise, then clips to the cell's bounds.
+Pulse by pulse is the definition: each pulse adds its signed increment with fresh cycle-to-cycle
+noise, then clips to the cell's bounds. For devices whose increment is affine in the weight
+(constant step, linear step, soft bounds), ``n`` same-sign pulses have exact first two moments,
+so the closed form draws one normal per cell from them at a cost that does not grow with ``n``;
+it matches the definition in distribution (``tests/sim/test_pulse_engine.py``). It works through
+the tile in cache-sized blocks of rows, or on a list of cells for sparse updates.
 
-For devices whose increment is affine in the weight, ``inc(w) = alpha + beta * w`` (constant
-step, linear step, soft bounds), ``n`` same-sign pulses have exact first two moments. With
-``g = 1 + beta`` and ``e = g**n``:
-
-*contracting* (``beta != 0``; the fixed point ``f = -alpha / beta`` is soft bounds' bound)::
-
-    mean_n = f + e (w0 - f)
-    multiplicative noise inc (1 + s xi): each pulse multiplies the distance to f by an
-        independent factor g + beta s xi, so var_n = (e (w0 - f))**2 ((1 + u)**n - 1),
-        u = (beta s / g)**2
-    additive noise inc + s |alpha| xi: an AR(1) recursion, so
-        var_n = (s alpha)**2 (e**2 - 1) / (g**2 - 1)
-
-*drift* (``beta = 0``, constant step)::
-
-    mean_n = w0 + n alpha,   var_n = n (s alpha)**2
-
-Up and down pulses of one update are chained: the mean goes through both maps and the variance
-of the first is carried through the second (``e**2 var``), then one normal per cell is drawn and
-the result clipped. The per-pulse factors are close to 1, so the sum of their logs is close to
-normal and this two-moment draw matches the pulse-by-pulse distribution (``tests/sim`` checks
-mean and spread against the definition). Clipping once at the end equals clipping after every
-pulse while the pulses keep their sign, which they do unless ``1 + s xi < 0`` (probability
-``Phi(-1/s)``: 4e-4 at the default ``s = 0.3``).
-
-The closed form works through the tile in blocks of rows that stay in the CPU cache, and asks
-for the pulse counts block by block, so its temporaries are small even for a 4096 x 4096 tile.
-:meth:`PulseWriter.apply_cells` runs the same chain on a list of cells only (gathered and
-scattered back): the path for sparse updates, whose cost follows the pulsed cells.
-
-Regular cells evaluate ``e - 1`` with a short series instead of ``exp`` (see ``_STEEP``), so a
-float32 tile's small increments keep their precision; float64 tiles use the exact functions.
+The math, when it applies and its precision: docs/emulator.md, section 4 (Applying pulses).
 """
 
 from __future__ import annotations
@@ -53,13 +26,10 @@ from sim.noise import standard_normal
 BLOCK_CELLS = 40_960
 #: Floor of ``g = 1 + beta``: a cell whose single step overshoots its fixed point lands on it.
 _MIN_GROWTH = 1e-6
-#: Regular cells have ``|log g| <= _STEEP`` and ``u <= _WIDE``. While no cell takes more than
-#: ``_FAST_COUNT`` pulses, their ``e - 1 = expm1(n log g)`` is the quartic series (relative error
-#: below ``(n |log g|)**4 / 120 <= 1.4e-5``) and their variance growth ``(1 + u)**n - 1`` is
-#: ``n u`` (relative error ``(n - 1) u / 2 <= 2e-4``); the few irregular cells (bounds near zero,
-#: 0.1% at aihwkit's defaults) and,
-#: beyond ``_FAST_COUNT`` pulses, every cell outside those limits get the exact functions. A
-#: float64 tile (chosen for exactness) uses the exact functions everywhere.
+#: Regular cells have ``|log g| <= _STEEP`` and ``u <= _WIDE``: while no cell takes more than
+#: ``_FAST_COUNT`` pulses, they use the series for ``e - 1`` and ``(1 + u)**n - 1``, the other
+#: cells (and every cell of a float64 tile) the exact functions. Error bounds and the rule beyond
+#: ``_FAST_COUNT`` pulses: docs/emulator.md, section 4.4.
 _STEEP = 2e-2
 _WIDE = 4e-5
 _FAST_COUNT = 10

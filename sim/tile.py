@@ -1,13 +1,12 @@
 """The emulated crossbar tile: device physics + pulse trains + read periphery behind the HAL.
 
-The tile keeps each cell's *device weight* ``w`` (weight units, inside the cell's bounds). The
-weight a user sees is ``w`` itself, or ``w`` minus the cell's symmetric point when the tile is
-configured with ``reference = "symmetric-point"`` (a reference device programmed there, the
-zero-shifting of the paper's follow-up).
+:class:`EmulatedTile` keeps each cell's device weight (weight units, inside the cell's bounds)
+and implements :class:`hilctl.tile.Tile`: reads go through :mod:`sim.periphery`, pulsed updates
+through :mod:`hilctl.pulse_trains` and :mod:`sim.pulse_engine`, all drawing from random streams
+split from the one seed.
 
-Random streams are split from the one seed: device-to-device draws, write noise and pulse
-trains, and read noise each have their own, so the same seed gives the same numbers and reading
-a tile does not change what a later update draws.
+The weights, the symmetric-point reference and the random streams: docs/emulator.md, section 1;
+the update modes: sections 3, 4 and 7.
 """
 
 from __future__ import annotations
@@ -65,7 +64,7 @@ class EmulatedTile:
         self._writer = PulseWriter(self.device, self._write_rng, closed_form)
         self._read_rng = np.random.default_rng(read_seed)
         self._w = np.zeros(shape, dtype=state_dtype)
-        # aihwkit's backward pass uses the forward defaults with bound management off.
+        # aihwkit's backward pass uses the tile's periphery with bound management off.
         self._backward_periphery = config.periphery.model_copy(update={"bound_management": "none"})
         self._reference: NDArray[np.floating] | None = None
         if config.reference == "symmetric-point":
@@ -162,11 +161,8 @@ class EmulatedTile:
             self._writer.apply(self._w, [(d, trains.blocks(d)) for d in order])
 
     def _expected_step(self, delta: Array) -> None:
-        """The paper's discrete-time model: ``w + dW F(w) - |dW| G(w)``, clipped to the bounds.
-
-        With the per-cell responses ``r = step / dw_min`` this is ``dW r_up(w)`` for ``dW > 0``
-        and ``dW r_down(w)`` for ``dW < 0``: the mean of the pulsed update, without granularity.
-        """
+        """The paper's discrete-time model: ``w + dW F(w) - |dW| G(w)``, clipped to the bounds
+        (docs/emulator.md, section 7)."""
         w = self._w
         dw_min = self.device.granularity()
         response = np.where(delta > 0, self.device.step_up(w), self.device.step_down(w))

@@ -1,10 +1,11 @@
 """Tests of the training algorithms as weight arrays (:mod:`hilctl.algorithms`).
 
 Tiki-Taka is checked with :class:`~hilctl.digital.DigitalTile` as its fast (A) and slow (C)
-tiles: a floating-point tile with an exact forward and update, so every statement of
-DESIGN.md section 7 (A takes ``-fast_lr d x^T``, C takes ``transfer_lr * lr * A[:, j]`` for the
-columns read, cyclically, every ``transfer_every`` updates; ``W = gamma A + C``) is checked to
-the last bit or against a reference model written out in numpy.
+tiles: a floating-point tile with an exact forward and update, so every statement of the
+semantics in hilctl/algorithms/tiki_taka.py (A takes ``-fast_lr d x^T``, C takes
+``transfer_lr * lr * A[:, j]`` for the columns read, cyclically, every ``transfer_every``
+updates; ``W = gamma A + C``) is checked to the last bit or against a reference model written
+out in numpy.
 """
 
 from __future__ import annotations
@@ -128,7 +129,8 @@ def test_transfer_adds_exactly_the_scaled_column_of_a():
 
 
 def reference_tiki_taka(samples, lr, rows, cols, fast_lr, transfer_lr, every, n_reads, gamma):
-    """DESIGN.md section 7 written out with plain arrays: W = gamma A + C after each update."""
+    """The semantics in hilctl/algorithms/tiki_taka.py written out with plain arrays: W = gamma A + C
+    after each update."""
     a, c = np.zeros((rows, cols)), np.zeros((rows, cols))
     column, weights = 0, []
     for k, (x, d) in enumerate(samples, start=1):

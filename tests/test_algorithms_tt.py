@@ -4,7 +4,7 @@ The mechanics are checked on :class:`~hilctl.digital.DigitalTile` fast (A) and s
 (exact float64; a pulse on C moves a weight by exactly ``pulse_step``) against small hand
 computations of aihwkit 1.1.0's rules (``rpu_buffered_transfer_device.cpp``,
 ``rpu_chopped_transfer_device.cpp``, ``rpu_dynamic_transfer_device.cpp``). Then each algorithm
-trains the issue-3 least-squares problem on the emulator.
+trains hilctl's least-squares task (8x16, soft bounds at +-tau) on the emulator.
 """
 
 from __future__ import annotations
@@ -251,7 +251,7 @@ def test_build_weights_and_granularity_resolution():
 
 
 # ---------------------------------------------------------------------------------------------
-# The issue-3 least-squares problem on the emulator.
+# The least-squares task (8x16, soft bounds at +-tau) on the emulator.
 # ---------------------------------------------------------------------------------------------
 
 #: Settings for 4000 steps of the 8x16 problem. With aihwkit's desired_bl = 1 a cell of C moves

@@ -81,7 +81,7 @@ def test_registry_holds_the_paper_and_the_successors() -> None:
     assert expand(["fig5", "fig1", "fig5-cnn"]) == ["fig5-fcn", "fig5-cnn", "fig1"]
 
 
-def test_successors_config_is_the_issue3_setting() -> None:
+def test_successors_config_is_the_least_squares_task_setting() -> None:
     from hilctl.reproduce.successors import successors_config
 
     cfg = successors_config("c-ttv2", 1.0, seed=4)
@@ -118,7 +118,7 @@ def test_table_says_why_an_experiment_was_not_run() -> None:
 
 
 def test_quick_set_runs_and_every_claim_holds(tmp_path, capsys) -> None:
-    """The issue's CI requirement: the whole --quick set, fixed seed, all claims hold."""
+    """The README's promise for CI: the whole --quick set, fixed seed, all claims hold."""
     code = main(["reproduce", "--quick", "--seed", "0", "--jobs", "2", "--out", str(tmp_path)])
     out = capsys.readouterr()
     assert code == 0, out.out

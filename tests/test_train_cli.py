@@ -110,7 +110,7 @@ def test_train_with_no_arguments_finishes_within_a_minute(capsys):
     elapsed = time.perf_counter() - started
     out, err = capsys.readouterr()
     assert code == 0, err
-    # The promise: the bare command gives an answer in under a minute (measured ~2 s).
+    # The README's promise: the bare command gives an answer in under a minute (measured ~2 s).
     assert elapsed < 60
     assert out.startswith("least-squares / analog-sgd / soft-bounds on sim, seed 0: 4000 steps in ")
     assert "rel_err" in out and "hilctl runs show" in out

@@ -27,19 +27,31 @@ from hilctl.algorithms.base import (
 )
 from hilctl.tile import Tile, as_update
 
-_GRANULARITY = Field(
-    None, gt=0, description="weight change of one pulse (weight units; aihwkit's weight "
-    "granularity, the device's dw_min); None: from the run's device")
-_FAST_LR = Field(0.1, gt=0, description="learning rate of the fast tile A (absolute)")
-_TRANSFER_LR = Field(1.0, ge=0, description="rate of the read into the buffer, times the SGD lr")
-_DESIRED_BL = Field(1, ge=1, le=10_000, description="most pulses written per cell and transfer "
-                    "(aihwkit transfer_update.desired_bl)")
-_FORGET_BUFFER = Field(True, description="after a write, H <- momentum H (True) or "
-                       "H <- H - (1 - momentum) n thr (False)")
+
+class _BufferSettings(AlgorithmSettings):
+    """What the buffered-transfer family shares: the fast tile's rate, the transfer rate and
+    period, and how the buffer writes C."""
+
+    fast_lr: float = Field(0.1, gt=0, description="learning rate of the fast tile A (absolute)")
+    transfer_lr: float = Field(1.0, ge=0, description="rate of the read into the buffer, times "
+                               "the SGD lr")
+    transfer_every: float = Field(1.0, gt=0, description="updates between transfers (see "
+                                  "units_in_mbatch)")
+    forget_buffer: bool = Field(True, description="after a write, H <- momentum H (True) or "
+                                "H <- H - (1 - momentum) n thr (False)")
+    desired_bl: int = Field(1, ge=1, le=10_000, description="most pulses written per cell and "
+                            "transfer (aihwkit transfer_update.desired_bl)")
+    granularity: float | None = Field(
+        None, gt=0, description="weight change of one pulse (weight units; aihwkit's weight "
+        "granularity, the device's dw_min); None: from the run's device")
+
+    def pulse_size(self, run: RunSettings) -> float:
+        """The buffer's pulse size: the algorithm's own, else the run's device's, else the
+        default device's."""
+        return self.granularity or run.granularity or DEFAULT_GRANULARITY
 
 
-
-class Ttv2Config(AlgorithmSettings):
+class Ttv2Config(_BufferSettings):
     """Tiki-Taka v2 (aihwkit ``BufferedTransferCompound``): A, a digital buffer H, C.
 
     Gradients go to A at ``fast_lr`` (absolute). Every ``transfer_every`` updates (mini-batches
@@ -52,33 +64,22 @@ class Ttv2Config(AlgorithmSettings):
 
     name: Literal["ttv2"] = "ttv2"
     gamma: float = Field(0.0, ge=0, description="weight of the fast tile in W = gamma A + C")
-    fast_lr: float = _FAST_LR
-    transfer_lr: float = _TRANSFER_LR
-    transfer_every: float = Field(1.0, gt=0, description="updates between transfers (see "
-                                  "units_in_mbatch)")
     units_in_mbatch: bool = Field(True, description="transfer_every counts mini-batches "
                                   "(True) or samples (False)")
     n_reads_per_transfer: int = Field(1, ge=1, description="columns of A read per transfer")
     thres_scale: float = Field(1.0, gt=0, description="buffer threshold, in units of granularity")
     momentum: float = Field(0.1, ge=0, le=1, description="fraction of the buffer kept after a write")
-    forget_buffer: bool = _FORGET_BUFFER
-    desired_bl: int = _DESIRED_BL
-    granularity: float | None = _GRANULARITY
 
     def build(self, rows: int, cols: int, open_analog: TileFactory, run: RunSettings
               ) -> WeightArray:
         return BufferedTransfer(open_analog(rows, cols), open_analog(rows, cols), self,
-                                _granularity(self, run), run.seed)
+                                self.pulse_size(run), run.seed)
 
 
-class _ChopperBufferConfig(AlgorithmSettings):
-    """The settings c-TTv2 and AGAD share: the fast tile's rates, the transfer period and the
-    digital buffer in threshold units (see :class:`ChoppedTtv2Config`)."""
+class _ChopperBufferConfig(_BufferSettings):
+    """The settings c-TTv2 and AGAD share: the buffer in threshold units (see
+    :class:`ChoppedTtv2Config`)."""
 
-    fast_lr: float = _FAST_LR
-    transfer_lr: float = _TRANSFER_LR
-    transfer_every: float = Field(1.0, gt=0, description="updates between transfers (see "
-                                  "units_in_mbatch)")
     units_in_mbatch: bool = Field(False, description="transfer_every counts mini-batches "
                                   "(True) or samples (False)")
     buffer_granularity: float = Field(1.0, gt=0, description="buffer threshold, in units of "
@@ -86,9 +87,6 @@ class _ChopperBufferConfig(AlgorithmSettings):
     auto_granularity: float = Field(0.0, ge=0, description="if > 0, scale the threshold by "
                                     "auto_granularity / (cols transfer_every), e.g. 1000")
     momentum: float = Field(0.0, ge=0, le=1, description="fraction of the buffer kept after a write")
-    forget_buffer: bool = _FORGET_BUFFER
-    desired_bl: int = _DESIRED_BL
-    granularity: float | None = _GRANULARITY
 
 
 class ChoppedTtv2Config(_ChopperBufferConfig):
@@ -117,7 +115,7 @@ class ChoppedTtv2Config(_ChopperBufferConfig):
     def build(self, rows: int, cols: int, open_analog: TileFactory, run: RunSettings
               ) -> WeightArray:
         return ChoppedTransfer(open_analog(rows, cols), open_analog(rows, cols), self,
-                               _granularity(self, run), run.seed)
+                               self.pulse_size(run), run.seed)
 
 
 class AgadConfig(_ChopperBufferConfig):
@@ -143,12 +141,7 @@ class AgadConfig(_ChopperBufferConfig):
     def build(self, rows: int, cols: int, open_analog: TileFactory, run: RunSettings
               ) -> WeightArray:
         return DynamicTransfer(open_analog(rows, cols), open_analog(rows, cols), self,
-                               _granularity(self, run), run.seed)
-
-
-def _granularity(config: Ttv2Config | ChoppedTtv2Config | AgadConfig, run: RunSettings) -> float:
-    """The buffer's pulse size: the algorithm's own, else the run's device's, else the default."""
-    return config.granularity or run.granularity or DEFAULT_GRANULARITY
+                               self.pulse_size(run), run.seed)
 
 
 class BufferedTransfer:

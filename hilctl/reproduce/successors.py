@@ -1,5 +1,7 @@
 """Tiki-Taka's successors on least squares (experiment ``successors``): TTv2, c-TTv2, AGAD and
-residual learning against Tiki-Taka v1, digital SGD and Analog SGD on issue 3's problem."""
+residual learning against Tiki-Taka v1, digital SGD and Analog SGD on streaming least squares
+(hilctl's ``least-squares`` task: an 8x16 ``W*`` learned from ``y = W* x + eps`` on soft bounds
+``+-tau``)."""
 
 from __future__ import annotations
 
@@ -18,11 +20,12 @@ from hilctl.reproduce.core import (
     fmt,
 )
 
-#: The successors' settings under which they converge on the issue-3 problem in 4000 steps (see
-#: tests/test_algorithms_tt.py): aihwkit's desired_bl = 1 lets a cell of C move one pulse per
-#: read of its column, too slow for |W*| up to 0.9 tau; c-TTv2's random choppers at the default
-#: in_chop_prob 0.1 flip A's content into the buffer with the wrong sign too often; residual
-#: learning needs zero-shifted tiles (symmetric-point reference) and uses the authors' gamma 0.4.
+#: The successors' settings under which they converge on this least-squares problem in 4000
+#: steps (see tests/test_algorithms_tt.py): aihwkit's desired_bl = 1 lets a cell of C move one
+#: pulse per read of its column, too slow for |W*| up to 0.9 tau; c-TTv2's random choppers at
+#: the default in_chop_prob 0.1 flip A's content into the buffer with the wrong sign too often;
+#: residual learning needs zero-shifted tiles (symmetric-point reference) and uses the authors'
+#: gamma 0.4.
 SUCCESSOR_SETTINGS: dict[str, dict[str, Any]] = {
     "digital-sgd": {},
     "analog-sgd": {},
@@ -43,8 +46,9 @@ SUCCESSORS_ANALOG_FACTOR = 5.0
 
 
 def successors_config(algorithm: str, tau: float, seed: int, steps: int = 4000) -> Any:
-    """The issue-3 least-squares run (8x16, lr 0.02, sigma 0.1, soft bounds +-tau, dw_min 0.001,
-    no device variations, perfect periphery) of ``algorithm`` with its settings above."""
+    """The least-squares run of this experiment (8x16, lr 0.02, sigma 0.1, soft bounds +-tau,
+    dw_min 0.001, no device variations, perfect periphery) of ``algorithm`` with its settings
+    above."""
     from hilctl.config import no_variation
     from hilctl.train_config import resolve_train_config
 
@@ -125,5 +129,6 @@ def plot_successors(res: ExperimentResult, path: Path) -> None:
 
 ALL = (Experiment(
     "successors", "Tiki-Taka's successors (TTv2, c-TTv2, AGAD, residual) on least squares",
-    "issue 3's least-squares problem; aihwkit's compounds; Wu et al. 2025 (residual)",
+    "hilctl's least-squares task (8x16, soft bounds +-tau); aihwkit's compounds; "
+    "Wu et al. 2025 (residual)",
     run_successors, plot_successors),)

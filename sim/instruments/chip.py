@@ -31,17 +31,23 @@ from sim.tile import EmulatedTile
 Cells = tuple[NDArray[np.intp], NDArray[np.intp]]  # (rows, cols) index arrays of equal length
 
 
-class ChipConfig(StrictModel):
+class ConductanceSettings(StrictModel):
+    """How the chip's device weights appear as conductances and currents, and which pulses
+    move a cell (a simulated station file's ``[conductance]``)."""
+
+    g_ref: float = Field(50e-6, gt=0, description="conductance at weight 0 (S)")
+    g_scale: float = Field(50e-6, gt=0, description="conductance per unit weight (S)")
+    read_noise: float = Field(1e-9, ge=0, description="std of the read current noise (A)")
+    set_threshold: float = Field(0.8, gt=0, description="smallest |amplitude| that moves a cell (V)")
+    min_width: float = Field(10e-9, gt=0, description="shortest pulse that moves a cell (s)")
+
+
+class ChipConfig(ConductanceSettings):
     """An emulated chip: geometry, device model and the weight-to-conductance mapping."""
 
     rows: int = Field(8, ge=1, le=4096)
     cols: int = Field(8, ge=1, le=4096)
     device: DeviceConfig = Field(default_factory=SoftBoundsConfig)
-    g_ref: float = Field(50e-6, gt=0, description="conductance at weight 0 (S)")
-    g_scale: float = Field(50e-6, gt=0, description="conductance per unit weight (S)")
-    set_threshold: float = Field(0.8, gt=0, description="smallest |amplitude| that moves a cell (V)")
-    min_width: float = Field(10e-9, gt=0, description="shortest pulse that moves a cell (s)")
-    read_noise: float = Field(1e-9, ge=0, description="std of the read current noise (A)")
     seed: int = Field(0, ge=0)
 
 

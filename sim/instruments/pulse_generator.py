@@ -51,7 +51,7 @@ from sim.instruments.scpi_server import (
     number_arg,
 )
 
-__all__ = ["IDN", "FiredBurst", "PulseGeneratorSim"]
+__all__ = ["IDN", "FiredBurst", "SimulatedPulseGenerator"]
 
 IDN = "Keysight Technologies,33522B,SIM0001,hilctl-sim"
 
@@ -75,7 +75,7 @@ class FiredBurst:
     width: float
 
 
-class PulseGeneratorSim(ScpiServer):
+class SimulatedPulseGenerator(ScpiServer):
     """A 33500B-class generator on 127.0.0.1; its pulses reach ``chip.routing.pulse_cell``."""
 
     def __init__(self, chip: EmulatedChip, *, port: int = 0, faults: Faults | None = None) -> None:

@@ -36,7 +36,7 @@ from sim.instruments.scpi_server import (
     format_reading,
 )
 
-__all__ = ["IDN", "SmuSim"]
+__all__ = ["IDN", "SimulatedSmu"]
 
 IDN = "KEITHLEY INSTRUMENTS,MODEL 2450,SIM0002,hilctl-sim"
 
@@ -45,7 +45,7 @@ VOLT_RANGE = (-210.0, 210.0)
 NPLC_RANGE = (0.01, 10.0)
 
 
-class SmuSim(ScpiServer):
+class SimulatedSmu(ScpiServer):
     """A 2450-class SMU on 127.0.0.1 that reads ``chip.routing.smu_cell``."""
 
     def __init__(self, chip: EmulatedChip, *, port: int = 0, faults: Faults | None = None) -> None:

@@ -14,8 +14,8 @@ from hilctl.training import train
 from protocols.station import StationConfig
 from sim.instruments.board import SimulatedBoard
 from sim.instruments.chip import ChipConfig, EmulatedChip
-from sim.instruments.pulse_generator import PulseGeneratorSim
-from sim.instruments.smu import SmuSim
+from sim.instruments.pulse_generator import SimulatedPulseGenerator
+from sim.instruments.smu import SimulatedSmu
 
 DEVICE = {**no_variation("soft-bounds"), "dw_min": 0.01, "tau": 1.0}
 TASK = {"out": 4, "in": 8, "steps": 400, "lr": 0.05, "sigma": 0.1, "eval_window": 100,
@@ -66,7 +66,7 @@ def instrument_station():
     routed to its cell by the board (pyserial over a pty)."""
     chip = EmulatedChip(ChipConfig(rows=4, cols=8, read_noise=1e-10,
                                    device=device_config("soft-bounds", **DEVICE)))
-    with SimulatedBoard(chip) as board, PulseGeneratorSim(chip) as generator, SmuSim(chip) as smu:
+    with SimulatedBoard(chip) as board, SimulatedPulseGenerator(chip) as generator, SimulatedSmu(chip) as smu:
         config = StationConfig.model_validate({
             "board": {"port": board.port, "timeout": 0.2},
             "pulse_generator": {"resource": generator.resource},

@@ -17,8 +17,8 @@ from drivers.scpi import InstrumentError, PulseUncertainError
 from drivers.smu import MIN_COMPLIANCE, Smu
 from protocols.station import StationLimits
 from sim.instruments.chip import ChipConfig, EmulatedChip
-from sim.instruments.pulse_generator import PulseGeneratorSim
-from sim.instruments.smu import SmuSim
+from sim.instruments.pulse_generator import SimulatedPulseGenerator
+from sim.instruments.smu import SimulatedSmu
 
 LIMITS = StationLimits(max_pulse_amplitude=3.0, min_pulse_width=20e-9, max_pulse_width=1e-3,
                        max_read_voltage=0.5, max_compliance=1e-3, max_burst_count=1000)
@@ -32,14 +32,14 @@ def chip() -> EmulatedChip:
 
 @pytest.fixture
 def pg_sim(chip):
-    with PulseGeneratorSim(chip) as sim:
+    with SimulatedPulseGenerator(chip) as sim:
         yield sim
     assert not sim.alive_threads()
 
 
 @pytest.fixture
 def smu_sim(chip):
-    with SmuSim(chip) as sim:
+    with SimulatedSmu(chip) as sim:
         yield sim
     assert not sim.alive_threads()
 
@@ -64,7 +64,7 @@ def smu(smu_sim):
 
 
 def test_server_binds_loopback_only_and_stops_cleanly(chip):
-    sim = PulseGeneratorSim(chip).start()
+    sim = SimulatedPulseGenerator(chip).start()
     host, port = sim.address
     assert host == "127.0.0.1" and port > 0
     inst = PulseGenerator(sim.resource, LIMITS, **FAST)
@@ -92,7 +92,7 @@ def test_wrong_model_is_a_clear_error(smu_sim):
 
 
 def test_nothing_listening_is_a_clear_error(chip):
-    sim = PulseGeneratorSim(chip).start()
+    sim = SimulatedPulseGenerator(chip).start()
     resource = sim.resource
     sim.stop()
     inst = PulseGenerator(resource, LIMITS, **{**FAST, "retries": 0})
@@ -231,7 +231,7 @@ def test_limits_validate_themselves():
 @pytest.fixture(scope="module")
 def rig():
     chip = EmulatedChip(ChipConfig(rows=2, cols=2))
-    with PulseGeneratorSim(chip) as pgs, SmuSim(chip) as ss:
+    with SimulatedPulseGenerator(chip) as pgs, SimulatedSmu(chip) as ss:
         pg = PulseGenerator(pgs.resource, LIMITS, **FAST)
         smu = Smu(ss.resource, LIMITS, **FAST)
         pg.connect()

@@ -1,4 +1,4 @@
-"""Device models against their equations (DESIGN.md section 4, aihwkit 1.1.0 semantics).
+"""Device models against their equations (docs/emulator.md, section 2; aihwkit 1.1.0 semantics).
 
 Steps are checked twice: ``device.step_up/step_down`` against the formula written out here, and
 the actual change of a float64 tile after one pulse with ``dw_min_std = 0``. Device-to-device

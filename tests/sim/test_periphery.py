@@ -1,4 +1,4 @@
-"""Read periphery (DESIGN.md section 6, aihwkit 1.1.0 IOParameters)."""
+"""Read periphery (docs/emulator.md, section 6; aihwkit 1.1.0 IOParameters)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """n same-sign pulses at once (closed form) against pulse by pulse (the definition).
 
-DESIGN.md section 5: the closed form may be used only if it matches pulse-by-pulse application
+docs/emulator.md, section 4: the closed form may be used only if it matches pulse-by-pulse application
 in distribution, noise included. Both are run on identical devices (variations off, so every
 cell is an independent sample of the same cell) and the means and stds over 20k cells are
 compared with ``sim_helpers.assert_same_distribution`` (K_SIGMA combined standard errors).
@@ -94,7 +94,7 @@ def test_apply_signed_splits_directions() -> None:
     assert weights[0, 1] == 0 and weights[1, 0] == 0
 
 
-# -- accumulated rounding over many pulses (DESIGN.md section 5, soft bounds) -----------------
+# -- accumulated rounding over many pulses (docs/emulator.md, section 4.4; soft bounds) -------
 
 N_PULSES = 300
 TARGET = 1 - 0.99**N_PULSES  # soft bounds, dw 0.01, bounds +-1, from 0: distance shrinks by 0.99

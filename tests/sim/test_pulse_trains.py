@@ -1,4 +1,4 @@
-"""Stochastic pulse trains (DESIGN.md section 5, aihwkit 1.1.0's UM/BL management)."""
+"""Stochastic pulse trains (docs/emulator.md, section 3; aihwkit 1.1.0's UM/BL management)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Pulsed update W <- W - lr d x^T (DESIGN.md section 5): its mean, and mini-batch aggregation."""
+"""Pulsed update W <- W - lr d x^T (docs/emulator.md, section 3): its mean, and mini-batch aggregation."""
 
 from __future__ import annotations
 
@@ -60,8 +60,8 @@ def test_saturated_update_is_truncated_like_aihwkit() -> None:
     """k = lr max|x| max|d| / dw > desired_bl: the x train peaks at probability 1 and the mean
     update is BL * DW * p_d * p_x (aihwkit's clipped d), smaller than -lr d x^T.
 
-    Expected per cell: DW * 31 * min(1, A|d_i|) * min(1, B|x_j|) with A, B from DESIGN.md
-    section 5 / aihwkit's UM (d_max shrunk by 31/k). Each cell is compared within K_SIGMA of its
+    Expected per cell: DW * 31 * min(1, A|d_i|) * min(1, B|x_j|) with A, B from docs/emulator.md,
+    section 3.1 / aihwkit's UM (d_max shrunk by 31/k). Each cell is compared within K_SIGMA of its
     binomial SE: Var(n_ij) = 31 p q (1 - p q) per sample.
     """
     lr, samples = 0.5, 20_000

@@ -53,10 +53,10 @@ from protocols.station import (
     WriteSection,
 )
 from sim.instruments.board import FaultConfig, SimulatedBoard
-from sim.instruments.chip import ChipConfig, EmulatedChip
-from sim.instruments.pulse_generator import PulseGeneratorSim
+from sim.instruments.chip import ChipConfig, ConductanceSettings, EmulatedChip
+from sim.instruments.pulse_generator import SimulatedPulseGenerator
 from sim.instruments.scpi_server import Faults
-from sim.instruments.smu import SmuSim
+from sim.instruments.smu import SimulatedSmu
 
 __all__ = ["SimStationSpec", "SimulatedStation", "dump_toml", "load_sim_station"]
 
@@ -66,16 +66,6 @@ class SimChipSection(StrictModel):
     rows: int = Field(8, ge=1, le=4096)
     cols: int = Field(8, ge=1, le=4096)
     seed: int = Field(0, ge=0)
-
-
-class ConductanceSection(StrictModel):
-    """How the chip's device weights appear as conductances and currents."""
-
-    g_ref: float = Field(50e-6, gt=0, description="conductance at weight 0 (S)")
-    g_scale: float = Field(50e-6, gt=0, description="conductance per unit weight (S)")
-    read_noise: float = Field(1e-9, ge=0, description="std of the read current (A)")
-    set_threshold: float = Field(0.8, gt=0, description="smallest |amplitude| that moves a cell (V)")
-    min_width: float = Field(10e-9, gt=0, description="shortest pulse that moves a cell (s)")
 
 
 class FaultsSection(StrictModel):
@@ -95,7 +85,7 @@ class SimStationSpec(StrictModel):
 
     chip: SimChipSection = Field(default_factory=SimChipSection)
     device: DeviceConfig = Field(default_factory=SoftBoundsConfig)
-    conductance: ConductanceSection = Field(default_factory=ConductanceSection)
+    conductance: ConductanceSettings = Field(default_factory=ConductanceSettings)
     faults: FaultsSection = Field(default_factory=FaultsSection)
     board: BoardSettings = Field(default_factory=BoardSettings)
     pulse_generator: InstrumentSettings = Field(default_factory=InstrumentSettings)
@@ -150,7 +140,7 @@ class SimulatedStation:
     """The instruments of a :class:`SimStationSpec`, running in this process.
 
     :meth:`start` creates one :class:`EmulatedChip`, a :class:`SimulatedBoard` on a pty, a
-    :class:`PulseGeneratorSim` and an :class:`SmuSim` on 127.0.0.1 ephemeral ports;
+    :class:`SimulatedPulseGenerator` and an :class:`SimulatedSmu` on 127.0.0.1 ephemeral ports;
     :attr:`station` is then the resolved :class:`StationConfig`. :meth:`stop` stops them all
     (threads joined, pty and sockets closed). Use it as a context manager.
     """
@@ -159,8 +149,8 @@ class SimulatedStation:
         self.spec = spec.check()
         self.chip: EmulatedChip | None = None
         self.board: SimulatedBoard | None = None
-        self.pulse_generator: PulseGeneratorSim | None = None
-        self.smu: SmuSim | None = None
+        self.pulse_generator: SimulatedPulseGenerator | None = None
+        self.smu: SimulatedSmu | None = None
         self._station: StationConfig | None = None
 
     @classmethod
@@ -173,20 +163,18 @@ class SimulatedStation:
         if self.chip is not None:
             raise RuntimeError("simulated station already started")
         spec = self.spec
-        g = spec.conductance
         self.chip = EmulatedChip(ChipConfig(
-            rows=spec.chip.rows, cols=spec.chip.cols, device=spec.device, g_ref=g.g_ref,
-            g_scale=g.g_scale, set_threshold=g.set_threshold, min_width=g.min_width,
-            read_noise=g.read_noise, seed=spec.chip.seed))
+            **spec.conductance.model_dump(), rows=spec.chip.rows, cols=spec.chip.cols,
+            device=spec.device, seed=spec.chip.seed))
         f = spec.faults
         board_faults = FaultConfig(drop_in=f.board_drop, drop_out=f.board_drop,
                                    corrupt_in=f.board_corrupt, corrupt_out=f.board_corrupt,
                                    delay=f.board_delay, seed=f.seed)
         try:
             self.board = SimulatedBoard(self.chip, fault=board_faults).start()
-            self.pulse_generator = PulseGeneratorSim(
+            self.pulse_generator = SimulatedPulseGenerator(
                 self.chip, faults=Faults(reply_delay=f.scpi_reply_delay, seed=f.seed)).start()
-            self.smu = SmuSim(self.chip, faults=Faults(reply_delay=f.scpi_reply_delay,
+            self.smu = SimulatedSmu(self.chip, faults=Faults(reply_delay=f.scpi_reply_delay,
                                                        seed=f.seed + 1)).start()
             assert self.board.port is not None
             self._station = StationConfig.model_validate(spec.station_values(
