@@ -291,9 +291,9 @@ def test_conv_update_is_minus_lr_times_the_sum_over_patches_of_d_x_transpose():
 
 def test_mnist_cnn_config_defaults_follow_the_paper():
     cfg = MnistCnnConfig()
-    assert (cfg.batch, cfg.lr, cfg.channels, cfg.hidden, cfg.kernel_size) == (8, 0.05, (16, 32), 128, 5)
+    assert (cfg.batch, cfg.lr, cfg.channels, cfg.hidden, cfg.kernel_size) == (8, 0.05, [16, 32], 128, 5)
     config = resolve_train_config(task="mnist-cnn", overrides={"task": {"channels": [4, 8]}})
-    assert config.task.channels == (4, 8)
+    assert config.task.channels == [4, 8]
 
 
 def cnn_config(algorithm: str, **task):

@@ -74,8 +74,9 @@ class MnistCnnConfig(ClassifierSettings):
 
     name: Literal["mnist-cnn"] = "mnist-cnn"
     batch: int = Field(8, ge=1)
-    channels: tuple[Annotated[int, Field(ge=1)], Annotated[int, Field(ge=1)]] = Field(
-        (16, 32), description="output channels of the two convolutions")
+    channels: list[Annotated[int, Field(ge=1)]] = Field(
+        default_factory=lambda: [16, 32], min_length=2, max_length=2,
+        description="output channels of the two convolutions")
     kernel_size: int = Field(5, ge=1, le=9, description="side of the square kernels (28x28 input)")
     hidden: int = Field(128, ge=1, description="width of the fully connected hidden layer")
 

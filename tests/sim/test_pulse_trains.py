@@ -18,7 +18,7 @@ G = 0.001  # granularity
 def _reference(x: np.ndarray, d: np.ndarray, lr: float, cfg: UpdateConfig):
     """The formulas written out for one sample (aihwkit's rpu_weight_updater semantics)."""
     xm, dm = np.abs(x).max(), np.abs(d).max()
-    k = lr * xm * dm / G
+    k = (lr / G) * xm * dm  # in the code's order: the two orders differ where x d underflows
     if k == 0:
         return np.zeros_like(x), np.zeros_like(d), 0
     bl = min(int(np.ceil(k)), cfg.desired_bl) if cfg.update_bl_management else cfg.desired_bl
