@@ -9,9 +9,9 @@ from typing import Any, ClassVar
 from drivers.bench import Bench
 from drivers.lab_tile import LabTile
 from drivers.station import load_station, region
-from hilctl.backends import Backend, BackendOption
+from hilctl.backends import Backend, BackendOption, ChipFacts
 from hilctl.config import TileConfig
-from hilctl.errors import BackendError, ConfigError
+from hilctl.errors import BackendError, BenchError, ConfigError
 from hilctl.tile import Tile
 from protocols.station import StationConfig
 
@@ -28,6 +28,8 @@ class LabBackend(Backend):
 
     name: ClassVar[str] = "lab"
     title: ClassVar[str] = "lab bench"
+    physical: ClassVar[bool] = True
+    chip_source: ClassVar[str] = "the station file"
     options: ClassVar[tuple[BackendOption, ...]] = (
         BackendOption("station", "FILE.toml",
                       f"station file of the bench; needed by --backend lab and only by it "
@@ -55,9 +57,41 @@ class LabBackend(Backend):
             options["tile"] = tile
         return options
 
+    def chip(self, options: Mapping[str, Any]) -> ChipFacts:
+        """The weight range and pulse size of the station's mapping."""
+        mapping = _station(options).mapping
+        w_min, w_max = mapping.weight_range()
+        return ChipFacts(w_min=w_min, w_max=w_max, dw_min=mapping.dw_min)
+
+    def describe(self, options: Mapping[str, Any]) -> dict[str, Any]:
+        """The station file's path and its resolved content (as validated, defaults filled in),
+        and the tile region asked for."""
+        return {**{key: str(value) for key, value in options.items()},
+                "resolved_station": _station(options).model_dump(mode="json")}
+
+    def report(self) -> dict[str, Any]:
+        """Each instrument's identity and link counters (retries, timeouts, reconnects) and the
+        chip region of each tile, for the bench (or benches) this backend opened."""
+        reports = [bench.report() for bench in self._benches.values()]
+        return reports[0] if len(reports) == 1 else {"benches": reports} if reports else {}
+
+    def report_lines(self, report: Mapping[str, Any]) -> list[str]:
+        lines = []
+        for bench in report.get("benches", [report] if report else []):
+            tiles = ", ".join(f"{t['name']} (rows {t['row']}..{t['row'] + t['rows'] - 1}, cols "
+                              f"{t['col']}..{t['col'] + t['cols'] - 1})" for t in bench["tiles"])
+            lines.append(f"tiles     {tiles or 'none opened'}")
+            for name, instrument in bench["instruments"].items():
+                link = instrument["link"]
+                trouble = ", ".join(f"{link[key]} {key}" for key in ("retries", "timeouts",
+                                                                      "reconnects") if link[key])
+                lines.append(f"{name:<9} {instrument['identity']} at {instrument['address']}: "
+                             f"{trouble or 'no retries, timeouts or reconnects'}")
+        return lines
+
     def tile_shape(self, options: Mapping[str, Any]) -> tuple[int, int]:
         """The size of the tile region ``tile`` (else the station's first)."""
-        chosen = region(load_station(options["station"]), options.get("tile", 0))
+        chosen = region(_station(options), options.get("tile", 0))
         return chosen.rows, chosen.cols
 
     def bench(self, station: str | Path | StationConfig) -> Bench:
@@ -83,12 +117,25 @@ class LabBackend(Backend):
         return LabTile(chosen, bench.access, bench.station.mapping, config.update, seed=config.seed)
 
     def close(self) -> None:
-        """Close every bench this backend opened."""
+        """Put every bench this backend opened in its safe state and close it (each attempted);
+        a :class:`~hilctl.errors.BenchError` names what could not be made safe."""
         benches, self._benches = list(self._benches.values()), {}
+        unsafe = []
         for bench in benches:
-            bench.close()
+            try:
+                bench.close()
+            except BenchError as exc:
+                unsafe.append(str(exc))
+        if unsafe:
+            raise BenchError("; ".join(unsafe))
 
     def tile_label(self, tile: Tile, config: TileConfig, options: Mapping[str, Any]) -> str:
         """The tile region and the station: the chip's cells, whatever the device config says."""
         assert isinstance(tile, LabTile)
         return f"tile {tile.region.name} of station {options['station']}"
+
+
+def _station(options: Mapping[str, Any]) -> StationConfig:
+    """The station of the options: a config given in code, or a file on the command line."""
+    station = options["station"]
+    return station if isinstance(station, StationConfig) else load_station(station)

@@ -11,7 +11,9 @@ The board selects a cell (``select``) and routes the pulse generator's or the SM
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -19,13 +21,15 @@ from numpy.typing import NDArray
 from drivers.board import BoardClient
 from drivers.limits import check
 from drivers.pulse_generator import PulseGenerator
+from drivers.scpi import PulseUncertainError
 from drivers.smu import Smu
 from drivers.station import region
-from hilctl.errors import ConfigError
+from hilctl.errors import BenchError, ConfigError
 from protocols.board import DEFAULT_MAX_PAYLOAD, Capability, ReadMode
 from protocols.station import StationConfig, TileRegion
 
 Index = NDArray[np.intp]
+log = logging.getLogger("hilctl.bench")
 
 
 class StationAccess:
@@ -121,7 +125,12 @@ class StationAccess:
 
 
 class Bench:
-    """The instruments of one station, opened once and shared by its tiles."""
+    """The instruments of one station, opened once and shared by its tiles.
+
+    Opening connects what the station names and puts every instrument in its safe state before
+    anything else (:meth:`safe_state`); :meth:`close` puts them in it again, then closes the
+    connections.
+    """
 
     def __init__(self, station: StationConfig) -> None:
         self.station = station
@@ -130,14 +139,17 @@ class Bench:
                               "the station needs a [board]")
         section = station.board
         self.board = BoardClient(section.port, timeout=section.timeout, retries=section.retries,
-                                 baudrate=section.baudrate)
-        info = self.board.identify()
-        if (info.rows, info.cols) != (station.chip.rows, station.chip.cols):
-            self.board.close()
-            raise ConfigError(f"chip: the station says {station.chip.rows} x {station.chip.cols} "
-                              f"but the board on {section.port} reports {info.rows} x {info.cols}")
-        self.generator = self.smu = None
+                                 baudrate=section.baudrate, limits=station.limits)
+        self.generator: PulseGenerator | None = None
+        self.smu: Smu | None = None
+        self.regions: list[TileRegion] = []  # the regions tiles took, in order
+        self._next_region = 0  # the next region a tile that names none takes
         try:
+            info = self.board.identify()
+            if (info.rows, info.cols) != (station.chip.rows, station.chip.cols):
+                raise ConfigError(f"chip: the station says {station.chip.rows} x "
+                                  f"{station.chip.cols} but the board on {section.port} reports "
+                                  f"{info.rows} x {info.cols}")
             if station.write.via == "pulse-generator":
                 assert station.pulse_generator is not None
                 self.generator = PulseGenerator(station.pulse_generator.resource, station.limits,
@@ -148,18 +160,59 @@ class Bench:
                 self.smu = Smu(station.smu.resource, station.limits,
                                timeout_ms=int(1000 * station.smu.timeout))
                 self.smu.connect()
+            failures = self.safe_state()
+            if failures:
+                raise BenchError("the bench could not be put in its safe state when it was "
+                                 f"opened: {'; '.join(failures)}")
             self.access = StationAccess(station, self.board, self.generator, self.smu)
-        except Exception:
+        except BaseException:
             self.close()
             raise
-        self._next_region = 0
+
+    def instruments(self) -> dict[str, BoardClient | PulseGenerator | Smu]:
+        """The open instruments by station section name."""
+        found: dict[str, BoardClient | PulseGenerator | Smu] = {"board": self.board}
+        if self.generator is not None:
+            found["pulse_generator"] = self.generator
+        if self.smu is not None:
+            found["smu"] = self.smu
+        return found
+
+    def safe_state(self) -> list[str]:
+        """Put every instrument in its safe state: the SMU's output off at 0 V, the pulse
+        generator's output off and its bus trigger disarmed, the board reset to idle (nothing
+        selected, no line routed). Each is attempted even when another fails; each outcome is
+        logged. Returns what failed (empty when all are safe)."""
+        steps = [(name, instrument.safe_state) for name, instrument in
+                 (("smu", self.smu), ("pulse_generator", self.generator)) if instrument is not None]
+        steps.append(("board", self.board.reset))
+        failures = []
+        for name, make_safe in steps:
+            try:
+                make_safe()
+            except PulseUncertainError as exc:  # safe now; an earlier trigger's pulses unknown
+                log.warning("%s: in its safe state, but %s", name, exc)
+            except Exception as exc:  # every instrument gets its turn, whatever the others do
+                log.error("%s: could not be put in its safe state: %s", name, exc)
+                failures.append(f"{name}: {exc}")
+            else:
+                log.info("%s: in its safe state", name)
+        return failures
 
     def close(self) -> None:
-        """Close every connection of this bench."""
-        for instrument in (self.generator, self.smu):
+        """Put the instruments in their safe state, then close every connection (each
+        attempted). Raises :class:`~hilctl.errors.BenchError` if the safe state failed: the
+        chip may still see a voltage."""
+        failures = self.safe_state()
+        for instrument in (self.generator, self.smu, self.board):
             if instrument is not None:
-                instrument.close()
-        self.board.close()
+                try:
+                    instrument.close()
+                except Exception as exc:  # closing must reach every connection
+                    log.error("closing %s failed: %s", instrument, exc)
+        if failures:
+            raise BenchError(f"the bench is NOT in its safe state; check the instruments by hand: "
+                             f"{'; '.join(failures)}")
 
     def take_region(self, rows: int, cols: int, name: str | int | None = None) -> TileRegion:
         """The named region, or the next free one; a tile of ``rows x cols`` must fit in it and
@@ -176,4 +229,22 @@ class Bench:
             pairs = " (differential pairs: two cells per weight)" if width > cols else ""
             raise ConfigError(f"tiles.{chosen.name}: a {rows} x {cols} tile{pairs} does not fit "
                               f"the {chosen.rows} x {chosen.cols} region")
-        return chosen.model_copy(update={"rows": rows, "cols": cols})
+        taken = chosen.model_copy(update={"rows": rows, "cols": cols})
+        self.regions.append(taken)
+        return taken
+
+    def report(self) -> dict[str, Any]:
+        """What a run records of the bench: each instrument's identity and link counters, and
+        the chip region of each tile."""
+        instruments: dict[str, Any] = {}
+        for name, instrument in self.instruments().items():
+            if isinstance(instrument, BoardClient):
+                info = instrument.info
+                identity = f"{info.firmware} ({info.rows} x {info.cols} chip)"
+                address = instrument.port
+            else:
+                identity, address = instrument.idn or "", instrument.resource_name
+            instruments[name] = {"address": address, "identity": identity,
+                                 "link": instrument.link_stats()}
+        return {"instruments": instruments,
+                "tiles": [t.model_dump() for t in self.regions]}

@@ -1,13 +1,38 @@
 """Client of the crossbar controller board over a serial line (pyserial).
 
-Every request gets a fresh sequence number from :class:`~protocols.board.SequenceCounter`. The
-client then waits up to ``timeout`` seconds for the reply carrying that number. On a timeout, an
-undecodable reply, a reply of the wrong type, or a transient NACK (``bad_crc``, ``bad_frame``,
-``busy``) it sends the *identical* frame again, with the *same* sequence number, up to ``retries``
-more times. The board answers a repeated number from its reply cache without executing the
-request again, so a pulse is applied exactly once however many frames are lost on the way
-(``protocols/BOARD.md``, "Idempotent retry"). Replies with another sequence number (late
-duplicates of earlier retries) are discarded.
+Guarantees:
+
+- Limits at the wire. A client made with ``limits=`` (the station's
+  :class:`~protocols.station.StationLimits`) checks every request right before it is encoded --
+  ``pulse``, ``pulse_masks``, ``read``, ``read_cell`` and a raw :meth:`BoardClient.request`
+  alike: pulse amplitude (the magnitude, > 0), width and count, and the read voltage. The wire
+  carries float32, so the convenience methods first compare the requested float64 value exactly
+  with the limits (one float64 ulp beyond is refused, exactly at the limit passes) and then send
+  the float32 nearest to it on the safe side (:func:`drivers.limits.float32_within`: a width of
+  exactly ``max_pulse_width`` = 1e-3 s goes out as 0.00099999993 s, not 0.0010000000475 s);
+  :meth:`BoardClient.request` compares the float32 values the frame carries. A refusal raises
+  :class:`~drivers.limits.LimitError` and sends nothing. A client without limits (identifying a
+  station's board, say) may identify, reset, select, route and drain the error queue, and
+  refuses every pulse and read: nothing that sets a level leaves without limits.
+- Replies are checked against their requests. A ``ReadReply`` must have the shape the read asks
+  for -- (1, 1) for a cell, (1, cols) for a row, (rows, 1) for a column, (rows, cols) for the
+  array, with the geometry of the board's ``Identify`` (the client identifies first if it has
+  not) -- and an ``IdentifyReply`` must report at least one row and one column. A mismatch is a
+  :class:`BoardError` naming the port, the command and what was expected and received; it is not
+  retried (the board would answer the same sequence number from its reply cache) and never
+  returned as data.
+- Exactly once. Every request gets a fresh sequence number from
+  :class:`~protocols.board.SequenceCounter`. The client then waits up to ``timeout`` seconds for
+  the reply carrying that number. On a timeout, an undecodable reply, a reply of the wrong type,
+  or a transient NACK (``bad_crc``, ``bad_frame``, ``busy``) it sends the *identical* frame
+  again, with the *same* sequence number, up to ``retries`` more times. The board answers a
+  repeated number from its reply cache without executing the request again, so a pulse is
+  applied exactly once however many frames are lost on the way (``protocols/BOARD.md``,
+  "Idempotent retry"). Replies with another sequence number (late duplicates of earlier
+  retries) are discarded.
+- :meth:`BoardClient.reset` is the board's safe state: selection cleared, every line grounded,
+  routes open, error queue cleared. :meth:`BoardClient.link_stats` gives the counters a run
+  reports.
 
 A definite NACK (out of range, unsupported, bad payload, ...) raises :class:`BoardError`; no
 valid reply after all attempts raises :class:`BoardTimeout`. Both name the port and the command.
@@ -16,6 +41,7 @@ Frames are logged at DEBUG on ``hilctl.instrument.board``.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import secrets
 import time
@@ -26,8 +52,10 @@ import numpy as np
 import serial
 from numpy.typing import NDArray
 
-from hilctl.errors import HilctlError
+from drivers.limits import LimitError, check, float32_within
+from hilctl.errors import BenchError
 from protocols import board as pb
+from protocols.station import StationLimits
 
 __all__ = ["BoardClient", "BoardError", "BoardStats", "BoardTimeout"]
 
@@ -36,9 +64,10 @@ log = logging.getLogger("hilctl.instrument.board")
 #: NACK codes that mean "not executed, send the same frame again".
 _TRANSIENT = frozenset({pb.NackCode.BAD_CRC, pb.NackCode.BAD_FRAME, pb.NackCode.BUSY})
 _BUSY_BACKOFF = 0.005  # s to wait before retrying after NACK busy
+_F32_TINY = float(np.nextafter(np.float32(0), np.float32(1)))  # smallest positive float32 (V)
 
 
-class BoardError(HilctlError):
+class BoardError(BenchError):
     """The board refused a request (NACK), or the link failed. Names the port and the command."""
 
     def __init__(self, message: str, *, port: str, command: str,
@@ -78,16 +107,18 @@ class BoardClient:
     ``timeout`` is the wait per attempt; a request makes at most ``1 + retries`` attempts, so a dead
     board raises :class:`BoardTimeout` after about ``timeout * (1 + retries)`` seconds.
     ``seq_start`` defaults to a random number, so that a restarted host does not reuse the numbers
-    (and identical requests) the board still holds in its reply cache.
+    (and identical requests) the board still holds in its reply cache. ``limits`` are the
+    station's hard limits; without them no pulse or read is sent (module docstring).
     """
 
     def __init__(self, port: str, *, timeout: float = 0.2, retries: int = 20, baudrate: int = 115200,
-                 seq_start: int | None = None) -> None:
+                 seq_start: int | None = None, limits: StationLimits | None = None) -> None:
         if timeout <= 0:
             raise ValueError(f"timeout must be > 0, got {timeout!r}")
         if retries < 0:
             raise ValueError(f"retries must be >= 0, got {retries!r}")
         self.port = port
+        self.limits = limits
         self.timeout = float(timeout)
         self.retries = int(retries)
         self.stats = BoardStats()
@@ -135,6 +166,8 @@ class BoardClient:
         return self._info if self._info is not None else self.identify()
 
     def reset(self) -> None:
+        """The board's safe state: selection cleared, lines grounded, routes open (the pulse
+        generator and the SMU reach no cell), error queue cleared. Needs no limits."""
         self.request(pb.Reset())
 
     def select(self, mode: pb.SelectMode | str, row: int | None = None, col: int | None = None,
@@ -148,8 +181,11 @@ class BoardClient:
 
     def pulse(self, target: TargetLike, polarity: int, count: int = 1, *, amplitude: float,
               width: float) -> None:
-        """``count`` on-board pulses of ``polarity * amplitude`` V on a cell ``(row, col)`` or masks."""
-        self.request(pb.Pulse(polarity, count, amplitude, width, _target(target)))
+        """``count`` on-board pulses of ``polarity * amplitude`` V, ``width`` s, on a cell
+        ``(row, col)`` or masks; ``amplitude`` is the magnitude (> 0). Checked against the
+        limits and rounded to float32 towards safety before anything is sent."""
+        amplitude32, width32, n = self._pulse_values(amplitude, width, count)
+        self.request(pb.Pulse(polarity, n, amplitude32, width32, _target(target)))
 
     def pulse_masks(self, rows: Iterable[int], cols: Iterable[int], polarity: int, count: int = 1, *,
                     amplitude: float, width: float) -> None:
@@ -159,12 +195,21 @@ class BoardClient:
 
     def read(self, mode: pb.ReadMode | str = pb.ReadMode.CELL, row: int | None = None,
              col: int | None = None, voltage: float = 0.1) -> NDArray[np.float64]:
-        """Currents (A) with shape (1, 1), (1, cols), (rows, 1) or (rows, cols)."""
-        reply = self.request(pb.Read(pb.ReadMode(mode), row, col, voltage))
+        """Currents (A) at ``voltage`` (V) with shape (1, 1), (1, cols), (rows, 1) or (rows, cols)
+        (checked against the request and the board's geometry)."""
+        limits = self._require_limits("Read", "read voltage (V)", voltage)
+        try:
+            check(limits, read_voltage=voltage)
+        except LimitError as exc:
+            raise LimitError(exc.quantity, exc.value, exc.limit, where=f"board {self.port}, Read") from None
+        v32 = float32_within(voltage, -limits.max_read_voltage, limits.max_read_voltage,
+                             name="read voltage (V)")
+        reply = self.request(pb.Read(pb.ReadMode(mode), row, col, v32))
         assert isinstance(reply, pb.ReadReply)
         return np.asarray(reply.values, dtype=np.float64).reshape(reply.shape)
 
     def read_cell(self, row: int, col: int, voltage: float = 0.1) -> float:
+        """The current (A) of one cell at ``voltage`` (V)."""
         return float(self.read(pb.ReadMode.CELL, row, col, voltage)[0, 0])
 
     def errors(self) -> list[tuple[int, str]]:
@@ -173,13 +218,91 @@ class BoardClient:
         assert isinstance(reply, pb.ErrorsReply)
         return list(reply.errors)
 
+    def link_stats(self) -> dict[str, int]:
+        """Counters a run can report: ``retries``, ``timeouts``, ``reconnects`` (always 0: a serial
+        link is never reopened), and the other :class:`BoardStats` counters."""
+        return {"retries": self.stats.retries, "timeouts": self.stats.timeouts, "reconnects": 0,
+                **{k: v for k, v in dataclasses.asdict(self.stats).items()
+                   if k not in ("retries", "timeouts")}}
+
+    # -- limits and reply checks ----------------------------------------------------------------
+
+    def _require_limits(self, command: str, quantity: str, value: object) -> StationLimits:
+        if self.limits is None:
+            raise LimitError(quantity, value, "no station limits were given (BoardClient(limits=...)); "
+                             "pulses and reads need them", where=f"board {self.port}, {command}")
+        return self.limits
+
+    def _pulse_values(self, amplitude: float, width: float, count: int) -> tuple[float, float, int]:
+        """The float32 amplitude and width and the count to send, or :class:`LimitError`."""
+        limits = self._require_limits("Pulse", "pulse amplitude (V)", amplitude)
+        where = f"board {self.port}, Pulse"
+        try:
+            check(limits, amplitude=amplitude, width=width, count=count)
+        except LimitError as exc:
+            raise LimitError(exc.quantity, exc.value, exc.limit, where=where) from None
+        if not amplitude > 0:
+            raise LimitError("pulse amplitude (V)", amplitude, "> 0: the magnitude (the sign is polarity)",
+                             where=where)
+        # an amplitude below the smallest positive float32 (1.4e-45 V) goes out as that
+        amplitude32 = float32_within(max(float(amplitude), _F32_TINY), _F32_TINY, limits.max_pulse_amplitude,
+                                     name="pulse amplitude (V)")
+        width32 = float32_within(width, limits.min_pulse_width, limits.max_pulse_width,
+                                 name="pulse width (s)")
+        return amplitude32, width32, int(count)
+
+    def _vet(self, message: pb.Message) -> None:
+        """The last check before the wire: the values the frame carries (float32) within limits."""
+        if isinstance(message, pb.Pulse):
+            limits = self._require_limits("Pulse", "pulse amplitude (V)", message.amplitude)
+            values = {"amplitude": message.amplitude, "width": message.width, "count": message.count}
+        elif isinstance(message, pb.Read):
+            limits = self._require_limits("Read", "read voltage (V)", message.voltage)
+            values = {"read_voltage": message.voltage}
+        else:
+            return
+        try:
+            check(limits, **values)
+        except LimitError as exc:
+            raise LimitError(exc.quantity, exc.value, f"{exc.limit}, compared as the float32 the "
+                             "frame carries", where=f"board {self.port}, {_name(message)}") from None
+
+    def _expected_shape(self, message: pb.Read) -> tuple[int, int]:
+        info = self.info
+        return {pb.ReadMode.CELL: (1, 1), pb.ReadMode.ROW: (1, info.cols),
+                pb.ReadMode.COLUMN: (info.rows, 1), pb.ReadMode.ARRAY: (info.rows, info.cols)}[message.mode]
+
+    def _check_reply(self, message: pb.Message, reply: pb.Message,
+                     shape: tuple[int, int] | None) -> None:
+        problem = None
+        if isinstance(reply, pb.ReadReply) and shape is not None and tuple(reply.shape) != shape:
+            problem = f"expected a reply of shape {shape}, received shape {tuple(reply.shape)}"
+        elif isinstance(reply, pb.IdentifyReply) and (reply.rows < 1 or reply.cols < 1):
+            problem = (f"expected a geometry of at least 1 x 1, received {reply.rows} x {reply.cols} "
+                       f"(firmware {reply.firmware!r})")
+        if problem is not None:
+            raise BoardError(f"board {self.port}: {_name(message)}: {problem}; a board fault, the "
+                             f"reply is not used [request {message!r}]", port=self.port,
+                             command=repr(message), detail=problem)
+
     # -- the retry loop -------------------------------------------------------------------------
 
     def request(self, message: pb.Message) -> pb.Message:
-        """Send ``message`` and return its reply; retries reuse the sequence number and the frame."""
+        """Send ``message`` and return its reply; retries reuse the sequence number and the frame.
+
+        Pulses and reads are checked against the limits first (as the float32 values the frame
+        carries), and the reply against the request (module docstring).
+        """
         expected = pb.REPLY_TYPES.get(type(message))
         if expected is None:
             raise TypeError(f"not a board request: {message!r}")
+        self._vet(message)
+        shape = self._expected_shape(message) if isinstance(message, pb.Read) else None
+        reply = self._exchange(message, expected)
+        self._check_reply(message, reply, shape)
+        return reply
+
+    def _exchange(self, message: pb.Message, expected: type[pb.Message]) -> pb.Message:
         seq = self._seq.next()
         wire = b"\x00" + pb.encode_frame(seq, message)  # leading delimiter flushes line noise
         self.stats.requests += 1

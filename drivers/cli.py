@@ -5,7 +5,7 @@ Without ``--station``: the VISA resources pyvisa-py finds and the serial ports p
 (either listing may fail on its own; the command says what failed and goes on). With
 ``--station FILE``: every instrument the station names is asked who it is -- the board's
 ``Identify`` (firmware, geometry, capabilities), ``*IDN?`` of the pulse generator and the SMU --
-and reported as ok or with what failed. Exit 0 if every instrument answered, 1 if any failed.
+and reported as ok or with what failed. Exit 0 if every instrument answered, 3 if any failed.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from drivers.board import BoardClient
 from drivers.pulse_generator import PulseGenerator
 from drivers.smu import Smu
 from drivers.station import load_station
-from hilctl.cli.output import EXIT_FAILURE, EXIT_OK, print_json
+from hilctl.cli.output import EXIT_BENCH, EXIT_OK, print_json
 from hilctl.errors import HilctlError
 from protocols.station import BoardSection, ChipSection, InstrumentSection, StationConfig
 
@@ -38,7 +38,7 @@ def register(subparsers: Any) -> None:
         description="Without --station: list the VISA resources (pyvisa-py) and serial ports this "
         "computer sees. With --station FILE: identify each instrument the station names (board: "
         "firmware, geometry, capabilities; pulse generator and SMU: *IDN?) and report ok or what "
-        "failed; exit 1 if any failed.")
+        "failed; exit 3 if any failed.")
     parser.add_argument("--station", metavar="FILE.toml",
                         help="station file whose instruments to identify")
     parser.add_argument("--json", action="store_true",
@@ -204,4 +204,4 @@ def _identify(path: str, as_json: bool) -> int:
                   f"{', '.join(r['name'] for r in failed)}")
         else:
             print(f"all {len(results)} instrument(s) answered")
-    return EXIT_FAILURE if failed else EXIT_OK
+    return EXIT_BENCH if failed else EXIT_OK

@@ -24,6 +24,7 @@ the board), whose every pulse is checked against the station's limits before it 
 
 from __future__ import annotations
 
+import logging
 from typing import Protocol
 
 import numpy as np
@@ -36,6 +37,7 @@ from protocols.station import MappingSection, TileRegion
 
 Array = NDArray[np.float64]
 Index = NDArray[np.intp]
+log = logging.getLogger("hilctl.lab_tile")
 
 
 class CellAccess(Protocol):
@@ -205,12 +207,21 @@ class LabTile:
         goal = as_matrix(target, self.shape, "target")
         tolerance = max(tol, 0.5 * self.mapping.dw_min)
         flat = np.arange(goal.size)
+        before: Array | None = None
         for _ in range(max_rounds):
-            error = (goal - self.read_weights()).reshape(-1)
+            weights = self.read_weights()
+            error = (goal - weights).reshape(-1)
             if np.abs(error).max(initial=0.0) <= tolerance:
+                break
+            if before is not None and np.abs(weights - before).max() < 0.5 * self.mapping.dw_min:
+                log.warning("write-verify of tile %s: no cell moved after a round of pulses; the "
+                            "write amplitude may be below the switching threshold, or the pulses "
+                            "do not reach the cells (largest error left: %.3g)", self.region.name,
+                            np.abs(error).max())
                 break
             counts = np.rint(error / self.mapping.dw_min).astype(np.int64)
             counts = np.clip(counts, -100, 100)
             self._pulse(flat, np.maximum(counts, 0), +1)
             self._pulse(flat, np.maximum(-counts, 0), -1)
+            before = weights
         return self.read_weights()

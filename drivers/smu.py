@@ -1,35 +1,70 @@
 """Keithley 2450-class source-measure unit driver: source a read voltage, measure the current.
 
+Guarantees, on top of those of :mod:`drivers.scpi` (every command vetted right before the wire):
+
+- The command set below is all this driver ever sends. The source level (``:SOUR:VOLT[:LEV]``,
+  its magnitude against ``max_read_voltage``) and the current limit (``:SOUR:VOLT:ILIM``, against
+  ``max_compliance``) are checked against the station's :class:`~protocols.station.StationLimits`
+  whoever writes them (``configure_read`` or a raw ``write``/``set``). Only voltage sourcing and
+  current sensing are in the set (current sourcing would drive the cell without a read-voltage
+  bound).
+- Interlock (on every public write): ``:OUTP ON`` is sent only after this session sent voltage
+  sourcing, a current limit and a source level (all checked against the limits) and the error
+  queue was found empty after the last setting, so the output never sources a level left by an
+  earlier session or one the unit refused.
+- :meth:`Smu.safe_state` switches the output off, sets the source level to 0 V and confirms
+  ``:OUTP?`` = 0 (also right after a lost link: it reconnects).
+
 ``configure_read`` sets voltage sourcing with auto range, the current limit (compliance) before
 the level, current sensing with auto range and the integration time in power-line cycles; both
-quantities are checked against the station's :class:`~protocols.station.StationLimits` before any
-byte is sent. ``read_current`` is one ``:READ?``. The connect check also asks ``*LANG?``: a
-2450 that booted in TSP or SCPI2400 mode does not understand these commands.
+quantities are checked before any byte is sent. ``read_current`` is one ``:READ?``. The connect
+check also asks ``*LANG?``: a 2450 that booted in TSP or SCPI2400 mode does not understand these
+commands.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
-from drivers.limits import LimitError, check
-from drivers.scpi import InstrumentError, ScpiInstrument
-from protocols.scpi import ScpiParseError, format_command, parse_number
+from drivers.limits import CommandRefused, LimitError, check
+from drivers.scpi import COMMON_COMMANDS, InstrumentError, PulseUncertainError, ScpiInstrument, Setting
+from protocols.scpi import Command, HeaderPattern, ScpiParseError, format_command, parse_number
 from protocols.station import StationLimits
 
-__all__ = ["Smu"]
+__all__ = ["COMMANDS", "Smu"]
 
 NPLC_RANGE = (0.01, 10.0)
 MIN_COMPLIANCE = 1e-9  # A: the 2450's smallest current limit
+_RST = HeaderPattern("*RST")
+
+#: Everything the driver sends (2450 SCPI reference names).
+COMMANDS: tuple[Setting, ...] = (
+    *COMMON_COMMANDS,
+    Setting("*RST"),                                                          # output off, 0 V
+    Setting("*LANG?"),                                                        # SCPI, TSP or SCPI2400
+    Setting("[SOURce]:FUNCtion[:MODE]", choices=("VOLTage",), state="function"),  # voltage sourcing only
+    Setting("[SOURce]:VOLTage:RANGe:AUTO", boolean=True),
+    Setting("[SOURce]:VOLTage:ILIMit[:LEVel]", quantity="compliance", state="ilim"),  # A
+    Setting("[SOURce]:VOLTage[:LEVel][:IMMediate][:AMPLitude]", quantity="read_voltage",  # V, |level|
+            state="level"),
+    Setting("SENSe:FUNCtion[:ON]", choices=("CURRent[:DC]",)),                # "CURR"
+    Setting("SENSe:CURRent:RANGe:AUTO", boolean=True),
+    Setting("SENSe:CURRent:NPLCycles", number=True),                          # power-line cycles
+    Setting("OUTPut[:STATe]", boolean=True, state="output"),
+    Setting("READ?"),                                                         # one reading (A)
+)
 
 
 class Smu(ScpiInstrument):
     """A 2450-class SMU on a VISA resource, held to a station's limits."""
 
     expected_model = "2450"
+    commands = COMMANDS
 
     def __init__(self, resource: str, limits: StationLimits, *, name: str = "smu", **kwargs: object) -> None:
-        super().__init__(resource, name=name, **kwargs)  # type: ignore[arg-type]
-        self.limits = limits
+        super().__init__(resource, name=name, limits=limits, **kwargs)  # type: ignore[arg-type]
+        self.limits: StationLimits = limits
         self.voltage: float | None = None
         self.compliance: float | None = None
         self.nplc: float | None = None
@@ -72,9 +107,65 @@ class Smu(ScpiInstrument):
             )
             self.voltage, self.compliance, self.nplc = float(voltage), float(compliance), float(nplc)
 
+    # -- the interlock ---------------------------------------------------------------------------
+
+    def _interlock(self, cmd: Command, sent: Mapping[str, object]) -> None:
+        if cmd.query or not any(s.state == "output" and s.matches(cmd) for s in self.commands):
+            return
+        if not (cmd.args and cmd.args[0].upper() in ("ON", "1")):
+            return
+        needed = (("function", ":SOUR:FUNC VOLT"), ("ilim", "a checked :SOUR:VOLT:ILIM"),
+                  ("level", "a checked :SOUR:VOLT:LEV"))
+        missing = [what for key, what in needed if sent.get(key) is None]
+        if sent.get("function") not in (None, "VOLT"):
+            missing.append(":SOUR:FUNC VOLT")
+        if sent.get("checked") is not True:
+            missing.append("an empty error queue after the last setting (set() or check_errors())")
+        if missing:
+            raise CommandRefused(cmd.text, f"the source is not configured this session (missing: "
+                                 f"{', '.join(missing)})", resource=self.resource_name,
+                                 allowed="configure_read() first")
+
+    def _record(self, cmd: Command, sent: dict[str, object]) -> None:
+        super()._record(cmd, sent)
+        if cmd.query:
+            return
+        if _RST.matches(cmd):  # factory settings: output off, the rest as the unit defines it
+            sent.clear()
+            sent["output"] = False
+        if not any(s.state == "output" and s.matches(cmd) for s in self.commands):
+            sent["checked"] = False  # the unit may refuse it (keeping its old value)
+
+    def _on_errors_checked(self) -> None:
+        self.sent["checked"] = True
+
+    def _on_instrument_error(self) -> None:
+        output = self.sent.get("output")
+        self.sent = {"output": output} if output is False else {}
+
     def output(self, on: bool) -> None:
+        """Switch the source output on or off (on needs :meth:`configure_read` this session,
+        else :class:`~drivers.limits.CommandRefused` and nothing is sent)."""
         with self._lock:
             self.set(":OUTP ON" if on else ":OUTP OFF")
+
+    def safe_state(self) -> None:
+        """Output off, source level 0 V, and ``:OUTP?`` must answer 0; call it on every exit.
+
+        Works on a driver whose link dropped (it reconnects). Raises
+        :class:`~drivers.scpi.InstrumentError` if the output is not confirmed off, or if the
+        instrument reported errors (raised after the output is confirmed off).
+        """
+        with self._lock:
+            try:
+                self._safe_state_once()
+            except PulseUncertainError:  # the SMU has no trigger in its set; never, but be safe
+                self._safe_state_once()
+            self.voltage = 0.0
+            self.check_errors()
+
+    def _safe_state_once(self) -> None:
+        self.switch_off((":OUTP OFF", ":SOUR:VOLT:LEV 0"), confirm=":OUTP?")
 
     def read_current(self) -> float:
         """One current reading (A) at the configured voltage."""

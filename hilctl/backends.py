@@ -17,10 +17,24 @@ from importlib.metadata import entry_points
 from typing import Any, ClassVar
 
 from hilctl.config import TileConfig
-from hilctl.errors import BackendError
+from hilctl.errors import BackendError, BenchError
 from hilctl.tile import Tile
 
 ENTRY_POINT_GROUP = "hilctl.backends"
+
+
+@dataclass(frozen=True)
+class ChipFacts:
+    """What a physical chip's own physics fixes, where a run's device settings do not apply.
+
+    Attributes:
+        w_min, w_max: the weights its cells can hold (weight units).
+        dw_min: the typical weight change of one pulse (weight units).
+    """
+
+    w_min: float
+    w_max: float
+    dw_min: float
 
 
 @dataclass(frozen=True)
@@ -59,6 +73,12 @@ class Backend(ABC):
     title: ClassVar[str] = ""
     #: The command-line options the backend adds.
     options: ClassVar[tuple[BackendOption, ...]] = ()
+    #: True where the tiles are a chip's own cells (a bench, or a simulated bench): their device
+    #: and read periphery are the chip's, so a run's device and periphery settings do not apply
+    #: and are refused; :meth:`chip` says what the chip fixes instead.
+    physical: ClassVar[bool] = False
+    #: Where a physical backend's chip is described, for messages (``the station file``).
+    chip_source: ClassVar[str] = ""
 
     def resolve_options(self, given: Mapping[str, Any]) -> dict[str, Any]:
         """The keyword options of :meth:`open_tile` from the values of :attr:`options` given on
@@ -81,9 +101,23 @@ class Backend(ABC):
         """Release what the backend keeps between tiles (instrument connections); the next
         tile opens afresh. Safe to call more than once."""
 
+    def chip(self, options: Mapping[str, Any]) -> ChipFacts | None:
+        """A physical backend's weight range and pulse size; None where the run's device
+        settings describe the tiles (an emulator)."""
+        return None
+
     def describe(self, options: Mapping[str, Any]) -> dict[str, Any]:
-        """What a run records about the backend besides its name: here, its options as text."""
+        """What a run records about the backend at its start: here, its options as text."""
         return {key: str(value) for key, value in options.items()}
+
+    def report(self) -> dict[str, Any]:
+        """What a run records about the backend at its end (instruments, regions, link
+        trouble), JSON-ready; empty where there is nothing to say."""
+        return {}
+
+    def report_lines(self, report: Mapping[str, Any]) -> list[str]:
+        """A :meth:`report` for a person, a line each (for summaries); none by default."""
+        return []
 
     def label(self, options: Mapping[str, Any]) -> str:
         """The backend in a summary line: its name, and its options if any."""
@@ -98,8 +132,21 @@ class Backend(ABC):
     def __enter__(self) -> Backend:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: object) -> None:
+        """Close; a failure to close after another failure names both (the bench's state is
+        the news a person must not miss)."""
+        try:
+            self.close()
+        except BenchError as closing:
+            if exc is None:
+                raise
+            raise BenchError(f"{_first_line(exc)}; then, closing the backend: {closing}") from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
 
 
 def _registered() -> dict[str, Any]:

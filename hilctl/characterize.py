@@ -103,6 +103,16 @@ class PulseResponse:
             return None
         return up / -down
 
+    @property
+    def largest_change(self) -> float:
+        """The largest distance of the mean weight from where it started (weight units)."""
+        return max((abs(m - self.start_mean) for m in self.mean), default=0.0)
+
+    def moved(self, threshold: float) -> bool:
+        """Whether the mean weight moved more than ``threshold`` (weight units) at any point:
+        a sweep whose cells did not move tells of pulses below the switching threshold."""
+        return self.largest_change > threshold
+
     def summary(self) -> dict[str, Any]:
         """The headline numbers as a JSON-ready dict."""
         return {

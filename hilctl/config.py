@@ -22,6 +22,10 @@ from pydantic import BaseModel, Field, ValidationError, model_validator
 from hilctl.errors import ConfigError
 from protocols.schema import StrictModel
 
+#: The smallest magnitude of a cell's mean bounds (weight units): a range narrower than this
+#: leaves no room for a pulse (and ``1 / bound`` overflows for denormal bounds).
+MIN_BOUND = 1e-6
+
 
 class PulsedDeviceConfig(StrictModel):
     """Parameters that every pulsed device shares (aihwkit ``PulsedDevice``).
@@ -34,21 +38,22 @@ class PulsedDeviceConfig(StrictModel):
     """
 
 
-    dw_min: float = Field(0.001, gt=0, description="mean step of one pulse (weight units)")
-    dw_min_dtod: float = Field(0.3, ge=0, description="device-to-device spread of the step gain")
-    dw_min_std: float = Field(0.3, ge=0, description="cycle-to-cycle noise of a pulse, relative")
-    up_down: float = Field(0.0, description="systematic up/down step imbalance (all cells)")
-    up_down_dtod: float = Field(0.01, ge=0, description="device-to-device spread of up_down")
-    w_max: float = Field(0.6, description="mean upper bound of a cell (weight units)")
-    w_min: float = Field(-0.6, description="mean lower bound of a cell (weight units)")
-    w_max_dtod: float = Field(0.3, ge=0, description="device-to-device spread of w_max, relative")
-    w_min_dtod: float = Field(0.3, ge=0, description="device-to-device spread of w_min, relative")
+    dw_min: float = Field(0.001, ge=1e-9, le=1e3, description="mean step of one pulse (weight units)")
+    dw_min_dtod: float = Field(0.3, ge=0, le=10, description="device-to-device spread of the step gain")
+    dw_min_std: float = Field(0.3, ge=0, le=10, description="cycle-to-cycle noise of a pulse, relative")
+    up_down: float = Field(0.0, ge=-10, le=10, description="systematic up/down step imbalance (all cells)")
+    up_down_dtod: float = Field(0.01, ge=0, le=10, description="device-to-device spread of up_down")
+    w_max: float = Field(0.6, le=1e6, description="mean upper bound of a cell (weight units)")
+    w_min: float = Field(-0.6, ge=-1e6, description="mean lower bound of a cell (weight units)")
+    w_max_dtod: float = Field(0.3, ge=0, le=10, description="device-to-device spread of w_max, relative")
+    w_min_dtod: float = Field(0.3, ge=0, le=10, description="device-to-device spread of w_min, relative")
 
     @model_validator(mode="after")
     def _bounds_ordered(self) -> PulsedDeviceConfig:
-        if not self.w_min < 0 < self.w_max:
+        if not self.w_min <= -MIN_BOUND and self.w_max >= MIN_BOUND:
             raise ValueError(
-                f"w_min < 0 < w_max is required (got w_min={self.w_min}, w_max={self.w_max})"
+                f"w_min <= -{MIN_BOUND} and w_max >= {MIN_BOUND} are required (got "
+                f"w_min={self.w_min}, w_max={self.w_max})"
             )
         return self
 
@@ -68,10 +73,11 @@ class LinearStepConfig(PulsedDeviceConfig):
     """
 
     model: Literal["linear-step"] = "linear-step"
-    gamma_up: float = Field(0.0, ge=0, description="relative slope of the up step")
-    gamma_down: float = Field(0.0, ge=0, description="relative slope of the down step")
-    gamma_up_dtod: float = Field(0.05, ge=0, description="device-to-device spread of gamma_up")
-    gamma_down_dtod: float = Field(0.05, ge=0, description="device-to-device spread of gamma_down")
+    gamma_up: float = Field(0.0, ge=0, le=1e3, description="relative slope of the up step")
+    gamma_down: float = Field(0.0, ge=0, le=1e3, description="relative slope of the down step")
+    gamma_up_dtod: float = Field(0.05, ge=0, le=1e3, description="device-to-device spread of gamma_up")
+    gamma_down_dtod: float = Field(0.05, ge=0, le=1e3,
+                                   description="device-to-device spread of gamma_down")
     mult_noise: bool = Field(True, description="cycle noise scales with the step (else additive)")
 
 
@@ -83,7 +89,7 @@ class SoftBoundsConfig(PulsedDeviceConfig):
 
     model: Literal["soft-bounds"] = "soft-bounds"
     mult_noise: bool = Field(True, description="cycle noise scales with the step (else additive)")
-    tau: float | None = Field(None, gt=0, description="set w_max = tau and w_min = -tau")
+    tau: float | None = Field(None, ge=1e-6, le=1e6, description="set w_max = tau and w_min = -tau")
 
     @model_validator(mode="before")
     @classmethod
@@ -106,10 +112,10 @@ class PowStepConfig(PulsedDeviceConfig):
     """
 
     model: Literal["pow-step"] = "pow-step"
-    pow_gamma: float = Field(1.0, gt=0, description="exponent of the response")
-    pow_gamma_dtod: float = Field(0.1, ge=0, description="device-to-device spread of pow_gamma")
-    pow_up_down: float = Field(0.0, description="up/down difference of the exponent")
-    pow_up_down_dtod: float = Field(0.0, ge=0, description="device-to-device spread of pow_up_down")
+    pow_gamma: float = Field(1.0, gt=0, le=100, description="exponent of the response")
+    pow_gamma_dtod: float = Field(0.1, ge=0, le=100, description="device-to-device spread of pow_gamma")
+    pow_up_down: float = Field(0.0, ge=-100, le=100, description="up/down difference of the exponent")
+    pow_up_down_dtod: float = Field(0.0, ge=0, le=100, description="device-to-device spread of pow_up_down")
 
 
 class ExpStepConfig(PulsedDeviceConfig):
@@ -121,12 +127,12 @@ class ExpStepConfig(PulsedDeviceConfig):
     """
 
     model: Literal["exp-step"] = "exp-step"
-    A_up: float = Field(0.00081, ge=0)
-    A_down: float = Field(0.36833, ge=0)
-    gamma_up: float = Field(12.44625)
-    gamma_down: float = Field(12.78785)
-    a: float = Field(0.244)
-    b: float = Field(0.2425)
+    A_up: float = Field(0.00081, ge=0, le=1e6)
+    A_down: float = Field(0.36833, ge=0, le=1e6)
+    gamma_up: float = Field(12.44625, ge=-1e3, le=1e3)
+    gamma_down: float = Field(12.78785, ge=-1e3, le=1e3)
+    a: float = Field(0.244, ge=-1e3, le=1e3)
+    b: float = Field(0.2425, ge=-1e3, le=1e3)
 
 
 class PiecewiseStepConfig(PulsedDeviceConfig):
@@ -137,15 +143,10 @@ class PiecewiseStepConfig(PulsedDeviceConfig):
     """
 
     model: Literal["piecewise"] = "piecewise"
-    piecewise_up: list[float] = Field(default_factory=lambda: [1.0], min_length=1)
-    piecewise_down: list[float] = Field(default_factory=lambda: [1.0], min_length=1)
-
-    @model_validator(mode="after")
-    def _nodes_nonnegative(self) -> PiecewiseStepConfig:
-        for key in ("piecewise_up", "piecewise_down"):
-            if any(v < 0 for v in getattr(self, key)):
-                raise ValueError(f"{key}: every node must be >= 0")
-        return self
+    piecewise_up: list[Annotated[float, Field(ge=0, le=1e6)]] = Field(
+        default_factory=lambda: [1.0], min_length=1, max_length=10_000)
+    piecewise_down: list[Annotated[float, Field(ge=0, le=1e6)]] = Field(
+        default_factory=lambda: [1.0], min_length=1, max_length=10_000)
 
 
 DeviceConfig = Annotated[
@@ -215,16 +216,27 @@ class PeripheryConfig(StrictModel):
 
 
     is_perfect: bool = Field(False, description="turn every periphery effect off")
-    inp_bound: float = Field(1.0, gt=0)
-    inp_res: float = Field(1 / 126, ge=0, le=1, description="DAC step / full range; 0: none")
-    out_bound: float = Field(12.0, gt=0)
-    out_res: float = Field(1 / 510, ge=0, le=1, description="ADC step / full range; 0: none")
-    out_noise: float = Field(0.06, ge=0, description="output noise std (output units)")
-    w_noise: float = Field(0.0, ge=0, description="weight read noise std per MVM (weight units)")
+    inp_bound: float = Field(1.0, ge=1e-9, le=1e6)
+    inp_res: float = Field(1 / 126, ge=0, le=1, description="DAC step / full range (0: none, "
+                           "else at least 1e-9)")
+    out_bound: float = Field(12.0, ge=1e-9, le=1e9)
+    out_res: float = Field(1 / 510, ge=0, le=1, description="ADC step / full range (0: none, "
+                           "else at least 1e-9)")
+    out_noise: float = Field(0.06, ge=0, le=1e6, description="output noise std (output units)")
+    w_noise: float = Field(0.0, ge=0, le=1e6, description="weight read noise std per MVM (weight units)")
     noise_management: Literal["abs-max", "none"] = "abs-max"
     bound_management: Literal["iterative", "none"] = "iterative"
-    max_bm_factor: float = Field(1000, ge=1, description="largest input reduction of bound mgmt")
-    max_bm_res: float = Field(0.25, gt=0, description="bound mgmt stops at reduction max_bm_res/r_in")
+    max_bm_factor: float = Field(1000, ge=1, le=1e12, description="largest input reduction of bound mgmt")
+    max_bm_res: float = Field(0.25, ge=1e-9, le=1e6,
+                              description="bound mgmt stops at reduction max_bm_res/r_in")
+
+    @model_validator(mode="after")
+    def _resolutions_usable(self) -> PeripheryConfig:
+        for key in ("inp_res", "out_res"):
+            if 0 < getattr(self, key) < 1e-9:
+                raise ValueError(f"{key}: 0 (no quantisation) or at least 1e-9; got "
+                                 f"{getattr(self, key)}")
+        return self
 
 
 #: Largest tile: 4 x 4096 x 4096 cells (every per-cell array then takes 256 MiB in float32).
@@ -316,13 +328,25 @@ def section_config(section: str, **values: Any) -> BaseModel:
 
 def read_toml(path: str | Path, option: str) -> dict[str, Any]:
     """The contents of a TOML file given with ``option`` (e.g. ``--config``); ``ConfigError``
-    names the option and the file when it is missing or unreadable."""
+    names the option and the file when it is missing, unreadable, not UTF-8 or not TOML.
+
+    A leading byte-order mark (as some Windows editors write) is skipped.
+    """
     try:
         with open(path, "rb") as fh:
-            return tomllib.load(fh)
+            raw = fh.read()
     except FileNotFoundError:
         raise ConfigError(f"{option}: no such file: {path}") from None
-    except (OSError, tomllib.TOMLDecodeError) as exc:
+    except OSError as exc:
+        raise ConfigError(f"{option} {path}: {exc.strerror or exc}") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{option} {path}: not UTF-8 text (byte {exc.start}: "
+                          f"{raw[exc.start:exc.start + 1]!r}); save the file as UTF-8") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{option} {path}: {exc}") from None
 
 
@@ -375,7 +399,8 @@ def tile_config(
         "periphery": section_config("periphery", **dict(periphery_values or {})),
     }
     try:
-        return TileConfig(rows=rows, cols=cols, reference=reference, seed=seed, **parts)
+        return TileConfig.model_validate({"rows": rows, "cols": cols, "reference": reference,
+                                          "seed": seed, **parts})
     except ValidationError as exc:
         raise ConfigError(validation_message("tile", exc)) from None
 

@@ -24,9 +24,10 @@ Robustness:
   ``running`` in the database; readers report such a run as ``lost`` when it ran on this host
   and its process is gone.
 * Leaving the ``with`` block by an exception records the status before re-raising:
-  ``interrupted`` for ``KeyboardInterrupt``/``SystemExit``, ``failed`` (with the error text and
-  an ``error`` event holding the traceback) for any other; the buffered metrics are written
-  first.
+  ``interrupted`` for ``KeyboardInterrupt``/``SystemExit`` (and the signal, for SIGTERM and
+  SIGHUP), the exception's own ``run_status`` where it has one (``diverged``), ``failed`` (with
+  the error text and an ``error`` event holding the traceback) for any other; the buffered
+  metrics are written first.
 
 The store lives on a local disk: SQLite's WAL mode does not work on network file systems.
 """
@@ -60,7 +61,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from hilctl import __version__
-from hilctl.errors import HilctlError
+from hilctl.errors import HilctlError, Interrupted
 
 #: Version of the database layout; :data:`_MIGRATIONS` upgrades older stores to it.
 SCHEMA_VERSION = 1
@@ -73,7 +74,8 @@ RUNNING = "running"
 COMPLETED = "completed"
 FAILED = "failed"
 INTERRUPTED = "interrupted"
-FINAL_STATUSES: tuple[str, ...] = (COMPLETED, FAILED, INTERRUPTED)
+DIVERGED = "diverged"
+FINAL_STATUSES: tuple[str, ...] = (COMPLETED, FAILED, INTERRUPTED, DIVERGED)
 #: Reported (never stored) for a ``running`` run whose process on this host is gone.
 LOST = "lost"
 
@@ -873,9 +875,14 @@ class Run:
         if exc_type is None:
             self.finish()
         elif issubclass(exc_type, KeyboardInterrupt | SystemExit):
-            self.finish(status=INTERRUPTED,
-                        error="KeyboardInterrupt" if issubclass(exc_type, KeyboardInterrupt)
-                        else f"SystemExit: {exc}")
+            if isinstance(exc, Interrupted):
+                cause = f"interrupted by {exc}"
+            else:
+                cause = ("KeyboardInterrupt" if issubclass(exc_type, KeyboardInterrupt)
+                         else f"SystemExit: {exc}")
+            self.finish(status=INTERRUPTED, error=cause)
+        elif (status := getattr(exc, "run_status", None)) in FINAL_STATUSES:
+            self.finish(status=status, error=str(exc))
         else:
             text = "".join(traceback.format_exception_only(exc_type, exc)).strip()
             with self._lock:

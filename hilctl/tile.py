@@ -13,6 +13,8 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from hilctl.errors import NonFiniteValue
+
 
 @dataclass(frozen=True)
 class Capabilities:
@@ -134,11 +136,12 @@ def as_pulse_counts(values: ArrayLike, shape: tuple[int, int]) -> NDArray[np.int
 
 
 def require_finite(array: NDArray[np.floating], name: str) -> None:
-    """Raise ``ValueError`` if ``array`` holds NaN or infinity, saying where the first one is."""
+    """Raise :class:`~hilctl.errors.NonFiniteValue` (a ``ValueError``) if ``array`` holds NaN or
+    infinity, saying where the first one is."""
     bad = ~np.isfinite(array)
     if bad.any():
         where = tuple(int(i) for i in np.argwhere(bad)[0])
-        raise ValueError(f"{name} must be finite; {name}{list(where)} = {array[where]}")
+        raise NonFiniteValue(f"{name} must be finite; {name}{list(where)} = {array[where]}")
 
 
 def require_learning_rate(lr: float) -> float:

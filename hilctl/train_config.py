@@ -42,8 +42,8 @@ class TileSection(StrictModel):
     """
 
     reference: Literal["none", "symmetric-point"] = "none"
-    max_input_size: int = Field(512, ge=0)
-    max_output_size: int = Field(512, ge=0)
+    max_input_size: int = Field(512, ge=0, le=65_536)
+    max_output_size: int = Field(512, ge=0, le=65_536)
     digital_bias: bool = True
 
 
@@ -56,7 +56,7 @@ class TrainConfig(StrictModel):
     update: UpdateConfig = Field(default_factory=UpdateConfig)
     periphery: PeripheryConfig = Field(default_factory=PeripheryConfig)
     tile: TileSection = Field(default_factory=TileSection)
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, le=2**63 - 1)
 
     def summary(self) -> str:
         """``task / algorithm / device`` in a few words, for tables and run lists."""
@@ -125,7 +125,7 @@ def resolve_train_config(
     }
     chosen_seed = seed if seed is not None else base.get("seed", 0)
     try:
-        return TrainConfig(seed=chosen_seed, **parts)
+        return TrainConfig.model_validate({"seed": chosen_seed, **parts})
     except ValidationError as exc:
         raise ConfigError(validation_message("", exc)) from None
 

@@ -12,17 +12,19 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from hilctl.algorithms import WeightArray, build_weights
-from hilctl.backends import Backend, get_backend
+from hilctl.backends import Backend, ChipFacts, get_backend
 from hilctl.config import TileConfig
+from hilctl.errors import Diverged, NonFiniteValue
 from hilctl.mapping import mapped
-from hilctl.runs import Run, RunStore
+from hilctl.runs import Run, RunStore, to_json
 from hilctl.tasks import TaskResult, TaskRun
+from hilctl.tasks.base import require_finite
 from hilctl.tile import Tile
 from hilctl.train_config import TrainConfig, device_bound
 
@@ -33,42 +35,73 @@ MetricsCallback = Callable[[int, dict[str, float]], None]
 
 @dataclass
 class TrainOutcome:
-    """What a finished run reports."""
+    """What a run reports: ``status`` is ``completed``, or ``diverged`` for the outcome a
+    :class:`DivergedRun` carries."""
 
     run_id: str | None
     seconds: float
     config: TrainConfig
     final: dict[str, float]
     history: dict[str, list[float]]
+    status: str = "completed"
+    #: The run ran on a chip's own cells: its config's device and periphery did not apply.
+    physical: bool = False
+    #: What the backend reported at the end (instruments, regions, link trouble).
+    backend_report: dict[str, Any] = field(default_factory=dict)
+
+    def config_json(self) -> dict[str, Any]:
+        """The config as recorded: without device and periphery where they did not apply."""
+        return recorded_config(self.config, self.physical)
 
     def as_json(self) -> dict[str, Any]:
         return {
             "run_id": self.run_id,
+            "status": self.status,
             "seconds": round(self.seconds, 3),
-            "config": self.config.model_dump(mode="json", by_alias=True),
+            "config": self.config_json(),
             "final": self.final,
             "history": self.history,
+            **({"backend": self.backend_report} if self.backend_report else {}),
         }
 
 
+def recorded_config(config: TrainConfig, physical: bool) -> dict[str, Any]:
+    """``config`` as JSON; on a chip's own cells (``physical``) without the device and the
+    periphery, which describe an emulator only."""
+    exclude = {"device", "periphery"} if physical else None
+    return config.model_dump(mode="json", by_alias=True, exclude=exclude)
+
+
+class DivergedRun(Diverged):
+    """A run's metrics became non-finite; :attr:`outcome` holds what it recorded until then."""
+
+    def __init__(self, message: str, outcome: TrainOutcome) -> None:
+        super().__init__(message)
+        self.outcome = outcome
+
+
 class _Reporter:
-    """Forwards a task's progress and metrics to a callback and the run store."""
+    """Forwards a task's progress and metrics to a callback and the run store, keeps the
+    history, and stops a run whose metrics are no longer finite (:class:`Diverged`)."""
 
     def __init__(self, progress: ProgressCallback | None, run: Run | None,
                  on_metrics: MetricsCallback | None = None) -> None:
         self._progress = progress
         self._run = run
         self._on_metrics = on_metrics
+        self.history = TaskResult(final={})
 
     def progress(self, done: int, total: int) -> None:
         if self._progress is not None:
             self._progress(done, total)
 
     def metrics(self, step: int, values: dict[str, float]) -> None:
+        self.history.record(step, values)
         if self._run is not None:
             self._run.log_metrics(step, values)
         if self._on_metrics is not None:
             self._on_metrics(step, values)
+        require_finite(values, f"step {step}")
 
 
 def tile_opener(config: TrainConfig, backend: Backend,
@@ -92,14 +125,18 @@ def weight_factory(config: TrainConfig, backend: Backend | str = "sim",
     a matrix larger than ``tile.max_output_size x tile.max_input_size`` is split over a grid
     of them (:mod:`hilctl.mapping`).
 
-    The algorithm learns the device's pulse size (its buffers' thresholds), the tiles'
-    reference (residual learning needs zero-shifted tiles) and the run's seed (choppers).
+    The algorithm learns the pulse size (its buffers' thresholds: the chip's on a physical
+    backend, else the device's ``dw_min``), the tiles' reference (residual learning needs
+    zero-shifted tiles) and the run's seed (choppers).
     """
-    open_analog = tile_opener(config, _as_backend(backend), options)
+    chosen = _as_backend(backend)
+    open_analog = tile_opener(config, chosen, options)
+    chip = chosen.chip(options or {})
+    granularity = chip.dw_min if chip is not None else config.device.dw_min
 
     def make_weights(rows: int, cols: int) -> WeightArray:
         return build_weights(config.algorithm, rows, cols, open_analog,
-                             granularity=config.device.dw_min, reference=config.tile.reference,
+                             granularity=granularity, reference=config.tile.reference,
                              seed=config.seed)
 
     if not config.algorithm.analog:
@@ -108,11 +145,17 @@ def weight_factory(config: TrainConfig, backend: Backend | str = "sim",
 
 
 def run_task(config: TrainConfig, make_weights: Callable[[int, int], WeightArray],
-             report: _Reporter) -> TaskResult:
-    """Train the run's task on weight arrays from ``make_weights``."""
-    run = TaskRun(seed=config.seed, bound=device_bound(config),
-                  digital_bias=config.tile.digital_bias)
-    return config.task.run(make_weights, report, run)
+             report: _Reporter, chip: ChipFacts | None = None) -> TaskResult:
+    """Train the run's task on weight arrays from ``make_weights``; the weight range is the
+    chip's where there is one (``chip``), else the device's."""
+    bound = min(chip.w_max, -chip.w_min) if chip is not None else device_bound(config)
+    run = TaskRun(seed=config.seed, bound=bound, digital_bias=config.tile.digital_bias)
+    # A diverging run overflows on its way to NaN: it is reported as diverged, not warned about.
+    with np.errstate(over="ignore", invalid="ignore"):
+        try:
+            return config.task.run(make_weights, report, run)
+        except NonFiniteValue as exc:  # inside a run, a NaN reaching a tile comes from the run
+            raise Diverged(f"the run diverged: {exc}") from exc
 
 
 def _as_backend(backend: Backend | str) -> Backend:
@@ -141,18 +184,39 @@ def train(
                          backend_options=backend_options, on_metrics=on_metrics)
     options = dict(backend_options or {})
     make_weights = weight_factory(config, backend, options)
+    chip = backend.chip(options)
     started = time.perf_counter()
-    if store is None:
-        result = run_task(config, make_weights, _Reporter(progress, None, on_metrics))
-        return TrainOutcome(None, time.perf_counter() - started, config, result.final,
-                            result.history)
-    config_json = {**config.model_dump(mode="json", by_alias=True), "backend": backend.name,
-                   "backend_options": backend.describe(options)}
-    with store.start_run(command, config_json, backend.name) as run:
-        result = run_task(config, make_weights, _Reporter(progress, run, on_metrics))
-        last_step = int(result.history["step"][-1]) if result.history.get("step") else 0
-        for name, array in result.weights.items():
-            run.save_snapshot(last_step, name, array)
-        run.finish(final=result.final)
-    return TrainOutcome(run.run_id, time.perf_counter() - started, config, result.final,
-                        result.history)
+    run: Run | None = None
+    reporter = _Reporter(progress, None, on_metrics)
+
+    def outcome(final: dict[str, float], history: dict[str, list[float]],
+                status: str = "completed") -> TrainOutcome:
+        return TrainOutcome(None if run is None else run.run_id, time.perf_counter() - started,
+                            config, final, history, status, backend.physical, backend.report())
+
+    try:
+        if store is None:
+            result = run_task(config, make_weights, reporter, chip)
+            require_finite(result.final, "the end")
+            return outcome(result.final, result.history)
+        config_json = {**recorded_config(config, backend.physical), "backend": backend.name,
+                       "backend_options": backend.describe(options)}
+        with store.start_run(command, config_json, backend.name) as run:
+            reporter = _Reporter(progress, run, on_metrics)
+            try:
+                result = run_task(config, make_weights, reporter, chip)
+            finally:  # what the backend saw, even when the run failed or was interrupted
+                report = backend.report()
+                if report:
+                    run.log_event("backend", to_json(report))
+            require_finite(result.final, "the end")
+            last_step = int(result.history["step"][-1]) if result.history.get("step") else 0
+            for name, array in result.weights.items():
+                run.save_snapshot(last_step, name, array)
+            run.finish(final=result.final)
+        return outcome(result.final, result.history)
+    except Diverged as exc:
+        heard = reporter.history.history
+        last = {name: values[-1] for name, values in heard.items() if name != "step"}
+        recorded = f"; run {run.run_id} recorded as diverged" if run is not None else ""
+        raise DivergedRun(f"{exc}{recorded}", outcome(last, heard, Diverged.run_status)) from None

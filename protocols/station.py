@@ -70,9 +70,10 @@ __all__ = [
 class BoardSettings(StrictModel):
     """How the host talks to the crossbar controller board, wherever it is attached."""
 
-    baudrate: int = Field(115_200, gt=0)
-    timeout: float = Field(0.2, gt=0, description="seconds to wait for one reply")
-    retries: int = Field(20, ge=0, description="resends of a request (same sequence number)")
+    baudrate: int = Field(115_200, ge=300, le=10_000_000, description="bits per second")
+    timeout: float = Field(0.2, ge=1e-3, le=60, description="seconds to wait for one reply")
+    retries: int = Field(20, ge=0, le=1000, description="resends of a request (same sequence "
+                         "number)")
 
 
 class BoardSection(BoardSettings):
@@ -84,7 +85,7 @@ class BoardSection(BoardSettings):
 class InstrumentSettings(StrictModel):
     """How the host talks to a SCPI instrument, wherever it is."""
 
-    timeout: float = Field(2.0, gt=0, description="seconds allowed for one command")
+    timeout: float = Field(2.0, ge=1e-3, le=3600, description="seconds allowed for one command")
 
 
 class InstrumentSection(InstrumentSettings):
@@ -113,7 +114,8 @@ class TileRegion(StrictModel):
 class WriteSection(StrictModel):
     """How weights are written: pulse amplitude and width, and which hardware fires them."""
 
-    amplitude: float = Field(1.5, gt=0, description="pulse amplitude (V); sign = polarity")
+    amplitude: float = Field(1.5, gt=0, description="pulse amplitude (V), a magnitude: each pulse's "
+                             "polarity gives its sign")
     width: float = Field(1e-6, gt=0, description="pulse width (s)")
     bias: Literal["v/2", "v/3", "float"] = Field("v/2", description="unselected lines")
     via: Literal["board", "pulse-generator"] = Field(
@@ -126,33 +128,81 @@ class ReadSection(StrictModel):
 
     voltage: float = Field(0.1, gt=0, description="read voltage (V)")
     compliance: float = Field(1e-4, gt=0, description="SMU current limit (A)")
-    nplc: float = Field(0.1, gt=0, description="SMU integration time (power-line cycles)")
+    nplc: float = Field(0.1, ge=0.01, le=10, description="SMU integration time (power-line "
+                        "cycles)")
     via: Literal["board", "smu"] = Field("board", description="on-board ADC, or the SMU")
 
 
 class MappingSection(StrictModel):
     """Weights from conductances: ``w = (G - g_ref) / g_scale`` per cell (``reference``), or
-    ``w = (G_plus - G_minus) / g_scale`` for a pair of neighbouring cells (``differential``)."""
+    ``w = (G_plus - G_minus) / g_scale`` for a pair of neighbouring cells (``differential``).
+
+    ``g_min`` and ``g_max`` are the conductance window a cell can reach; they fix the weights
+    the chip can hold (:meth:`weight_range`), which is what a run on the chip trains within.
+    """
 
     kind: Literal["reference", "differential"] = "reference"
-    g_ref: float = Field(50e-6, gt=0, description="conductance at weight 0 (S)")
-    g_scale: float = Field(50e-6, gt=0, description="conductance per unit weight (S)")
-    dw_min: float = Field(0.001, gt=0, description="typical weight change of one pulse")
+    g_ref: float = Field(50e-6, gt=0, le=1, description="conductance at weight 0 (S)")
+    g_scale: float = Field(50e-6, gt=0, le=1, description="conductance per unit weight (S)")
+    g_min: float | None = Field(None, ge=0, le=1, description="lowest conductance a cell reaches "
+                                "(S); default g_ref - g_scale")
+    g_max: float | None = Field(None, gt=0, le=1, description="highest conductance a cell reaches "
+                                "(S); default g_ref + g_scale")
+    dw_min: float = Field(0.001, ge=1e-9, le=1e3, description="typical weight change of one pulse")
+
+    @model_validator(mode="after")
+    def _window_around_reference(self) -> MappingSection:
+        low, high = self.conductance_window()
+        if not low < self.g_ref < high:
+            raise ValueError(f"mapping: g_min < g_ref < g_max is required (got g_min={low}, "
+                             f"g_ref={self.g_ref}, g_max={high})")
+        return self
+
+    def conductance_window(self) -> tuple[float, float]:
+        """``(g_min, g_max)`` (S), the defaults filled in."""
+        low = self.g_ref - self.g_scale if self.g_min is None else self.g_min
+        high = self.g_ref + self.g_scale if self.g_max is None else self.g_max
+        return max(low, 0.0), high
+
+    def weight_range(self) -> tuple[float, float]:
+        """The weights the chip can hold (weight units): from the conductance window around
+        ``g_ref``, or, for differential pairs, the largest difference of two cells."""
+        low, high = self.conductance_window()
+        if self.kind == "differential":
+            span = (high - low) / self.g_scale
+            return -span, span
+        return (low - self.g_ref) / self.g_scale, (high - self.g_ref) / self.g_scale
 
 
 class StationLimits(StrictModel):
     """Hard limits of one bench (chip and wiring), independent of what the instruments can do.
 
     :meth:`violation` compares settings with them; the drivers call it (through
-    ``drivers.limits``) with every value they are about to send.
+    ``drivers.limits``) with every value they are about to send. Every limit is a finite number
+    (the strict base refuses ``inf``, ``nan``, booleans and strings) under an absolute ceiling,
+    so a typo cannot open the bench:
+
+    - ``max_pulse_amplitude`` <= 10 V: the most a 33500B gives into high-Z; no crossbar cell
+      needs more to switch, and beyond it every cell class breaks down.
+    - ``max_pulse_width`` <= 1 s and ``min_pulse_width`` >= 1 ns: programming pulses are ns to
+      ms; a second is already a DC stress; below 1 ns no bench instrument makes a pulse.
+    - ``max_read_voltage`` <= 2 V: a read must not program. Above ~1 V most resistive cells
+      (RRAM, PCM, ECRAM) are disturbed; 2 V leaves room for cells read at up to ~1.5 V (FeFET
+      gates) and refuses a write level pasted as the read limit (``3``) or a unit slip (``100``).
+    - ``max_compliance`` <= 0.1 A: a cell carries uA to mA; 100 mA is the fuse of a whole
+      line read in parallel, more would melt lines rather than read them.
+    - ``max_burst_count`` <= 65535: the board's u16 count field; longer trains are split into
+      bursts by the caller.
     """
 
-    max_pulse_amplitude: float = Field(3.0, gt=0, le=10, description="largest |pulse amplitude| (V)")
-    min_pulse_width: float = Field(20e-9, gt=0, description="shortest pulse (s)")
-    max_pulse_width: float = Field(1e-3, gt=0, description="longest pulse (s)")
-    max_read_voltage: float = Field(0.5, gt=0, le=210, description="largest |read voltage| (V)")
-    max_compliance: float = Field(1e-3, gt=0, le=1.05, description="largest current limit (A)")
-    max_burst_count: int = Field(1000, ge=1, description="most pulses in one burst")
+    max_pulse_amplitude: float = Field(3.0, gt=0, le=10,
+                                       description="largest |pulse amplitude| (V); ceiling 10 V")
+    min_pulse_width: float = Field(20e-9, ge=1e-9, le=1, description="shortest pulse (s); at least 1 ns")
+    max_pulse_width: float = Field(1e-3, gt=0, le=1, description="longest pulse (s); ceiling 1 s")
+    max_read_voltage: float = Field(0.5, gt=0, le=2, description="largest |read voltage| (V); ceiling 2 V")
+    max_compliance: float = Field(1e-3, gt=0, le=0.1, description="largest current limit (A); ceiling 0.1 A")
+    max_burst_count: int = Field(1000, ge=1, le=65535,
+                                 description="most pulses in one burst; ceiling 65535 (u16)")
 
     @model_validator(mode="after")
     def _widths_ordered(self) -> StationLimits:
@@ -184,8 +234,9 @@ class StationLimits(StrictModel):
 
 
 class StationConfig(StrictModel):
-    """A whole station, validated: the tiles lie on the chip, every instrument a setting goes
-    through is named, and the write and read settings are within the limits."""
+    """A whole station, validated: the tiles lie on the chip and do not overlap, every
+    instrument a setting goes through is named, and the write and read settings are within the
+    limits (which are within their ceilings, :class:`StationLimits`)."""
 
     board: BoardSection | None = None
     pulse_generator: InstrumentSection | None = None
@@ -207,6 +258,14 @@ class StationConfig(StrictModel):
                 raise ValueError(f"tiles.{t.name}: rows {t.row}..{t.row + t.rows - 1}, cols "
                                  f"{t.col}..{t.col + t.cols - 1} leave the "
                                  f"{self.chip.rows} x {self.chip.cols} chip")
+        for i, a in enumerate(self.tiles):
+            for b in self.tiles[i + 1:]:
+                rows = max(a.row, b.row), min(a.row + a.rows, b.row + b.rows) - 1
+                cols = max(a.col, b.col), min(a.col + a.cols, b.col + b.cols) - 1
+                if rows[0] <= rows[1] and cols[0] <= cols[1]:
+                    raise ValueError(f"tiles.{a.name} and tiles.{b.name} overlap at rows "
+                                     f"{rows[0]}..{rows[1]}, cols {cols[0]}..{cols[1]}: two tiles "
+                                     "would write the same cells; give each its own region")
         if (self.write.via == "board" or self.read.via == "board") and self.board is None:
             raise ValueError("board: write.via or read.via is 'board' but no [board] is given")
         if self.write.via == "pulse-generator" and self.pulse_generator is None:

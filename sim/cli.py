@@ -13,17 +13,15 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import signal
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from hilctl.cli.output import EXIT_FAILURE, EXIT_OK, error
 from hilctl.cli.parsing import UsageError, positive_seconds
-from sim.instruments.station import SimulatedStation, load_sim_station
+from sim.instruments.station import SimStationSpec, SimulatedStation, load_sim_station
 
 _DESCRIPTION = """\
 Start a simulated station -- an emulated chip behind a controller board on a pseudo-terminal
@@ -78,8 +76,9 @@ def run_serve(args: argparse.Namespace) -> int:
             return error(f"--write-station: could not write {str(out)!r}: {exc.strerror or exc}",
                          EXIT_FAILURE)
         _print_addresses(args.station, station, out, temporary is not None, args.seconds)
-        # Ctrl-C (or SIGTERM) is how a server stops: not an error
-        with _sigterm_as_interrupt(), contextlib.suppress(KeyboardInterrupt):
+        # Ctrl-C (or SIGTERM, SIGHUP: hilctl's main turns them into one) is how a server stops:
+        # not an error
+        with contextlib.suppress(KeyboardInterrupt):
             _serve(args.seconds)
         print(f"stopping: {_traffic(station)}", flush=True)
     finally:
@@ -89,7 +88,24 @@ def run_serve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _print_addresses(source: str, station: Any, out: Path, temporary: bool,
+def example_commands(spec: SimStationSpec, station_file: Path) -> list[str]:
+    """Commands that work on the simulated station: a training whose weight matrix fits the
+    smallest tile region (two regions: Tiki-Taka too), a characterisation, an identification."""
+    per_weight = 2 if spec.mapping is not None and spec.mapping.kind == "differential" else 1
+    rows = min(region.rows for region in spec.tiles)
+    cols = min(region.cols for region in spec.tiles) // per_weight
+    where = f"--backend lab --station {station_file}"
+    shape = f"--set task.out={rows} --set task.in={cols}"
+    commands = [f"hilctl instruments --station {station_file}",
+                f"hilctl characterize {where} --up 50 --down 50",
+                f"hilctl train {where} {shape}"]
+    if len(spec.tiles) >= 2:
+        commands.append(f"hilctl train {where} --algorithm tiki-taka {shape} "
+                        "--set algorithm.fast_lr=0.2")
+    return commands
+
+
+def _print_addresses(source: str, station: SimulatedStation, out: Path, temporary: bool,
                      seconds: float | None) -> None:
     spec = station.spec
     addresses = station.addresses()
@@ -107,8 +123,8 @@ def _print_addresses(source: str, station: Any, out: Path, temporary: bool,
         print(f"  {label:<{width}}  {value:<{value_width}}  {note}".rstrip())
     until = f"for {seconds:g} s" if seconds is not None else "until Ctrl-C"
     print(f"serving {until}; in another shell, e.g.:")
-    print(f"  hilctl instruments --station {out}")
-    print(f"  hilctl train --backend lab --station {out}")
+    for command in example_commands(spec, out):
+        print(f"  {command}")
     sys.stdout.flush()
 
 
@@ -121,25 +137,8 @@ def _serve(seconds: float | None) -> None:
         time.sleep(min(left, 1.0))
 
 
-def _traffic(station: Any) -> str:
+def _traffic(station: SimulatedStation) -> str:
+    assert station.board and station.pulse_generator and station.smu  # started
     return (f"board {station.board.stats.frames_in} frame(s), pulse generator "
             f"{station.pulse_generator.message_count} message(s), smu "
             f"{station.smu.message_count} message(s) served")
-
-
-class _sigterm_as_interrupt:
-    """Within the block, SIGTERM stops the server like Ctrl-C (so it cleans up); only in the
-    main thread, where signal handlers can be set."""
-
-    def __enter__(self) -> None:
-        self._previous: Any = None
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGTERM, _raise_interrupt)
-
-    def __exit__(self, *exc: object) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
-
-
-def _raise_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt

@@ -143,7 +143,7 @@ BAD_INPUT = [
     (["--device", "constant-step", "--set", "device.tau=0.5"], ["device.tau", "valid keys"]),
     (["--set", "device.dw_min=abc"], ["device.dw_min", "number", "abc"]),
     (["--set", "update.mode=fast"], ["update.mode", "'pulsed'", "'expected'", "'ideal'"]),
-    (["--set", "device.dw_min=-0.01"], ["device.dw_min", "greater than 0"]),
+    (["--set", "device.dw_min=-0.01"], ["device.dw_min", "greater than or equal to"]),
     (["--set", "device.w_min=0.5", "--set", "device.w_max=0.2"], ["w_min", "w_max"]),
     (["--set", "device.up_down=NaN"], ["device.up_down", "finite"]),
     (["--set", "bogus.x=1"], ["bogus", "device, update, periphery"]),

@@ -49,7 +49,8 @@ def refused(capsys, *argv: str) -> str:
 
 def test_train_json(capsys, store_home):
     record = run_json(capsys, "train", *FAST, "--seed", "3")
-    assert set(record) == {"run_id", "seconds", "config", "final", "history"}
+    assert set(record) == {"run_id", "status", "seconds", "config", "final", "history"}
+    assert record["status"] == "completed"
     assert set(record["final"]) == {"rel_err", "loss"}
     assert 0 < record["final"]["rel_err"] < 10 and record["final"]["loss"] > 0
     assert record["seconds"] >= 0

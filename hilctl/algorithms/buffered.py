@@ -32,17 +32,17 @@ class _BufferSettings(AlgorithmSettings):
     """What the buffered-transfer family shares: the fast tile's rate, the transfer rate and
     period, and how the buffer writes C."""
 
-    fast_lr: float = Field(0.1, gt=0, description="learning rate of the fast tile A (absolute)")
-    transfer_lr: float = Field(1.0, ge=0, description="rate of the read into the buffer, times "
+    fast_lr: float = Field(0.1, gt=0, le=1e6, description="learning rate of the fast tile A (absolute)")
+    transfer_lr: float = Field(1.0, ge=0, le=1e6, description="rate of the read into the buffer, times "
                                "the SGD lr")
-    transfer_every: float = Field(1.0, gt=0, description="updates between transfers (see "
+    transfer_every: float = Field(1.0, ge=1e-6, le=1e9, description="updates between transfers (see "
                                   "units_in_mbatch)")
     forget_buffer: bool = Field(True, description="after a write, H <- momentum H (True) or "
                                 "H <- H - (1 - momentum) n thr (False)")
     desired_bl: int = Field(1, ge=1, le=10_000, description="most pulses written per cell and "
                             "transfer (aihwkit transfer_update.desired_bl)")
     granularity: float | None = Field(
-        None, gt=0, description="weight change of one pulse (weight units; aihwkit's weight "
+        None, ge=1e-9, le=1e3, description="weight change of one pulse (weight units; aihwkit's weight "
         "granularity, the device's dw_min); None: from the run's device")
 
     def pulse_size(self, run: RunSettings) -> float:
@@ -63,11 +63,11 @@ class Ttv2Config(_BufferSettings):
     """
 
     name: Literal["ttv2"] = "ttv2"
-    gamma: float = Field(0.0, ge=0, description="weight of the fast tile in W = gamma A + C")
+    gamma: float = Field(0.0, ge=0, le=1e3, description="weight of the fast tile in W = gamma A + C")
     units_in_mbatch: bool = Field(True, description="transfer_every counts mini-batches "
                                   "(True) or samples (False)")
-    n_reads_per_transfer: int = Field(1, ge=1, description="columns of A read per transfer")
-    thres_scale: float = Field(1.0, gt=0, description="buffer threshold, in units of granularity")
+    n_reads_per_transfer: int = Field(1, ge=1, le=65_536, description="columns of A read per transfer")
+    thres_scale: float = Field(1.0, ge=1e-9, le=1e9, description="buffer threshold, in units of granularity")
     momentum: float = Field(0.1, ge=0, le=1, description="fraction of the buffer kept after a write")
 
     def build(self, rows: int, cols: int, open_analog: TileFactory, run: RunSettings
@@ -82,9 +82,9 @@ class _ChopperBufferConfig(_BufferSettings):
 
     units_in_mbatch: bool = Field(False, description="transfer_every counts mini-batches "
                                   "(True) or samples (False)")
-    buffer_granularity: float = Field(1.0, gt=0, description="buffer threshold, in units of "
+    buffer_granularity: float = Field(1.0, ge=1e-9, le=1e9, description="buffer threshold, in units of "
                                       "granularity")
-    auto_granularity: float = Field(0.0, ge=0, description="if > 0, scale the threshold by "
+    auto_granularity: float = Field(0.0, ge=0, le=1e9, description="if > 0, scale the threshold by "
                                     "auto_granularity / (cols transfer_every), e.g. 1000")
     momentum: float = Field(0.0, ge=0, le=1, description="fraction of the buffer kept after a write")
 
@@ -133,9 +133,9 @@ class AgadConfig(_ChopperBufferConfig):
     in_chop_prob: float = Field(0.1, gt=0, le=1, description="chopper frequency: a flip every "
                                 "max(ceil(1/in_chop_prob), 2) sweeps")
     in_chop_random: bool = Field(False, description="also flip at random with in_chop_prob")
-    tail_weightening: float = Field(5.0, gt=0, description="weight of recent reads in the "
+    tail_weightening: float = Field(5.0, ge=1e-9, le=1e9, description="weight of recent reads in the "
                                     "running mean (s = tail_weightening / period)")
-    buffer_cap: float = Field(0.0, ge=0, description="without forget_buffer: clip H to "
+    buffer_cap: float = Field(0.0, ge=0, le=1e9, description="without forget_buffer: clip H to "
                               "+-buffer_cap desired_bl (0: no cap)")
 
     def build(self, rows: int, cols: int, open_analog: TileFactory, run: RunSettings

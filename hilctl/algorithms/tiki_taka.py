@@ -24,11 +24,11 @@ class TikiTakaConfig(AlgorithmSettings):
     """
 
     name: Literal["tiki-taka"] = "tiki-taka"
-    gamma: float = Field(0.0, ge=0, description="weight of the fast tile in W = gamma A + C")
-    fast_lr: float = Field(0.1, gt=0, description="learning rate of the fast tile (absolute)")
-    transfer_lr: float = Field(1.0, ge=0, description="transfer rate, times the SGD lr")
-    transfer_every: int = Field(1, ge=1, description="updates (mini-batches) between transfers")
-    n_reads_per_transfer: int = Field(1, ge=1, description="columns of A moved per transfer")
+    gamma: float = Field(0.0, ge=0, le=1e3, description="weight of the fast tile in W = gamma A + C")
+    fast_lr: float = Field(0.1, gt=0, le=1e6, description="learning rate of the fast tile (absolute)")
+    transfer_lr: float = Field(1.0, ge=0, le=1e6, description="transfer rate, times the SGD lr")
+    transfer_every: int = Field(1, ge=1, le=10**9, description="updates (mini-batches) between transfers")
+    n_reads_per_transfer: int = Field(1, ge=1, le=65_536, description="columns of A moved per transfer")
 
     def build(self, rows: int, cols: int, open_analog: TileFactory, run: RunSettings
               ) -> WeightArray:
@@ -44,7 +44,7 @@ class ResidualConfig(TikiTakaConfig):
     """
 
     name: Literal["residual"] = "residual"  # type: ignore[assignment]
-    gamma: float = Field(0.4, gt=0, description="weight of the fast tile in W = gamma A + C")
+    gamma: float = Field(0.4, gt=0, le=1e3, description="weight of the fast tile in W = gamma A + C")
 
     def build(self, rows: int, cols: int, open_analog: TileFactory, run: RunSettings
               ) -> WeightArray:

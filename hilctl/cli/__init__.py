@@ -12,22 +12,19 @@ commands that open tiles in :mod:`hilctl.cli.options`.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 from importlib.metadata import entry_points
 from typing import Any
 
 from hilctl import __version__
 from hilctl.cli import characterize, reproduce, runs, train
-from hilctl.cli.output import (
-    EXIT_FAILURE,
-    EXIT_INTERRUPTED,
-    EXIT_OK,
-    PROG,
-    error,
-)
+from hilctl.cli.output import EXIT_FAILURE, EXIT_OK, PROG, error, say
 from hilctl.cli.parsing import ArgumentParser, UsageError
+from hilctl.cli.signals import exit_code, signals_as_interrupts
 from hilctl.errors import HilctlError
 
 #: The core's commands, in the order ``hilctl --help`` lists them.
@@ -77,8 +74,43 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
+class _WarningsToStderr(logging.Handler):
+    """hilctl's warnings and errors (a reconnect, cells that do not move, an instrument not
+    made safe) as ``hilctl: warning: ...`` lines on the stderr of the moment."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        say(f"{PROG}: {record.levelname.lower()}: {record.getMessage()}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``hilctl`` with ``argv`` (default: ``sys.argv[1:]``); return the exit code."""
+    """Run ``hilctl`` with ``argv`` (default: ``sys.argv[1:]``); return the exit code
+    (:mod:`hilctl.errors`)."""
+    logger = logging.getLogger(PROG)
+    if not any(isinstance(h, _WarningsToStderr) for h in logger.handlers):
+        logger.addHandler(_WarningsToStderr())
+    try:
+        with signals_as_interrupts():
+            return _dispatch(argv)
+    except HilctlError as exc:
+        return error(exc, exc.exit_code)
+    except KeyboardInterrupt as exc:
+        say(f"{PROG}: interrupted ({exc or 'SIGINT'})")
+        return exit_code(exc)
+    except BrokenPipeError:  # the reader went away (``hilctl ... --json | head``): stop quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so that flushing stdout at exit cannot fail again
+        return EXIT_FAILURE
+    except Exception as exc:  # a bug: say so, with what is needed to report it
+        say(f"{PROG}: internal error (a bug in hilctl; please report it with this traceback): "
+            f"{type(exc).__name__}: {exc}")
+        say("".join(traceback.format_exception(exc)).rstrip())
+        return EXIT_FAILURE
+
+
+def _dispatch(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -90,17 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if handler is None:
         return error(f"a command is required; one of: {', '.join(parser.commands)} "
                      "(see 'hilctl --help')")
-    try:
-        return handler(args)
-    except HilctlError as exc:
-        return error(exc)
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except BrokenPipeError:  # the reader went away (``hilctl ... --json | head``): stop quietly
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())  # so that flushing stdout at exit cannot fail again
-        return EXIT_FAILURE
+    return handler(args)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from hilctl.cli.options import (
     set_keys_help,
     tile_config_from_args,
 )
-from hilctl.cli.output import EXIT_FAILURE, EXIT_OK, error, print_json, progress_for
+from hilctl.cli.output import EXIT_FAILURE, EXIT_OK, error, print_json, progress_for, say
 from hilctl.cli.parsing import UsageError, finite_float, nonnegative_int
 from hilctl.errors import HilctlError
 from hilctl.plotting import plot_pulse_response, require_matplotlib
@@ -74,33 +74,47 @@ def run(args: argparse.Namespace) -> int:
     backend, options = backend_from_args(args)
     resolve_tile_shape(args, backend, options)
     try:
-        config = tile_config_from_args(args)
+        config = tile_config_from_args(args, backend)
     except (HilctlError, ValueError) as exc:
         raise UsageError(str(exc)) from None
-    device = config.device
-    if not device.w_min <= args.start <= device.w_max:
-        raise UsageError(f"--start: must lie within the device bounds [w_min, w_max] = "
-                         f"[{device.w_min}, {device.w_max}]; got {args.start}")
+    chip = backend.chip(options)
+    if chip is not None:
+        low, high, step, where = chip.w_min, chip.w_max, chip.dw_min, f"{backend.chip_source}'s"
+    else:
+        device = config.device
+        low, high, step, where = device.w_min, device.w_max, device.dw_min, "the device's"
+    if not low <= args.start <= high:
+        raise UsageError(f"--start: must lie within {where} weight range [w_min, w_max] = "
+                         f"[{low}, {high}]; got {args.start}")
     if args.plot is not None:
         _check_plot_path(args.plot)  # before a run that may take hours on a chip
 
     progress = progress_for("characterize", enabled=not args.json)
     began = time.perf_counter()
     try:
-        tile = backend.open_tile(config, **options)
-        response = measure_pulse_response(tile, args.up, args.down, args.start,
-                                          progress=progress)
+        with backend:
+            try:
+                tile = backend.open_tile(config, **options)
+                response = measure_pulse_response(tile, args.up, args.down, args.start,
+                                                  progress=progress)
+            finally:
+                report = backend.report()
     finally:
         if progress is not None:
             progress.close()
-        backend.close()
     seconds = time.perf_counter() - began
+    if response.pulses and not response.moved(step / 2):
+        say(f"hilctl: warning: the cells did not move (the mean weight changed by at most "
+            f"{response.largest_change:.3g} over {response.pulses} pulses, less than half a "
+            f"pulse step, {step:g}): the write amplitude may be below the switching threshold, "
+            "or the pulses do not reach the cells")
 
     plotted: str | None = None
     plot_error: str | None = None
     if args.plot is not None:
-        title = (f"Pulse response: {args.device}, {config.rows} x {config.cols} cells "
-                 f"({args.backend}, seed {config.seed})")
+        what = "chip" if backend.physical else config.device.model
+        title = (f"Pulse response: {what}, {config.rows} x {config.cols} cells "
+                 f"({backend.label(options)}, seed {config.seed})")
         try:
             plotted = str(plot_pulse_response(response, args.plot, title))
         except OSError as exc:  # report after the results, which are not lost
@@ -112,8 +126,9 @@ def run(args: argparse.Namespace) -> int:
             "command": "characterize",
             "backend": args.backend,
             **options,
-            "device": args.device,
-            "config": config.model_dump(mode="json"),
+            **({} if backend.physical else {"device": config.device.model}),
+            "config": config.model_dump(
+                mode="json", exclude={"device", "periphery"} if backend.physical else None),
             "rows": config.rows,
             "cols": config.cols,
             "up": response.up,
@@ -125,6 +140,7 @@ def run(args: argparse.Namespace) -> int:
             "plot": plotted,
             "mean": response.mean,
             "std": response.std,
+            **({"bench": report} if report else {}),
         }
         print_json(record)
     else:
@@ -132,6 +148,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"{where}: {config.rows} x {config.cols} cells, "
               f"seed {config.seed}, {response.pulses} pulses in {seconds:.2f} s")
         for line in response.summary_lines():
+            print(f"  {line}")
+        for line in backend.report_lines(report):
             print(f"  {line}")
         if plotted is not None:
             print(f"  plot written to {plotted}")

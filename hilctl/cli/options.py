@@ -85,6 +85,30 @@ def backend_from_args(args: argparse.Namespace) -> tuple[Backend, dict[str, Any]
     return backend, backend.resolve_options(given)
 
 
+def refuse_emulator_settings(backend: Backend, given: list[str]) -> None:
+    """On a physical backend, refuse the device and periphery settings named in ``given``
+    (``--device``, ``device.dw_min``, ``[device] of run.toml``, ...): they describe an emulator,
+    and the chip has its own."""
+    if backend.physical and given:
+        source = f"{backend.chip_source} describes the chip" if backend.chip_source else \
+            "the chip is real"
+        raise UsageError(f"{given[0]}: on --backend {backend.name} {source}; device and "
+                         "periphery settings describe an emulated tile (--backend sim) and do "
+                         "not apply")
+
+
+def emulator_settings_given(args: argparse.Namespace, sections: dict[str, dict[str, Any]],
+                            file_values: dict[str, Any] | None = None) -> list[str]:
+    """Every device or periphery setting the command line (and a config file) gave."""
+    given = ["--device"] if getattr(args, "device", None) is not None else []
+    given += ["--no-variation"] if getattr(args, "no_variation", False) else []
+    given += [f"{section}.{key}" for section in ("device", "periphery")
+              for key in sections.get(section, {})]
+    given += [f"[{section}] of {args.config}" for section in ("device", "periphery")
+              if section in (file_values or {})]
+    return given
+
+
 # ---------------------------------------------------------------------------------------------
 # One tile: device, --set, shape and seed.
 # ---------------------------------------------------------------------------------------------
@@ -122,9 +146,8 @@ def add_tile_arguments(parser: argparse.ArgumentParser, *, rows: int = 32, cols:
     add_backend_arguments(parser, one_tile=True, group=group)
     group.add_argument(
         "--device",
-        default="soft-bounds",
         choices=list(DEVICE_CONFIGS),
-        help="device model (response function) of every cell (default: %(default)s)",
+        help="device model (response function) of every cell (default: soft-bounds)",
     )
     group.add_argument(
         "--set",
@@ -160,28 +183,38 @@ def resolve_tile_shape(args: argparse.Namespace, backend: Backend, options: dict
     args.cols = cols if args.cols is None else args.cols
 
 
-def all_finite(value: Any) -> bool:
+def _all_finite(value: Any) -> bool:
     """False if ``value`` is (or holds) a NaN or infinite float; ``--set`` parses JSON, which
     reads ``NaN``, ``Infinity`` and ``1e999`` as such."""
     if isinstance(value, float):
         return math.isfinite(value)
     if isinstance(value, list):
-        return all(all_finite(v) for v in value)
+        return all(_all_finite(v) for v in value)
     return True
 
 
-def tile_config_from_args(args: argparse.Namespace) -> TileConfig:
-    """The validated tile config of the options added by :func:`add_tile_arguments`.
+def parse_sets(items: list[str], sections: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """The ``--set SECTION.KEY=VALUE`` items by section; a non-finite number is refused naming
+    its key."""
+    parsed = parse_assignments(items, sections)
+    for section, values in parsed.items():
+        for key, value in values.items():
+            if not _all_finite(value):
+                raise ConfigError(f"{section}.{key}: must be finite; got {value!r}")
+    return parsed
+
+
+def tile_config_from_args(args: argparse.Namespace, backend: Backend) -> TileConfig:
+    """The validated tile config of the options added by :func:`add_tile_arguments`; device
+    and periphery settings are refused on a physical ``backend``.
 
     Raises :class:`hilctl.errors.ConfigError` (a ``ValueError``) naming the field and what is
     allowed.
     """
-    sections = parse_assignments(args.set, SET_SECTIONS)
-    for section, values in sections.items():
-        for key, value in values.items():
-            if not all_finite(value):
-                raise ConfigError(f"{section}.{key}: must be finite; got {value!r}")
-    device_values = {**(no_variation(args.device) if args.no_variation else {}),
+    sections = parse_sets(args.set, SET_SECTIONS)
+    refuse_emulator_settings(backend, emulator_settings_given(args, sections))
+    device = args.device or "soft-bounds"
+    device_values = {**(no_variation(device) if args.no_variation else {}),
                      **sections["device"]}
     if "model" in device_values:
         raise ConfigError(
@@ -191,7 +224,7 @@ def tile_config_from_args(args: argparse.Namespace) -> TileConfig:
     return tile_config(
         rows=args.rows,
         cols=args.cols,
-        device=args.device,
+        device=device,
         device_values=device_values,
         update_values=sections["update"],
         periphery_values=sections["periphery"],

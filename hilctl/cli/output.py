@@ -1,12 +1,15 @@
 """What a command gives back: exit codes, one-line errors, JSON, and progress on stderr.
 
-Exit codes: 0 done; 1 a failure while running (e.g. the plot file could not be written); 2 the
-input was refused (bad argument, bad config value, unknown backend), reported as one line
-``hilctl: error: ...`` on stderr; 130 interrupted.
+Exit codes (:mod:`hilctl.errors`): 0 done; 1 an internal error, or output that could not be
+written; 2 the input was refused before any instrument was touched (bad argument, bad config
+value, unknown backend), reported as one line ``hilctl: error: ...`` on stderr; 3 an instrument
+or the bench failed; 4 the run diverged (or, for ``reproduce``, a claim did not hold); 128 + N
+interrupted by signal N (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -21,13 +24,20 @@ PROG = "hilctl"
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
+EXIT_BENCH = 3
+EXIT_DIVERGED = 4
+
+
+def say(text: str) -> None:
+    """Print ``text`` on stderr; quietly nothing where stderr is gone (a dropped SSH session)."""
+    with contextlib.suppress(OSError, ValueError):
+        print(text, file=sys.stderr, flush=True)
 
 
 def error(message: object, code: int = EXIT_USAGE) -> int:
     """Print ``hilctl: error: message`` as one line on stderr; return ``code``."""
     text = " ".join(str(message).split())
-    print(f"{PROG}: error: {text}", file=sys.stderr)
+    say(f"{PROG}: error: {text}")
     return code
 
 

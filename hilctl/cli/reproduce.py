@@ -3,7 +3,7 @@
 Progress goes to stderr, a summary of the claims to stdout. With ``--out DIR`` each experiment
 writes its figure (PNG) and its results (``<name>.json``) there, and ``results.md`` and
 ``results.csv`` are rebuilt from every experiment saved in DIR, so experiments can be
-regenerated one at a time into one table. Exit 0 when every qualitative claim holds, 1 otherwise.
+regenerated one at a time into one table. Exit 0 when every qualitative claim holds, 4 otherwise.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from hilctl import reproduce
-from hilctl.cli.output import EXIT_FAILURE, EXIT_OK
+from hilctl.cli.output import EXIT_DIVERGED, EXIT_OK
 from hilctl.cli.parsing import UsageError, nonnegative_int, positive_int
 from hilctl.errors import HilctlError
 from hilctl.reproduce import report
@@ -102,4 +102,4 @@ def run(args: argparse.Namespace) -> int:
     if out is not None:
         progress(f"wrote {out / 'results.md'}, {out / 'results.csv'} and the figures")
     print(report.summary(results))
-    return EXIT_OK if reproduce.all_passed(results) else EXIT_FAILURE
+    return EXIT_OK if reproduce.all_passed(results) else EXIT_DIVERGED

@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 import textwrap
 from typing import Any
 
 from hilctl.algorithms import ALGORITHMS
 from hilctl.backends import Backend
-from hilctl.cli.options import add_backend_arguments, backend_from_args
-from hilctl.cli.output import EXIT_INTERRUPTED, EXIT_OK, print_json, progress_for
+from hilctl.cli.options import (
+    add_backend_arguments,
+    backend_from_args,
+    emulator_settings_given,
+    parse_sets,
+    refuse_emulator_settings,
+)
+from hilctl.cli.output import EXIT_DIVERGED, EXIT_OK, error, print_json, progress_for, say
 from hilctl.cli.parsing import nonnegative_int, positive_int
-from hilctl.config import DEVICE_CONFIGS, no_variation, parse_assignments
+from hilctl.cli.signals import exit_code
+from hilctl.config import DEVICE_CONFIGS, no_variation
 from hilctl.errors import ConfigError
 from hilctl.runs import RunStore
 from hilctl.tasks import TASKS
@@ -23,7 +29,7 @@ from hilctl.train_config import (
     load_toml,
     resolve_train_config,
 )
-from hilctl.training import TrainOutcome, train
+from hilctl.training import DivergedRun, TrainOutcome, train
 
 #: What ``compare`` runs by default: the paper's headline.
 _HEADLINE = ("digital-sgd", "analog-sgd", "tiki-taka")
@@ -79,19 +85,17 @@ def register(subparsers: Any) -> None:
     compare_parser.set_defaults(handler=run_compare)
 
 
-def _config(args: argparse.Namespace, algorithm: str | None, seed: int | None,
+def _config(args: argparse.Namespace, backend: Backend, algorithm: str | None, seed: int | None,
             shared_algorithm_keys: bool = False) -> TrainConfig:
-    """The resolved config of the command line. With ``shared_algorithm_keys`` (compare),
-    an ``algorithm.KEY`` applies to each compared algorithm that has the key."""
-    overrides = parse_assignments(args.set, SECTIONS)
+    """The resolved config of the command line; device and periphery settings are refused on
+    a physical backend. With ``shared_algorithm_keys`` (compare), an ``algorithm.KEY``
+    applies to each compared algorithm that has the key."""
+    overrides = parse_sets(args.set, SECTIONS)
     if shared_algorithm_keys and algorithm in ALGORITHMS:
         accepted = ALGORITHMS[algorithm].model_fields
         overrides["algorithm"] = {k: v for k, v in overrides["algorithm"].items() if k in accepted}
-    for section, values in overrides.items():
-        for key, value in values.items():
-            if isinstance(value, float) and not math.isfinite(value):
-                raise ConfigError(f"{section}.{key}: must be finite; got {value!r}")
     file_values = load_toml(args.config) if args.config else None
+    refuse_emulator_settings(backend, emulator_settings_given(args, overrides, file_values))
     if args.no_variation:
         model = args.device or (file_values or {}).get("device", {}).get("model", "soft-bounds")
         if model in DEVICE_CONFIGS:  # an unknown model is reported by the resolution below
@@ -106,30 +110,36 @@ def _train(config: TrainConfig, args: argparse.Namespace, store: RunStore, label
            command: str, backend: Backend, options: dict[str, Any]) -> TrainOutcome:
     progress = progress_for(label, enabled=not args.json)
     try:
-        return train(config, backend, store=store, command=command, progress=progress,
-                     backend_options=options)
+        with backend:  # closed after each run: the next opens its tiles afresh (a bench's regions)
+            return train(config, backend, store=store, command=command, progress=progress,
+                         backend_options=options)
     finally:
         if progress is not None:
             progress.close()
-        backend.close()  # each run opens its tiles afresh (e.g. the bench's regions)
 
 
 def run_train(args: argparse.Namespace) -> int:
     """``hilctl train``."""
     backend, options = backend_from_args(args)
-    config = _config(args, args.algorithm, args.seed)
+    config = _config(args, backend, args.algorithm, args.seed)
     store = RunStore(args.store)
     try:
         outcome = _train(config, args, store, config.summary(), "train", backend, options)
-    except KeyboardInterrupt:
-        print("hilctl: interrupted; the run is recorded as interrupted with its history so far "
-              "(see 'hilctl runs list')", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as exc:
+        say(f"hilctl: interrupted ({exc or 'SIGINT'}); the run is recorded as interrupted with "
+            "its history so far (see 'hilctl runs list')")
+        return exit_code(exc)
+    except DivergedRun as exc:
+        if args.json:
+            print_json({**exc.outcome.as_json(), "error": str(exc)})
+        return error(exc, exc.exit_code)
     if args.json:
         print_json(outcome.as_json())
         return EXIT_OK
     for line in summary_lines(outcome, backend.label(options)):
         print(line)
+    for line in backend.report_lines(outcome.backend_report):
+        print(f"  {line}")
     return EXIT_OK
 
 
@@ -153,29 +163,36 @@ def run_compare(args: argparse.Namespace) -> int:
         if name not in ALGORITHMS:
             raise ConfigError(f"--algorithms: unknown algorithm {name!r}; allowed: "
                               f"{', '.join(ALGORITHMS)}")
-    requested = parse_assignments(args.set, SECTIONS)["algorithm"]
+    requested = parse_sets(args.set, SECTIONS)["algorithm"]
     for key in requested:
         if not any(key in ALGORITHMS[name].model_fields for name in names):
             raise ConfigError(f"algorithm.{key}: no compared algorithm ({', '.join(names)}) has "
                               "this key")
     backend, options = backend_from_args(args)
     first_seed = args.seed if args.seed is not None else 0
-    configs = {(name, s): _config(args, name, first_seed + s, shared_algorithm_keys=True)
+    configs = {(name, s): _config(args, backend, name, first_seed + s, shared_algorithm_keys=True)
                for name in names for s in range(args.seeds)}
     store = RunStore(args.store)
     outcomes: dict[tuple[str, int], TrainOutcome] = {}
+    diverged: list[str] = []
     try:
         for (name, s), config in configs.items():
-            outcomes[(name, s)] = _train(config, args, store, f"{name} seed {first_seed + s}",
-                                         "compare", backend, options)
-    except KeyboardInterrupt:
-        print("hilctl: interrupted; finished runs are recorded, the current one as interrupted",
-              file=sys.stderr)
-        return EXIT_INTERRUPTED
+            label = f"{name} seed {first_seed + s}"
+            try:
+                outcomes[(name, s)] = _train(config, args, store, label, "compare", backend,
+                                             options)
+            except DivergedRun as exc:  # the others still run: the table says which diverged
+                outcomes[(name, s)] = exc.outcome
+                diverged.append(f"{label}: {exc}")
+    except KeyboardInterrupt as exc:
+        say(f"hilctl: interrupted ({exc or 'SIGINT'}); finished runs are recorded, the current "
+            "one as interrupted")
+        return exit_code(exc)
     table = comparison_table(names, args.seeds, outcomes)
+    code = EXIT_DIVERGED if diverged else EXIT_OK
     if args.json:
         print_json({"rows": table, "runs": [o.as_json() for o in outcomes.values()]})
-        return EXIT_OK
+        return code
     sample = next(iter(configs.values()))
     print(f"{sample.task.name} on {backend.label(options)}, device {sample.device.model}, "
           f"{args.seeds} seed(s) from {first_seed}")
@@ -183,18 +200,24 @@ def run_compare(args: argparse.Namespace) -> int:
         print(line)
     metric = sample.task.final_metric
     print(textwrap.fill(f"{metric}: {_METRIC_MEANING[metric]}.", 90))
-    return EXIT_OK
+    for line in diverged:
+        say(f"hilctl: {line}")
+    return code
 
 
 def comparison_table(names: list[str], seeds: int,
                      outcomes: dict[tuple[str, int], TrainOutcome]) -> list[dict[str, Any]]:
     """One row per algorithm: mean and spread of each final metric over the seeds."""
+    completed = [o for o in outcomes.values() if o.status == "completed"]
+    metrics = list((completed or list(outcomes.values()))[0].final)
     rows = []
     for name in names:
         runs = [outcomes[(name, s)] for s in range(seeds)]
         row: dict[str, Any] = {"algorithm": name}
-        for metric in runs[0].final:
-            values = [r.final[metric] for r in runs]
+        if any(r.status != "completed" for r in runs):
+            row["diverged"] = sum(r.status != "completed" for r in runs)
+        for metric in metrics:
+            values = [r.final.get(metric, math.nan) for r in runs]
             row[metric] = sum(values) / len(values)
             if seeds > 1:
                 mean = row[metric]
@@ -207,12 +230,12 @@ def comparison_table(names: list[str], seeds: int,
 
 
 def format_table(rows: list[dict[str, Any]]) -> list[str]:
-    metrics = [k for k in rows[0] if k not in ("algorithm", "seconds", "run_ids")
+    metrics = [k for k in rows[0] if k not in ("algorithm", "seconds", "run_ids", "diverged")
                and not k.endswith("_std")]
     header = ["algorithm", *metrics, "seconds"]
     body = []
     for row in rows:
-        cells = [row["algorithm"]]
+        cells = [row["algorithm"] + (f" ({row['diverged']} diverged)" if "diverged" in row else "")]
         for m in metrics:
             text = f"{row[m]:.4g}"
             if f"{m}_std" in row:

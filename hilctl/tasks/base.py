@@ -11,6 +11,7 @@ algorithm the same problem and the same samples.
 
 from __future__ import annotations
 
+import math
 from abc import abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from typing import ClassVar, Protocol
 import numpy as np
 
 from hilctl.algorithms import WeightArray
+from hilctl.errors import Diverged
 from protocols.schema import StrictModel
 
 WeightFactory = Callable[[int, int], WeightArray]
@@ -49,6 +51,15 @@ class TaskResult:
         for name, value in values.items():
             self.history.setdefault(name, []).append(value)
 
+
+
+def require_finite(values: Mapping[str, float], where: str) -> None:
+    """Raise :class:`~hilctl.errors.Diverged` naming the first non-finite value of ``values``:
+    tasks check their loss every step, so a diverging run stops before a NaN reaches a tile."""
+    for name, value in values.items():
+        if not math.isfinite(value):
+            raise Diverged(f"the run diverged: {name} = {value} at {where} (non-finite; try a "
+                           "smaller learning rate or a device closer to the defaults)")
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from hilctl.tasks.base import (
     TaskRun,
     TaskSettings,
     WeightFactory,
+    require_finite,
 )
 
 
@@ -31,12 +32,12 @@ class LeastSquaresConfig(TaskSettings):
     name: Literal["least-squares"] = "least-squares"
     out: int = Field(8, ge=1, le=4096, description="outputs (rows of W)")
     in_: int = Field(16, ge=1, le=4096, alias="in", description="inputs (columns of W)")
-    steps: int = Field(4000, ge=1, description="samples, one update each")
-    lr: float = Field(0.02, gt=0, description="SGD learning rate")
-    sigma: float = Field(0.1, ge=0, description="std of the label noise eps")
-    w_star_std: float = Field(0.3, gt=0, description="std of the entries of W*")
-    eval_window: int = Field(500, ge=1, description="steps the final rel_err averages over")
-    log_every: int = Field(50, ge=1, description="steps per recorded history point")
+    steps: int = Field(4000, ge=1, le=10**9, description="samples, one update each")
+    lr: float = Field(0.02, gt=0, le=1e6, description="SGD learning rate")
+    sigma: float = Field(0.1, ge=0, le=1e6, description="std of the label noise eps")
+    w_star_std: float = Field(0.3, ge=1e-9, le=1e6, description="std of the entries of W*")
+    eval_window: int = Field(500, ge=1, le=10**9, description="steps the final rel_err averages over")
+    log_every: int = Field(50, ge=1, le=10**9, description="steps per recorded history point")
 
     final_metric: ClassVar[str] = "rel_err"
     metric_meanings: ClassVar[Mapping[str, str]] = {
@@ -69,9 +70,11 @@ def least_squares(cfg: LeastSquaresConfig, seed: int, bound: float, make_weights
         x = samples.standard_normal((1, cfg.in_))
         y = x @ w_star.T + cfg.sigma * samples.standard_normal((1, cfg.out))
         error = weights.forward(x) - y
+        loss = 0.5 * float(np.sum(error**2))
+        require_finite({"loss": loss}, f"step {step}")
         weights.update(x, error, cfg.lr)
         rel_err = float(np.sum((weights.read_weights() - w_star) ** 2)) / star_norm
-        window_losses.append(0.5 * float(np.sum(error**2)))
+        window_losses.append(loss)
         window_errors.append(rel_err)
         if step > cfg.steps - cfg.eval_window:
             tail.append(rel_err)

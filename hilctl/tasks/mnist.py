@@ -31,18 +31,19 @@ from hilctl.tasks.base import (
     TaskRun,
     TaskSettings,
     WeightFactory,
+    require_finite,
 )
 
 
 class ClassifierSettings(TaskSettings):
     """What the MNIST classifiers share: epochs, learning rate and its StepLR schedule, data."""
 
-    epochs: int = Field(10, ge=1)
-    lr: float = Field(0.05, gt=0)
-    lr_step_epochs: int | None = Field(None, ge=1, description="StepLR: decay lr every N epochs")
-    lr_step_gamma: float = Field(0.1, gt=0, description="StepLR decay factor")
+    epochs: int = Field(10, ge=1, le=100_000)
+    lr: float = Field(0.05, gt=0, le=1e6)
+    lr_step_epochs: int | None = Field(None, ge=1, le=100_000, description="StepLR: decay lr every N epochs")
+    lr_step_gamma: float = Field(0.1, gt=0, le=1e3, description="StepLR decay factor")
     data_dir: str | None = Field(None, description="folder with the MNIST IDX files")
-    limit_train: int | None = Field(None, ge=1, description="use only the first N training images")
+    limit_train: int | None = Field(None, ge=1, le=10**9, description="use only the first N training images")
 
     batch: int
     final_metric: ClassVar[str] = "test_acc"
@@ -57,8 +58,10 @@ class MnistFcnConfig(ClassifierSettings):
     """A 784-256-128-10 sigmoid network on MNIST, softmax cross-entropy, every layer analog."""
 
     name: Literal["mnist-fcn"] = "mnist-fcn"
-    batch: int = Field(10, ge=1)
-    hidden: list[int] = Field(default_factory=lambda: [256, 128], min_length=1)
+    batch: int = Field(10, ge=1, le=100_000)
+    hidden: list[Annotated[int, Field(ge=1, le=4096)]] = Field(
+        default_factory=lambda: [256, 128], min_length=1, max_length=8,
+        description="widths of the hidden layers")
 
     def run(self, make_weights: WeightFactory, report: Reporter, run: TaskRun) -> TaskResult:
         return mnist_fcn(self, run.seed, make_weights, report, run.digital_bias)
@@ -73,12 +76,12 @@ class MnistCnnConfig(ClassifierSettings):
     """
 
     name: Literal["mnist-cnn"] = "mnist-cnn"
-    batch: int = Field(8, ge=1)
-    channels: list[Annotated[int, Field(ge=1)]] = Field(
+    batch: int = Field(8, ge=1, le=100_000)
+    channels: list[Annotated[int, Field(ge=1, le=4096)]] = Field(
         default_factory=lambda: [16, 32], min_length=2, max_length=2,
         description="output channels of the two convolutions")
     kernel_size: int = Field(5, ge=1, le=9, description="side of the square kernels (28x28 input)")
-    hidden: int = Field(128, ge=1, description="width of the fully connected hidden layer")
+    hidden: int = Field(128, ge=1, le=4096, description="width of the fully connected hidden layer")
 
     def run(self, make_weights: WeightFactory, report: Reporter, run: TaskRun) -> TaskResult:
         return mnist_cnn(self, run.seed, make_weights, report, run.digital_bias)
@@ -136,6 +139,7 @@ def _train_classifier(net: Network | Sequential, cfg: ClassifierSettings, seed: 
             if shape:
                 images = images.reshape(index.size, *shape)
             loss, grad = softmax_cross_entropy(net.forward(images), train_y[index])
+            require_finite({"loss": loss}, f"epoch {epoch}, batch {b + 1}")
             net.backward(grad)
             net.update(lr)
             losses.append(loss)

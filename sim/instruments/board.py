@@ -37,7 +37,14 @@ Semantics of the board (what the firmware of a real board would document):
 
 Fault injection (:class:`FaultConfig`, seeded) acts per frame: an incoming frame may be dropped
 or have one byte corrupted before it is decoded; a reply may be delayed, corrupted or dropped
-after it is encoded.
+after it is encoded. Two board faults (attributes, settable while the board runs) answer with
+replies of the right type and sequence number but the wrong content: ``read_shape`` answers
+every read with a reply of that shape (currents of the first cells, zeros beyond), and
+``identify_geometry`` makes ``Identify`` report that (rows, cols) instead of the chip's.
+
+What arrived: ``requests`` keeps every decoded request in arrival order (retries included),
+before the board refuses or executes anything, so a test can check that nothing beyond a
+station's limits ever reached the board.
 """
 
 from __future__ import annotations
@@ -139,6 +146,12 @@ class SimulatedBoard:
         self.selection: pb.Select | None = None
         self.routes = pb.Route()
         self.errors: collections.deque[tuple[int, str]] = collections.deque(maxlen=pb.MAX_ERRORS)
+        #: every decoded request, in arrival order (retries too), before it is refused or executed
+        self.requests: list[pb.Message] = []
+        #: fault: answer every read with a reply of this (rows, cols) shape
+        self.read_shape: tuple[int, int] | None = None
+        #: fault: report this (rows, cols) geometry in IdentifyReply
+        self.identify_geometry: tuple[int, int] | None = None
         self._rng = random.Random(self.fault.seed)
         self._decoder = pb.FrameDecoder()
         self._inbuf = bytearray()
@@ -249,6 +262,7 @@ class SimulatedBoard:
             if seq is not None:
                 self._send(seq, nack)
             return
+        self.requests.append(item.message)
         if not item.message.is_request:
             nack = pb.Nack(pb.NackCode.UNKNOWN_COMMAND, f"{type(item.message).__name__} is a reply")
             self.errors.append((int(nack.error), nack.message))
@@ -306,7 +320,7 @@ class SimulatedBoard:
 
     def _dispatch(self, request: pb.Message) -> pb.Message:
         if isinstance(request, pb.Identify):
-            rows, cols = self.chip.shape
+            rows, cols = self.identify_geometry or self.chip.shape
             return pb.IdentifyReply(self.firmware, rows, cols, self.capabilities)
         if isinstance(request, pb.Reset):
             self.selection = None
@@ -418,6 +432,11 @@ class SimulatedBoard:
         if 4 * shape[0] * shape[1] > self._decoder.max_payload - 4:
             raise _Refused(pb.NackCode.UNSUPPORTED, f"a {shape[0]}x{shape[1]} read does not fit a frame")
         currents = self.chip.current(cells, request.voltage)
+        if self.read_shape is not None:  # fault: the wrong shape, with the right sequence number
+            shape = self.read_shape
+            n = shape[0] * shape[1]
+            values = currents.tolist()[:n]
+            return pb.ReadReply(shape, tuple(values + [0.0] * (n - len(values))))
         return pb.ReadReply(shape, tuple(currents.tolist()))
 
 

@@ -25,6 +25,10 @@ Fault injection (:class:`Faults`, changeable while the server runs):
 - ``ignore_fraction``: that fraction of the messages holding queries is executed but never
   answered (seeded rng, so a test is repeatable).
 
+What arrived: ``received`` holds every program message executed, ``lost`` those that met a
+dropped connection, ``arrived`` both in arrival order (a test checks that nothing beyond a
+station's limits ever reached the instrument, whether or not it was executed).
+
 Every loop is bounded: sockets poll with a short timeout and check a stop event, a message is at
 most ``MAX_MESSAGE`` bytes, at most ``MAX_CONNECTIONS`` clients are served at once. The server
 only ever binds 127.0.0.1.
@@ -104,6 +108,7 @@ class ScpiServer:
         self.lock = threading.RLock()  # instrument state, error queue, message log
         self.received: list[str] = []  # every program message executed, in order
         self.lost: list[str] = []  # messages that met a dropped connection
+        self.arrived: list[str] = []  # every program message that arrived (executed or lost), in order
         self.connections = 0  # connections accepted so far
         self._handlers: list[tuple[HeaderPattern, Handler]] = []
         self._port = port
@@ -231,6 +236,15 @@ class ScpiServer:
             _close(self._sock)
             self._sock = None
 
+    def drop_connections(self) -> int:
+        """Close every client connection now (a pulled cable); the server keeps listening, so
+        a client can reconnect. The number of connections closed."""
+        with self.lock:
+            clients = list(self._clients)
+        for c in clients:
+            _close(c)
+        return len(clients)
+
     def alive_threads(self) -> list[threading.Thread]:
         """This server's threads still running (none after :meth:`stop`)."""
         return [t for t in self._threads if t.is_alive()]
@@ -316,6 +330,7 @@ class ScpiServer:
                     if not text.strip():
                         continue
                     with self.lock:
+                        self.arrived.append(text)
                         drop = self.faults.drop_after is not None and handled >= self.faults.drop_after
                         if drop:
                             self.faults.drop_after = None  # one shot

@@ -25,7 +25,8 @@ Sections of a simulated station file (all tables; see ``examples/sim_station.tom
   instrument except where it is (``port`` / ``resource`` are filled in when it starts).
 - ``[[tiles]]``, ``[write]``, ``[read]``, ``[mapping]``, ``[limits]``: copied into the resolved
   station unchanged. Without ``[mapping]`` the mapping is the chip's own: ``g_ref``, ``g_scale``
-  of ``[conductance]`` and ``dw_min`` of the device.
+  of ``[conductance]``, ``dw_min`` of the device, and the conductance window ``g_min``..``g_max``
+  of the device's mean bounds.
 
 The instruments listen on 127.0.0.1 (ephemeral ports) and on a pseudo-terminal only.
 """
@@ -98,9 +99,11 @@ class SimStationSpec(StrictModel):
 
     def station_values(self, *, port: str, pulse_generator: str, smu: str) -> dict[str, Any]:
         """The station file's values with the instruments at ``port`` and the two resources."""
-        mapping = self.mapping or MappingSection(g_ref=self.conductance.g_ref,
-                                                 g_scale=self.conductance.g_scale,
-                                                 dw_min=self.device.dw_min)
+        g = self.conductance
+        mapping = self.mapping or MappingSection(
+            g_ref=g.g_ref, g_scale=g.g_scale, dw_min=self.device.dw_min,
+            g_min=max(g.g_ref + g.g_scale * self.device.w_min, 0.0),
+            g_max=g.g_ref + g.g_scale * self.device.w_max)
         return {
             "board": {"port": port, **self.board.model_dump()},
             "pulse_generator": {"resource": pulse_generator, **self.pulse_generator.model_dump()},

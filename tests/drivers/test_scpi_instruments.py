@@ -8,10 +8,11 @@ import time
 
 import numpy as np
 import pytest
+from driver_helpers import FAST, LIMITS
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from drivers.limits import LimitError, check
+from drivers.limits import CommandRefused, LimitError, check
 from drivers.pulse_generator import MIN_AMPLITUDE, PulseGenerator
 from drivers.scpi import InstrumentError, PulseUncertainError
 from drivers.smu import MIN_COMPLIANCE, Smu
@@ -20,44 +21,10 @@ from sim.instruments.chip import ChipConfig, EmulatedChip
 from sim.instruments.pulse_generator import SimulatedPulseGenerator
 from sim.instruments.smu import SimulatedSmu
 
-LIMITS = StationLimits(max_pulse_amplitude=3.0, min_pulse_width=20e-9, max_pulse_width=1e-3,
-                       max_read_voltage=0.5, max_compliance=1e-3, max_burst_count=1000)
-FAST = {"timeout_ms": 250, "open_timeout_ms": 500, "retries": 2, "backoff_s": 0.01}
-
 
 @pytest.fixture
 def chip() -> EmulatedChip:
     return EmulatedChip(ChipConfig(rows=4, cols=4, seed=3))
-
-
-@pytest.fixture
-def pg_sim(chip):
-    with SimulatedPulseGenerator(chip) as sim:
-        yield sim
-    assert not sim.alive_threads()
-
-
-@pytest.fixture
-def smu_sim(chip):
-    with SimulatedSmu(chip) as sim:
-        yield sim
-    assert not sim.alive_threads()
-
-
-@pytest.fixture
-def pg(pg_sim):
-    inst = PulseGenerator(pg_sim.resource, LIMITS, **FAST)
-    inst.connect()
-    yield inst
-    inst.close()
-
-
-@pytest.fixture
-def smu(smu_sim):
-    inst = Smu(smu_sim.resource, LIMITS, **FAST)
-    inst.connect()
-    yield inst
-    inst.close()
 
 
 # -- server ------------------------------------------------------------------------------------
@@ -132,23 +99,41 @@ def test_smu_settings_reach_the_smu(smu, smu_sim):
 # -- error queue ---------------------------------------------------------------------------------
 
 
-def test_unknown_header_surfaces_as_instrument_error(pg):
-    pg.write("FOO:BAR 1")
+def test_unknown_header_is_refused_before_the_wire(pg, pg_sim):
+    # Was: FOO:BAR 1 reached the generator and came back as -113. A header outside the driver's
+    # command set now never leaves (it could as well be APPL:PULS or VOLT:OFFS).
+    n = pg_sim.message_count
+    with pytest.raises(CommandRefused) as info:
+        pg.write("FOO:BAR 1")
+    err = info.value
+    assert err.command == "FOO:BAR 1" and err.resource == pg.resource_name
+    assert "not in the command set" in str(err) and "VOLTage:HIGH" in err.allowed
+    assert pg_sim.message_count == n
+    pg.check_errors()  # nothing reached the instrument, nothing to report
+
+
+def test_instrument_error_surfaces_as_instrument_error(pg, pg_sim):
+    pg.write("OUTP OFF")
+    pg.write("FUNC:PULS:TRAN:BOTH 1")  # in the command set and not limited; the 33500B refuses 1 s
     with pytest.raises(InstrumentError) as info:
         pg.check_errors()
     err = info.value
-    assert err.code == -113 and err.command == "FOO:BAR 1" and err.resource == pg.resource_name
-    assert "FOO:BAR 1" in str(err) and pg.resource_name in str(err) and "Undefined header" in str(err)
+    assert err.code == -222 and err.command == "OUTP OFF ; FUNC:PULS:TRAN:BOTH 1"
+    assert "FUNC:PULS:TRAN:BOTH 1" in str(err) and pg.resource_name in str(err)
+    assert "Data out of range" in str(err)
     pg.check_errors()  # the queue was drained
 
 
-def test_out_of_range_surfaces_as_instrument_error(pg, pg_sim):
-    with pytest.raises(InstrumentError, match="-222") as info:
+def test_out_of_range_is_refused_by_the_limits_not_the_instrument(pg, pg_sim):
+    # Was: VOLT:HIGH 99 reached the generator and came back as -222. Beyond the station's 3 V it
+    # now never leaves; malformed arguments (-102 before) are refused by the driver too.
+    n = pg_sim.message_count
+    with pytest.raises(LimitError, match="VOLT:HIGH 99") as info:
         pg.set("VOLT:HIGH 99")
-    assert info.value.command == "VOLT:HIGH 99" and pg.resource_name in str(info.value)
-    assert pg_sim.v_high == 0.05  # refused, old value kept
-    with pytest.raises(InstrumentError, match="-102"):
+    assert info.value.quantity == "pulse amplitude (V)" and pg.resource_name in str(info.value)
+    with pytest.raises(CommandRefused):
         pg.set("VOLT:HIGH 1,,2")
+    assert pg_sim.message_count == n and pg_sim.v_high == 0.05
 
 
 # -- physics through the whole path ------------------------------------------------------------------
@@ -312,7 +297,7 @@ def test_some_ignored_queries_are_retried_transparently(pg, pg_sim):
 
 
 def test_dropped_connection_reconnects_and_settings_survive(pg_sim):
-    pg_sim.faults.drop_after = 3  # *IDN?, OUTP OFF, FUNC PULS, then the connection is gone
+    pg_sim.faults.drop_after = 4  # *IDN?, SYST:ERR?, OUTP OFF, FUNC PULS, then the connection is gone
     pg = PulseGenerator(pg_sim.resource, LIMITS, **FAST)
     try:
         pg.connect()
