@@ -56,7 +56,11 @@ NASTY = ["true", "false", "null", "NaN", "Infinity", "-Infinity", "1e999", "-1e9
          "65536", "1e12", "9007199254740993", "[0]", "[]", "[1, 2]", "[0.5, -1]", "[true]",
          '"x"', "abc", "", "{}", '{"a": 1}', "symmetric-point", "pulsed", "none"]
 
-values = st.one_of(st.sampled_from(NASTY),
+#: Ordinary values, so that many fuzzed runs get past validation and actually train.
+PLAUSIBLE = ["0.001", "0.01", "0.05", "0.1", "0.3", "0.5", "0.9", "1", "2", "5", "10", "31", "100",
+             "1000", "1e6"]
+
+values = st.one_of(st.sampled_from(NASTY), st.sampled_from(PLAUSIBLE), st.sampled_from(PLAUSIBLE),
                    st.integers(-10**30, 10**30).map(str),
                    st.floats(allow_nan=True, allow_infinity=True).map(
                        lambda f: json.dumps(f)))  # NaN, Infinity, 1e+300 ...
@@ -89,6 +93,7 @@ def _strict_json(text: str) -> object:
 
 
 INVOCATIONS: list[int] = []  # exit code of every fuzzed invocation, for the summary test
+STATION_CODES: list[int] = []  # exit codes of the station-file fuzz
 
 
 def invoke(argv: list[str]) -> tuple[int, str, str]:
@@ -113,7 +118,8 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> str:
     return str(tmp_path_factory.mktemp("fuzz-store"))
 
 
-@SETTINGS
+@settings(max_examples=200, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow])
 @given(algorithm=st.sampled_from(sorted(ALGORITHMS)), device=st.sampled_from(sorted(DEVICE_CONFIGS)),
        sets=assignments, as_json=st.booleans())
 def test_set_values_never_crash(store: str, algorithm: str, device: str,
@@ -163,24 +169,48 @@ def test_raw_bytes_as_config_never_crash(store: str, tmp_path_factory: pytest.Te
     invoke(["train", "--store", store, "--config", str(path), *SMALL])
 
 
-station_tables = st.fixed_dictionaries({
-    "board": st.fixed_dictionaries({"port": st.just("/dev/hilctl-no-such-port")}, optional={
-        "baudrate": _scalars(), "timeout": _scalars(), "retries": _scalars()}),
-    "chip": st.fixed_dictionaries({"rows": st.integers(-1, 9), "cols": st.integers(-1, 9)}),
-    "tiles": st.lists(st.fixed_dictionaries(
-        {"name": st.sampled_from(["a", "b"]), "rows": st.integers(0, 9), "cols": st.integers(0, 9)},
-        optional={"row": st.integers(-1, 9), "col": st.integers(-1, 9)}), max_size=3),
-}, optional={
-    "limits": st.dictionaries(st.sampled_from(
-        ["max_pulse_amplitude", "min_pulse_width", "max_pulse_width", "max_read_voltage",
-         "max_compliance", "max_burst_count", "bogus"]), _scalars(), max_size=3),
-    "write": st.dictionaries(st.sampled_from(["amplitude", "width", "bias", "via"]), _scalars(),
-                             max_size=2),
-    "read": st.dictionaries(st.sampled_from(["voltage", "compliance", "nplc", "via"]), _scalars(),
-                            max_size=2),
-    "smu": st.fixed_dictionaries({"resource": st.just("TCPIP0::127.0.0.1::9::SOCKET")},
-                                 optional={"timeout": _scalars()}),
-})
+#: A valid station (whose board is absent), that the fuzz then changes in one to three places.
+STATION: dict[str, dict[str, object]] = {
+    "board": {"port": "/dev/hilctl-no-such-port", "timeout": 0.05, "retries": 1},
+    "chip": {"rows": 8, "cols": 8},
+    "write": {"amplitude": 1.5, "width": 1e-6},
+    "read": {"voltage": 0.1, "compliance": 1e-4},
+    "mapping": {"g_ref": 50e-6, "g_scale": 50e-6},
+    "limits": {"max_pulse_amplitude": 3.0, "max_pulse_width": 1e-3},
+}
+STATION_KEYS = [
+    ("board", "baudrate"), ("board", "timeout"), ("board", "retries"), ("chip", "rows"),
+    ("chip", "cols"), ("write", "amplitude"), ("write", "width"), ("write", "bias"),
+    ("write", "via"), ("read", "voltage"), ("read", "compliance"), ("read", "nplc"),
+    ("read", "via"), ("mapping", "kind"), ("mapping", "g_ref"), ("mapping", "g_scale"),
+    ("mapping", "g_min"), ("mapping", "g_max"), ("mapping", "dw_min"),
+    ("limits", "max_pulse_amplitude"), ("limits", "min_pulse_width"), ("limits", "max_pulse_width"),
+    ("limits", "max_read_voltage"), ("limits", "max_compliance"), ("limits", "max_burst_count"),
+    ("limits", "bogus"), ("smu", "timeout"), ("pulse_generator", "resource")]
+tile_lists = st.lists(st.fixed_dictionaries(
+    {"name": st.sampled_from(["a", "b", "c"]), "rows": st.integers(0, 5), "cols": st.integers(0, 9)},
+    optional={"row": st.integers(-1, 5), "col": st.integers(-1, 2)}), min_size=0, max_size=3)
+station_tables = st.tuples(
+    st.lists(st.tuples(st.sampled_from(STATION_KEYS), st.one_of(
+        _scalars(), st.just(None), st.sampled_from([1e-6, 1e-4, 0.1, 1.0, 4, 8, 1000])
+    )), max_size=2),
+    # mostly a valid region (so that the changes above are what is fuzzed), sometimes any
+    st.one_of(*[st.just([{"name": "a", "rows": 4, "cols": 8}])] * 3, tile_lists),
+).map(lambda changes: _station(*changes))
+
+
+def _station(changes: list[tuple[tuple[str, str], object]],
+             tiles: list[dict[str, object]]) -> dict[str, object]:
+    station: dict[str, object] = {name: dict(table) for name, table in STATION.items()}
+    for (section, key), value in changes:
+        table = station.setdefault(section, {})
+        assert isinstance(table, dict)
+        if value is None:
+            table.pop(key, None)
+        else:
+            table[key] = value
+    station["tiles"] = tiles
+    return station
 
 
 @settings(max_examples=80, deadline=None, derandomize=True)
@@ -192,15 +222,57 @@ def test_station_files_never_crash(store: str, tmp_path_factory: pytest.TempPath
     code, _, _ = invoke(["characterize", "--backend", "lab", "--station", str(path), "--up", "1",
                          "--down", "1"])
     assert code in (2, 3)  # refused, or the (absent) bench failed: never a run on no bench
+    STATION_CODES.append(code)
 
 
 def test_the_fuzz_ran_and_found_no_traceback() -> None:
     """Runs last in this module: every invocation above met the contract (each asserted it)."""
     assert len(INVOCATIONS) >= 300
+    # the fuzz reached past validation: runs that trained, and stations whose (absent) bench
+    # failed as a bench failure, not as a crash
+    assert INVOCATIONS.count(0) >= 20 and STATION_CODES.count(3) >= 3
     print(f"\nfuzz: {len(INVOCATIONS)} invocations, exit codes "
-          f"{ {c: INVOCATIONS.count(c) for c in sorted(set(INVOCATIONS))} }, 0 tracebacks")
+          f"{ {c: INVOCATIONS.count(c) for c in sorted(set(INVOCATIONS))} } (station files: "
+          f"{ {c: STATION_CODES.count(c) for c in sorted(set(STATION_CODES))} }), 0 tracebacks")
 
 
-def test_a_boolean_is_not_a_number(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    assert main(["train", "--store", str(tmp_path), "--set", "task.steps=true"]) == 2
-    assert "task.steps" in capsys.readouterr().err
+#: Inputs that gave tracebacks before (one each of the causes found by an earlier fuzz), with
+#: the exit code each must get now: refused (2), or a run that diverged (4).
+KNOWN = [
+    (["--set", "task.steps=true"], 2),          # a boolean read as 1
+    (["--set", "device.dw_min_std=1e300"], 2),  # overflow to NaN
+    (["--set", "device.tau=1e-320"], 2),        # a denormal dividing by zero
+    (["--set", "periphery.inp_res=1e-320"], 2),
+    (["--set", "task.lr=1e300"], 2),
+    (["--set", "task.lr=1e5", "--set", "task.steps=200", "--algorithm", "digital-sgd"], 4),
+    (["--set", "task.sigma=1e300"], 2),
+    (["--task", "mnist-fcn", "--set", "task.hidden=[0]"], 2),
+    (["--set", "device.dw_min=NaN"], 2),
+]
+
+
+@pytest.mark.parametrize(("argv", "code"), KNOWN, ids=[" ".join(a) for a, _ in KNOWN])
+def test_inputs_that_crashed_before(store: str, argv: list[str], code: int) -> None:
+    assert invoke(["train", "--store", store, *SMALL, *argv])[0] == code
+
+
+@pytest.mark.parametrize("content", [b"\xef\xbb\xbf[task]\nsteps = 20\n", b'[task]\nname = "\xff"\n'],
+                         ids=["byte-order mark", "invalid UTF-8"])
+def test_config_file_encodings(store: str, tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "run.toml"
+    path.write_bytes(content)
+    code, _, err = invoke(["train", "--store", store, "--config", str(path), *SMALL])
+    assert code == (0 if content.startswith(b"\xef\xbb\xbf") else 2), err
+
+
+@pytest.mark.parametrize(("section", "key", "value"), [
+    ("board", "baudrate", 10**12), ("board", "timeout", 1e300), ("smu", "timeout", -1.0),
+    ("limits", "max_pulse_width", 10.0), ("limits", "max_burst_count", 10**9)])
+def test_station_values_out_of_range(tmp_path: Path, section: str, key: str, value: object) -> None:
+    station = {name: dict(table) for name, table in STATION.items()}
+    station.setdefault(section, {"resource": "TCPIP0::127.0.0.1::9::SOCKET"})[key] = value
+    station["tiles"] = [{"name": "a", "rows": 4, "cols": 8}]
+    path = tmp_path / "station.toml"
+    path.write_text(dump_toml(station), encoding="utf-8")
+    code, _, err = invoke(["characterize", "--backend", "lab", "--station", str(path)])
+    assert code == 2 and f"{section}.{key}" in err, err
