@@ -41,6 +41,8 @@ class LabBackend(Backend):
 
     def __init__(self) -> None:
         self._benches: dict[str, Bench] = {}
+        #: Identity strings the instruments must give (a resumed run's), by station section.
+        self._expected_identities: dict[str, str] = {}
 
     def resolve_options(self, given: Mapping[str, Any]) -> dict[str, Any]:
         """``{"station": path[, "tile": name]}``; the station file is loaded and validated, and
@@ -99,8 +101,34 @@ class LabBackend(Backend):
         config = station if isinstance(station, StationConfig) else load_station(station)
         key = config.model_dump_json()
         if key not in self._benches:
-            self._benches[key] = Bench(config)
+            bench = Bench(config)
+            found = {name: i["identity"] for name, i in bench.report()["instruments"].items()}
+            differ = {name: (want, found.get(name)) for name, want in
+                      self._expected_identities.items() if found.get(name) != want}
+            if differ:
+                bench.close()
+                raise ConfigError("the bench is not the one the run ran on: " + "; ".join(
+                    f"{name} is {got!r}, was {want!r}" for name, (want, got) in differ.items()))
+            self._benches[key] = bench
         return self._benches[key]
+
+    def resume_options(self, recorded: Mapping[str, Any],
+                       report: Mapping[str, Any]) -> dict[str, Any]:
+        """The station the run ran on, which must still describe the same chip (addresses may
+        change: a restarted simulated bench listens on new ports); the instruments must give
+        the same identity strings when they are opened."""
+        options = self.resolve_options({"station": recorded.get("station"),
+                                        "tile": recorded.get("tile")})
+        before = recorded.get("resolved_station")
+        now = _station(options).model_dump(mode="json")
+        if before is not None and _without_addresses(before) != _without_addresses(now):
+            changed = sorted(k for k in set(before) | set(now)
+                             if _without_addresses(before).get(k) != _without_addresses(now).get(k))
+            raise ConfigError(f"--station {options['station']}: not the station the run ran on "
+                              f"(changed: {', '.join(changed)}); resume on the same bench")
+        self._expected_identities = {name: instrument["identity"] for name, instrument in
+                                     report.get("instruments", {}).items()}
+        return options
 
     def open_tile(self, config: TileConfig, **options: Any) -> LabTile:
         """A :class:`LabTile` of ``config.rows x config.cols`` on the station's next free
@@ -139,3 +167,13 @@ def _station(options: Mapping[str, Any]) -> StationConfig:
     """The station of the options: a config given in code, or a file on the command line."""
     station = options["station"]
     return station if isinstance(station, StationConfig) else load_station(station)
+
+
+def _without_addresses(station: Mapping[str, Any]) -> dict[str, Any]:
+    """A resolved station without where its instruments are (a port, a resource)."""
+    out = {key: dict(value) if isinstance(value, Mapping) else value
+           for key, value in station.items()}
+    for section, key in (("board", "port"), ("pulse_generator", "resource"), ("smu", "resource")):
+        if isinstance(out.get(section), dict):
+            out[section].pop(key, None)
+    return out

@@ -25,11 +25,13 @@ the board), whose every pulse is checked against the station's limits before it 
 from __future__ import annotations
 
 import logging
-from typing import Protocol
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from hilctl.checkpoints import rng_state, set_rng_state
 from hilctl.config import UpdateConfig
 from hilctl.pulse_trains import coincidences
 from hilctl.tile import Capabilities, as_batch, as_matrix, as_pulse_counts, as_update
@@ -199,6 +201,17 @@ class LabTile:
                     self._stale[np.ix_(rows, cols)] = True
                     chip_cols, polarity = self._chip_target(cols, -1 if row_sign == col_sign else 1)
                     self.access.pulse_masks(rows + self.region.row, chip_cols, polarity)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The host side (the pulse trains' random stream) and the weights read back now: the
+        chip keeps the weights themselves."""
+        return {"rng": rng_state(self._rng), "weights": self.read_weights()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Continue the host side; every cell is read afresh when next used. The chip is never
+        written here (a resumed run compares ``state["weights"]`` with what it reads)."""
+        set_rng_state(self._rng, state["rng"])
+        self._stale[...] = True
 
     def program_weights(self, target: ArrayLike, tol: float = 0.0, max_rounds: int = 50) -> Array:
         """Write and verify: pulse every cell towards ``target`` until all are within ``tol``

@@ -106,6 +106,13 @@ class Backend(ABC):
         settings describe the tiles (an emulator)."""
         return None
 
+    def resume_options(self, recorded: Mapping[str, Any],
+                       report: Mapping[str, Any]) -> dict[str, Any]:
+        """The options to resume a run with, from what it recorded at its start (:meth:`describe`)
+        and at its end (:meth:`report`); a backend that must find the same hardware again
+        checks it here (``ConfigError`` naming what differs)."""
+        return self.resolve_options(recorded)
+
     def describe(self, options: Mapping[str, Any]) -> dict[str, Any]:
         """What a run records about the backend at its start: here, its options as text."""
         return {key: str(value) for key, value in options.items()}

@@ -6,6 +6,9 @@ runs through the same training controller as Analog SGD and Tiki-Taka.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
@@ -57,3 +60,9 @@ class DigitalTile:
     def program_weights(self, target: ArrayLike, tol: float = 0.0) -> Array:
         self._w[...] = as_matrix(target, self._w.shape, "target")
         return self.read_weights()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"w": self._w}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self._w[...] = as_matrix(state["w"], self._w.shape, "state w")

@@ -11,7 +11,8 @@ and applies update management to its own slice of ``x`` and ``d``.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -73,6 +74,12 @@ class TiledWeights:
 
     def read_weights(self) -> Array:
         return np.block([[block.read_weights() for block in band] for band in self.blocks])
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}  # the blocks are weight arrays of their own, saved as such
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        pass
 
     def program_weights(self, target: ArrayLike) -> Array:
         """Program every block with its part of ``target``; the weights reached."""

@@ -15,8 +15,9 @@ them); :class:`Sequential` chains any layers (:class:`Dense`, :class:`Conv2d`,
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -158,6 +159,29 @@ class Network:
     def update(self, lr: float) -> None:
         for layer in self.layers:
             layer.update(lr)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The floating-point biases (the weights are their arrays' own state)."""
+        return bias_state(self.layers)
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        load_bias_state(self.layers, state)
+
+
+def bias_state(layers: Sequence[Dense | Conv2d | Trainable]) -> dict[str, Any]:
+    """The values of every layer's digital bias, in layer order (None where it has none)."""
+    return {"biases": [None if getattr(layer, "digital_bias", None) is None
+                       else layer.digital_bias.values for layer in layers]}  # type: ignore[union-attr]
+
+
+def load_bias_state(layers: Sequence[Dense | Conv2d | Trainable], state: Mapping[str, Any]) -> None:
+    """Set every layer's digital bias from :func:`bias_state`."""
+    for layer, values in zip(layers, state["biases"], strict=True):
+        bias = getattr(layer, "digital_bias", None)
+        if (bias is None) != (values is None):
+            raise ValueError("state biases: a layer with a digital bias got none, or the other way")
+        if bias is not None:
+            bias.values = np.array(values, dtype=np.float64)
 
 
 # -- convolution ------------------------------------------------------------------------------
@@ -425,3 +449,10 @@ class Sequential:
     def update(self, lr: float) -> None:
         for layer in self.trainable:
             layer.update(lr)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The floating-point biases of the layers with weights."""
+        return bias_state(self.trainable)
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        load_bias_state(self.trainable, state)

@@ -3,7 +3,9 @@
 One database file (``runs.sqlite``) holds, per run, the resolved configuration (JSON), the
 backend, the code version and the host it ran on, its status, metrics per step, events
 (instrument and info messages) and the final metrics. Weight snapshots are ``.npy`` files
-beside it, in ``snapshots/<run_id>/<step>_<name>.npy``, with one row each in the database.
+beside it, in ``snapshots/<run_id>/<step>_<name>.npy``, with one row each in the database;
+checkpoints (a run's whole state, :mod:`hilctl.checkpoints`) are ``.npz`` files in
+``checkpoints/<run_id>/``, the last two of each run kept, until the run completes.
 
 Typical use by a command::
 
@@ -21,8 +23,11 @@ Robustness:
 * Metrics are buffered and written in one transaction every ``flush_seconds`` (checked when a
   metric is logged) or every ``flush_rows`` rows, and at the end of the run. A run killed hard
   (SIGKILL, power loss) therefore loses at most the last second of metrics and stays
-  ``running`` in the database; readers report such a run as ``lost`` when it ran on this host
-  and its process is gone.
+  ``running`` until the store is next opened: a run whose process is gone (on this host: its
+  PID is gone or belongs to another process now; on any host: no heartbeat for ten times its
+  checkpoint interval, at least ten minutes) is then stored as ``lost``, and files that a kill
+  left half written (``.partial``) or unrecorded are removed. ``lost``, ``interrupted`` and
+  ``failed`` runs can be resumed from their last checkpoint (:meth:`RunStore.resume_run`).
 * Leaving the ``with`` block by an exception records the status before re-raising:
   ``interrupted`` for ``KeyboardInterrupt``/``SystemExit`` (and the signal, for SIGTERM and
   SIGHUP), the exception's own ``run_status`` where it has one (``diverged``), ``failed`` (with
@@ -37,6 +42,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 import functools
+import io
 import json
 import math
 import os
@@ -60,11 +66,12 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from hilctl import __version__
+from hilctl import __version__, checkpoints
+from hilctl.checkpoints import partial_files, write_atomically
 from hilctl.errors import HilctlError, Interrupted
 
 #: Version of the database layout; :data:`_MIGRATIONS` upgrades older stores to it.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 #: File name of the database inside the store directory.
 STORE_FILENAME = "runs.sqlite"
@@ -75,9 +82,19 @@ COMPLETED = "completed"
 FAILED = "failed"
 INTERRUPTED = "interrupted"
 DIVERGED = "diverged"
-FINAL_STATUSES: tuple[str, ...] = (COMPLETED, FAILED, INTERRUPTED, DIVERGED)
-#: Reported (never stored) for a ``running`` run whose process on this host is gone.
+#: Stored for a ``running`` run whose process is gone (see the module docstring).
 LOST = "lost"
+FINAL_STATUSES: tuple[str, ...] = (COMPLETED, FAILED, INTERRUPTED, DIVERGED, LOST)
+#: The statuses a run can be resumed from.
+RESUMABLE: tuple[str, ...] = (INTERRUPTED, FAILED, LOST)
+#: Checkpoints kept per run (the newest); older ones are deleted when a new one is written.
+KEEP_CHECKPOINTS = 2
+#: A run with no heartbeat for this many checkpoint intervals (and at least
+#: :data:`LOST_AFTER_SECONDS`) is lost, on any host.
+LOST_AFTER_BEATS = 10
+LOST_AFTER_SECONDS = 600.0
+#: Heartbeat interval assumed for a run that recorded none (s).
+DEFAULT_HEARTBEAT_SECONDS = 60.0
 
 #: Milliseconds a connection waits for another writer's lock before giving up.
 BUSY_TIMEOUT_MS = 30_000
@@ -85,7 +102,7 @@ BUSY_TIMEOUT_MS = 30_000
 _SNAPSHOT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 # Statements are split at ";" and run one by one, so comments must not contain one.
-_SCHEMA = """
+_SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS schema_version (
     version INTEGER NOT NULL
 );
@@ -134,9 +151,27 @@ CREATE TABLE IF NOT EXISTS snapshots (
 );
 """
 
+#: Version 2: a run's checkpoints (:meth:`Run.save_checkpoint`).
+_CHECKPOINTS_TABLE = """
+CREATE TABLE IF NOT EXISTS checkpoints (
+    run_id TEXT NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
+    step   INTEGER NOT NULL,
+    path   TEXT NOT NULL,     -- relative to the store directory
+    bytes  INTEGER NOT NULL,
+    time   REAL NOT NULL,
+    PRIMARY KEY (run_id, path)
+)
+"""
+_SCHEMA = _SCHEMA_V1 + _CHECKPOINTS_TABLE
+
+
+def _add_checkpoints(c: sqlite3.Connection) -> None:
+    c.execute(_CHECKPOINTS_TABLE)
+
+
 #: ``version -> function(connection)`` upgrading a store from ``version`` to ``version + 1``,
 #: run inside the write transaction that then records the new version.
-_MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {}
+_MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _add_checkpoints}
 
 
 class RunStoreError(HilctlError):
@@ -165,11 +200,14 @@ class RunSummary:
         started: start time (timezone-aware, UTC).
         seconds: wall time from start to end; for a run still running, to now; for a lost
             run, to its last write.
-        status: ``running``, ``completed``, ``failed``, ``interrupted`` or ``lost``.
+        status: ``running``, ``completed``, ``failed``, ``interrupted``, ``diverged`` or
+            ``lost``.
         command: the command that made the run (``train``, ...).
         backend: the backend it ran on, if recorded.
         summary: task and algorithm taken from the config (``"mnist / tiki-taka"``), or ``""``.
         final: the final metrics given to :meth:`Run.finish` (empty if none).
+        updated: the run's last write (its heartbeat while it runs).
+        task, algorithm: their names in the config, where it has them.
     """
 
     run_id: str
@@ -180,6 +218,9 @@ class RunSummary:
     backend: str | None
     summary: str
     final: dict[str, Any]
+    updated: datetime | None = None
+    task: str | None = None
+    algorithm: str | None = None
 
 
 @dataclass(frozen=True)
@@ -207,6 +248,19 @@ class Snapshot:
         return np.load(self.path, allow_pickle=False)
 
 
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """A checkpoint a run wrote (:meth:`Run.save_checkpoint`); :meth:`load` reads its state."""
+
+    step: int
+    path: Path
+    bytes: int
+    time: float
+
+    def load(self) -> dict[str, Any]:
+        return checkpoints.load(self.path)
+
+
 @dataclass(frozen=True, eq=False)
 class RunRecord:
     """Everything recorded of one run (:meth:`RunStore.get_run`).
@@ -230,6 +284,7 @@ class RunRecord:
     events: list[Event] = field(default_factory=list)
     metrics: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     snapshots: list[Snapshot] = field(default_factory=list)
+    checkpoints: list[CheckpointInfo] = field(default_factory=list)
 
     @property
     def summary(self) -> str:
@@ -308,6 +363,7 @@ def run_metadata() -> dict[str, Any]:
         "git": git_describe(),
         "hostname": hostname,
         "pid": os.getpid(),
+        "process_start": process_start(os.getpid()),
         "python": platform.python_version(),
         "numpy": np.__version__,
         "platform": platform.platform(),
@@ -367,8 +423,20 @@ def _utc(timestamp: float) -> datetime:
     return datetime.fromtimestamp(timestamp, UTC)
 
 
-def _process_gone(hostname: str | None, pid: int | None) -> bool:
-    """True only if the process ``pid`` ran on this host and is certainly gone (POSIX only)."""
+def process_start(pid: int) -> str | None:
+    """When process ``pid`` started, as the kernel counts it (Linux: clock ticks since boot),
+    to tell a process from a later one that reuses its PID; None where unknown."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+        return fields[19]  # field 22 of the line; the command name (field 2) is cut off above
+    except (OSError, IndexError):
+        return None
+
+
+def _process_gone(hostname: str | None, pid: int | None, started: str | None) -> bool:
+    """True only if the process ``pid`` ran on this host and is certainly gone: no such PID,
+    or one that started at another time (POSIX only)."""
     if os.name != "posix" or pid is None or pid <= 0 or pid == os.getpid():
         return False
     try:
@@ -379,7 +447,24 @@ def _process_gone(hostname: str | None, pid: int | None) -> bool:
         return True
     except OSError:  # PermissionError: alive, someone else's
         return False
-    return False
+    now = process_start(pid)
+    return started is not None and now is not None and now != started
+
+
+def _is_lost(updated: float, hostname: str | None, pid: int | None, metadata: Mapping[str, Any],
+             now: float) -> bool:
+    """Whether a ``running`` run's process is gone (see the module docstring)."""
+    if _process_gone(hostname, pid, metadata.get("process_start")):
+        return True
+    beat = float(metadata.get("heartbeat_seconds") or DEFAULT_HEARTBEAT_SECONDS)
+    return now - updated > max(LOST_AFTER_BEATS * beat, LOST_AFTER_SECONDS)
+
+
+def _unlink(directory: Path, relative_paths: list[str]) -> None:
+    """Delete files of the store whose rows are gone (a leftover is swept at the next open)."""
+    for relative in relative_paths:
+        with contextlib.suppress(OSError):
+            (directory / relative).unlink()
 
 
 def _loads(text: str | None, default: Any) -> Any:
@@ -433,6 +518,7 @@ class RunStore:
                 raise RunStoreError(f"cannot create the run store directory "
                                     f"{str(self.directory)!r}: {exc.strerror or exc}") from None
         self._connection()  # open, set up and check the schema now, not at the first write
+        self._sweep()
 
     def __repr__(self) -> str:
         return f"RunStore({str(self.path)!r})"
@@ -602,14 +688,94 @@ class RunStore:
     def snapshot_dir(self, run_id: str) -> Path:
         return self.directory / "snapshots" / run_id
 
+    def checkpoint_dir(self, run_id: str) -> Path:
+        return self.directory / "checkpoints" / run_id
+
+    # -- crashes: lost runs and the files a kill left -------------------------------------------
+
+    def _sweep(self) -> None:
+        """Store the runs whose process is gone as ``lost``; remove checkpoint files that a
+        kill left half written or unrecorded (of runs that are not running)."""
+        now = time.time()
+        with self._read() as c:
+            running = c.execute("SELECT run_id, updated, hostname, pid, metadata FROM runs "
+                                "WHERE status = ?", (RUNNING,)).fetchall()
+        lost = [(run_id, updated) for run_id, updated, hostname, pid, metadata in running
+                if _is_lost(updated, hostname, pid, _loads(metadata, {}), now)]
+        if lost:
+            def mark(c: sqlite3.Connection) -> None:
+                for run_id, updated in lost:
+                    c.execute("UPDATE runs SET status = ?, ended = ?, error = ? WHERE run_id = ? "
+                              "AND status = ?", (LOST, updated, "the process running it is gone "
+                                                 "(killed, or its host went down)", run_id, RUNNING))
+
+            self._write(mark)
+        root = self.directory / "checkpoints"
+        if not root.is_dir():
+            return
+        for partial in partial_files(root):
+            with contextlib.suppress(OSError):
+                partial.unlink()
+        with self._read() as c:
+            live = {r[0] for r in c.execute("SELECT run_id FROM runs WHERE status = ?", (RUNNING,))}
+            recorded = {r[0] for r in c.execute("SELECT path FROM checkpoints")}
+        for folder in root.iterdir():
+            if not folder.is_dir() or folder.name in live:
+                continue  # a live run may be between its rename and its row
+            for path in folder.glob("*.npz"):
+                if path.relative_to(self.directory).as_posix() not in recorded:
+                    with contextlib.suppress(OSError):
+                        path.unlink()
+
+    # -- checkpoints ----------------------------------------------------------------------------
+
+    def checkpoints(self, run_id: str) -> list[CheckpointInfo]:
+        """The run's checkpoints, oldest first."""
+        with self._read() as c:
+            rows = c.execute("SELECT step, path, bytes, time FROM checkpoints WHERE run_id = ? "
+                             "ORDER BY time, step", (run_id,)).fetchall()
+        return [CheckpointInfo(step, self.directory / path, size, t) for step, path, size, t in rows]
+
+    def resume_run(self, run_id: str, *, keep_metrics_through: int, step: int,
+                   metadata: Mapping[str, Any] | None = None) -> Run:
+        """Take the ended run ``run_id`` up again (status ``running`` in this process): the
+        metrics recorded after step ``keep_metrics_through`` are dropped (the resumed run
+        records them again) and a ``resumed`` event names the checkpoint's ``step``."""
+        meta = {**run_metadata(), **(metadata or {})}
+        now = time.time()
+
+        def take_up(c: sqlite3.Connection) -> None:
+            row = c.execute("SELECT status, metadata FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+            if row is None:
+                raise UnknownRunError(f"no run {run_id!r} in {str(self.path)!r}")
+            if row[0] not in RESUMABLE:
+                raise RunStoreError(f"run {run_id} is {row[0]}; only {', '.join(RESUMABLE)} runs "
+                                    "can be resumed")
+            previous = _loads(row[1], {})
+            c.execute("UPDATE runs SET status = ?, updated = ?, ended = NULL, final = NULL, "
+                      "error = NULL, hostname = ?, pid = ?, metadata = ? WHERE run_id = ?",
+                      (RUNNING, now, meta.get("hostname"), os.getpid(),
+                       to_json({**previous, **meta, "resumes": previous.get("resumes", 0) + 1}),
+                       run_id))
+            c.execute("DELETE FROM metrics WHERE run_id = ? AND step > ?",
+                      (run_id, int(keep_metrics_through)))
+            c.execute("INSERT INTO events (run_id, time, step, kind, message) VALUES "
+                      "(?, ?, ?, ?, ?)", (run_id, now, int(step), "resumed",
+                                          f"resumed from the checkpoint at step {step}"))
+
+        self._write(take_up)
+        with self._read() as c:
+            started = c.execute("SELECT started FROM runs WHERE run_id = ?", (run_id,)).fetchone()[0]
+        return Run(self, run_id, started=started)
+
     # -- reading ----------------------------------------------------------------------------
 
     def _status_and_seconds(self, row: sqlite3.Row | tuple[Any, ...]) -> tuple[str, float | None]:
-        status, started, updated, ended, hostname, pid = row
+        status, started, updated, ended, hostname, pid, metadata = row
         if ended is not None:
             return status, ended - started
         if status == RUNNING:
-            if _process_gone(hostname, pid):
+            if _is_lost(updated, hostname, pid, _loads(metadata, {}), time.time()):
                 return LOST, updated - started
             return status, max(0.0, time.time() - started)
         return status, updated - started
@@ -617,7 +783,7 @@ class RunStore:
     def list_runs(self, limit: int | None = 20) -> list[RunSummary]:
         """The newest ``limit`` runs (all if None), newest first."""
         sql = ("SELECT run_id, command, backend, config, final, status, started, updated, ended,"
-               " hostname, pid FROM runs ORDER BY started DESC, run_id DESC")
+               " hostname, pid, metadata FROM runs ORDER BY started DESC, run_id DESC")
         params: tuple[Any, ...] = ()
         if limit is not None:
             sql += " LIMIT ?"
@@ -627,10 +793,13 @@ class RunStore:
         out = []
         for run_id, command, backend, config, final, *timing in rows:
             status, seconds = self._status_and_seconds(timing)
+            parsed = _loads(config, {})
             out.append(RunSummary(
                 run_id=run_id, started=_utc(timing[1]), seconds=seconds, status=status,
-                command=command, backend=backend, summary=config_summary(_loads(config, {})),
-                final=_loads(final, {}) or {},
+                command=command, backend=backend, summary=config_summary(parsed),
+                final=_loads(final, {}) or {}, updated=_utc(timing[2]),
+                task=_describe_value(parsed.get("task")),
+                algorithm=_describe_value(parsed.get("algorithm")),
             ))
         return out
 
@@ -675,7 +844,7 @@ class RunStore:
         with self._read() as c:
             row = c.execute(
                 "SELECT command, backend, config, metadata, final, error, status, started, updated,"
-                " ended, hostname, pid FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+                " ended, hostname, pid, metadata FROM runs WHERE run_id = ?", (run_id,)).fetchone()
             if row is None:  # deleted in between
                 raise UnknownRunError(f"no run {run_id!r} in {str(self.path)!r}")
             events = [Event(time=t, kind=k, message=m, step=s) for t, k, m, s in c.execute(
@@ -705,7 +874,7 @@ class RunStore:
             started=_utc(timing[1]), ended=None if timing[3] is None else _utc(timing[3]),
             seconds=seconds, config=_loads(config, {}), metadata=_loads(metadata, {}),
             final=_loads(final, {}) or {}, error=error, events=events, metrics=metrics,
-            snapshots=snapshots,
+            snapshots=snapshots, checkpoints=self.checkpoints(run_id),
         )
 
 
@@ -825,14 +994,9 @@ class Run:
             folder = self.store.snapshot_dir(self.run_id)
             folder.mkdir(parents=True, exist_ok=True)
             path = folder / f"{int(step)}_{name}.npy"
-            partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-            try:
-                with open(partial, "wb") as handle:
-                    np.save(handle, data, allow_pickle=False)
-                os.replace(partial, path)
-            finally:
-                with contextlib.suppress(FileNotFoundError):
-                    partial.unlink()
+            buffer = io.BytesIO()
+            np.save(buffer, data, allow_pickle=False)
+            write_atomically(path, buffer.getvalue())
             relative = path.relative_to(self.store.directory).as_posix()
             now = time.time()
 
@@ -845,25 +1009,73 @@ class Run:
             self._flush(insert)
             return path
 
+    # -- checkpoints and heartbeat ----------------------------------------------------------
+
+    def heartbeat(self) -> None:
+        """Record that the run is alive (with the buffered metrics)."""
+        with self._lock:
+            self._check_open()
+            self._flush()
+
+    def save_checkpoint(self, step: int, state: Mapping[str, Any]) -> CheckpointInfo:
+        """Write ``state`` (:mod:`hilctl.checkpoints`) as the run's newest checkpoint: the file
+        atomically, then its row, the metrics so far and the heartbeat in one transaction;
+        checkpoints beyond the newest :data:`KEEP_CHECKPOINTS` are then deleted."""
+        with self._lock:
+            self._check_open()
+            folder = self.store.checkpoint_dir(self.run_id)
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / f"{int(step):012d}-{time.time_ns()}.npz"
+            size = checkpoints.save(path, state)
+            relative = path.relative_to(self.store.directory).as_posix()
+            now = time.time()
+            pruned: list[str] = []
+
+            def record(c: sqlite3.Connection) -> None:
+                c.execute("INSERT INTO checkpoints (run_id, step, path, bytes, time) VALUES "
+                          "(?, ?, ?, ?, ?)", (self.run_id, int(step), relative, size, now))
+                old = [r[0] for r in c.execute(
+                    "SELECT path FROM checkpoints WHERE run_id = ? ORDER BY time DESC, step DESC",
+                    (self.run_id,)).fetchall()[KEEP_CHECKPOINTS:]]
+                c.executemany("DELETE FROM checkpoints WHERE run_id = ? AND path = ?",
+                              [(self.run_id, p) for p in old])
+                pruned.extend(old)
+
+            self._flush(record)
+            _unlink(self.store.directory, pruned)
+            return CheckpointInfo(int(step), path, size, now)
+
+    def _drop_checkpoints(self, c: sqlite3.Connection) -> list[str]:
+        paths = [r[0] for r in c.execute("SELECT path FROM checkpoints WHERE run_id = ?",
+                                         (self.run_id,))]
+        c.execute("DELETE FROM checkpoints WHERE run_id = ?", (self.run_id,))
+        return paths
+
     # -- the end ----------------------------------------------------------------------------
 
     def finish(self, final: Mapping[str, Any] | None = None, status: str = COMPLETED,
                error: str | None = None) -> None:
         """Write the buffered metrics and record the end: ``final`` metrics, ``status``
-        (``completed``, ``failed`` or ``interrupted``) and, for a failure, the error text."""
+        (``completed``, ``failed``, ``interrupted``, ...) and, for a failure, the error text. A
+        completed run's checkpoints are deleted (its snapshots hold its weights); any other
+        keeps them, to be resumed."""
         if status not in FINAL_STATUSES:
             raise ValueError(f"status must be one of {', '.join(FINAL_STATUSES)}; got {status!r}")
         final_json = to_json(dict(final)) if final is not None else None
         with self._lock:
             self._check_open()
             now = time.time()
+            dropped: list[str] = []
 
             def end(c: sqlite3.Connection) -> None:
                 c.execute("UPDATE runs SET status = ?, ended = ?, updated = ?, final = ?, error = ? "
                           "WHERE run_id = ?", (status, now, now, final_json, error, self.run_id))
+                if status == COMPLETED:
+                    dropped.extend(self._drop_checkpoints(c))
 
             self._flush(end)
             self.status = status
+            _unlink(self.store.directory, dropped)
 
     def __enter__(self) -> Run:
         return self

@@ -36,6 +36,7 @@ from typing import Any, NoReturn, TypeVar
 import numpy as np
 from numpy.typing import NDArray
 
+from hilctl.checkpoints import decode, encode
 from hilctl.tile import Capabilities, Tile
 
 __all__ = [
@@ -47,6 +48,7 @@ __all__ = [
     "check_capabilities_are_honest",
     "check_pulses_move_weights_their_way",
     "check_shapes",
+    "check_state_continues",
     "check_tile",
     "check_update_moves_against_gradient",
 ]
@@ -296,6 +298,44 @@ def check_update_moves_against_gradient(make_tile: TileFactory) -> None:
                              f"{'fall' if gradient > 0 else 'rise'}")
 
 
+#: How far a fresh tile's read after ``load_state_dict`` may be from the checkpointed read where
+#: reads are not exact (a bench's read noise; weight units).
+READ_BACK_TOL = 0.05
+
+
+def check_state_continues(make_tile: TileFactory) -> None:
+    """``state_dict()``, written to a checkpoint file and read back, loaded into a fresh tile
+    (``load_state_dict``): the fresh tile reads the weights the first one had; where reads are
+    exact, it then continues exactly as the first (the same update gives the same weights, bit
+    for bit). What ``hilctl runs resume`` relies on."""
+    check = _Check("check_state_continues")
+    tile = make_tile()
+    rows, cols = _geometry(check, tile)
+    _program_zeros(check, tile)
+    check.call("program_weights", lambda: tile.program_weights(_checkerboard(rows, cols, TARGET_SCALE)))
+    x, d = np.full((1, cols), 0.5), np.full((1, rows), -0.5)
+    check.call("update", partial(tile.update, x, d, UPDATE_LR))
+    saved_weights = check.call("read_weights", tile.read_weights)
+    state = decode(encode(check.call("state_dict", tile.state_dict)))
+    exact = tile.capabilities.exact_read
+    if exact:
+        check.call("update", partial(tile.update, -x, d, UPDATE_LR))
+        expected = check.call("read_weights", tile.read_weights)
+    other = make_tile()
+    check.call("load_state_dict", partial(other.load_state_dict, state))
+    loaded = check.call("read_weights() after load_state_dict", other.read_weights)
+    tolerance = EXACT_TOL if exact else READ_BACK_TOL
+    check.require(bool(np.all(np.abs(loaded - saved_weights) <= tolerance)),
+                  f"after load_state_dict the weights differ from the checkpointed ones by up to "
+                  f"{np.abs(loaded - saved_weights).max():.3g} (allowed {tolerance:g})")
+    if exact:
+        check.call("update", partial(other.update, -x, d, UPDATE_LR))
+        continued = check.call("read_weights", other.read_weights)
+        check.require(np.array_equal(continued, expected),
+                      "the tile loaded from the state did not continue exactly as the first: the "
+                      "same update gave other weights")
+
+
 #: Every check, in the order :func:`check_tile` runs them; each takes ``make_tile``.
 TILE_CHECKS: tuple[Callable[[TileFactory], None], ...] = (
     check_shapes,
@@ -303,6 +343,7 @@ TILE_CHECKS: tuple[Callable[[TileFactory], None], ...] = (
     check_capabilities_are_honest,
     check_pulses_move_weights_their_way,
     check_update_moves_against_gradient,
+    check_state_continues,
 )
 
 

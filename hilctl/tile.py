@@ -7,8 +7,9 @@ never imports them by name (see :mod:`hilctl.backends`).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -74,6 +75,17 @@ class Tile(Protocol):
 
     def program_weights(self, target: ArrayLike, tol: float = 0.0) -> NDArray[np.float64]:
         """Closed-loop write of ``target`` to within ``tol``; returns the weights reached."""
+        ...
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue exactly (arrays and JSON values; arrays may be views,
+        valid until the next write). A physical tile holds its host-side state and its
+        weights read back under the key ``weights``: the chip keeps its own state."""
+        ...
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Continue from ``state`` (from :meth:`state_dict` of a tile opened the same way).
+        A physical tile never writes the chip here."""
         ...
 
 

@@ -1,8 +1,8 @@
 """Validated configuration of a training run: task, algorithm and the tiles they run on.
 
 A run is resolved from, in order of precedence (later wins): the defaults, a TOML file
-(sections ``[task]``, ``[algorithm]``, ``[device]``, ``[update]``, ``[periphery]``, ``[tile]``
-and a top-level ``seed``), the command-line choices (``--task``, ``--algorithm``, ``--device``,
+(sections ``[task]``, ``[algorithm]``, ``[device]``, ``[update]``, ``[periphery]``, ``[tile]``,
+``[run]`` and a top-level ``seed``), the command-line choices (``--task``, ``--algorithm``, ``--device``,
 ``--seed``) and ``--set section.key=value`` overrides. Every section forbids unknown keys, and
 an error names ``section.key`` and the keys that are allowed.
 """
@@ -47,6 +47,14 @@ class TileSection(StrictModel):
     digital_bias: bool = True
 
 
+class RunSection(StrictModel):
+    """How a run keeps itself resumable."""
+
+    checkpoint_seconds: float = Field(60.0, ge=0.01, le=86_400, description="wall time between "
+                                      "checkpoints (s); also at every epoch end and on a stop "
+                                      "signal")
+
+
 class TrainConfig(StrictModel):
     """One training run, resolved and validated."""
 
@@ -56,6 +64,7 @@ class TrainConfig(StrictModel):
     update: UpdateConfig = Field(default_factory=UpdateConfig)
     periphery: PeripheryConfig = Field(default_factory=PeripheryConfig)
     tile: TileSection = Field(default_factory=TileSection)
+    run: RunSection = Field(default_factory=RunSection)
     seed: int = Field(0, ge=0, le=2**63 - 1)
 
     def summary(self) -> str:
@@ -63,7 +72,7 @@ class TrainConfig(StrictModel):
         return f"{self.task.name} / {self.algorithm.name} / {self.device.model}"
 
 
-SECTIONS = ("task", "algorithm", "device", "update", "periphery", "tile")
+SECTIONS = ("task", "algorithm", "device", "update", "periphery", "tile", "run")
 
 
 def _choose(kind: str, name: str, table: Mapping[str, Any]) -> str:
@@ -122,6 +131,7 @@ def resolve_train_config(
         "update": build_section("update", UpdateConfig, sections["update"]),
         "periphery": build_section("periphery", PeripheryConfig, sections["periphery"]),
         "tile": build_section("tile", TileSection, sections["tile"]),
+        "run": build_section("run", RunSection, sections["run"]),
     }
     chosen_seed = seed if seed is not None else base.get("seed", 0)
     try:

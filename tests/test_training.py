@@ -164,6 +164,9 @@ class Silent:
     def metrics(self, step, values):
         pass
 
+    def boundary(self, step, state, *, epoch_end=False):
+        pass
+
 
 def frozen_run(seed: int, bound: float, steps: int = 200):
     made: list[Frozen] = []

@@ -10,9 +10,9 @@ algorithm runs unchanged on the emulator and on a lab chip.
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import ClassVar, Protocol
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -45,6 +45,12 @@ class WeightArray(Protocol):
     def read_weights(self) -> Array: ...
 
     def program_weights(self, target: ArrayLike) -> Array: ...
+
+    def state_dict(self) -> dict[str, Any]:
+        """The algorithm's own state (counters, buffers, random streams), not its tiles'."""
+        ...
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None: ...
 
 
 

@@ -11,7 +11,8 @@ train of bit length ``desired_bl`` (the same ``n`` pulses for aihwkit's default
 from __future__ import annotations
 
 import math
-from typing import Literal
+from collections.abc import Mapping
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -25,6 +26,7 @@ from hilctl.algorithms.base import (
     TileFactory,
     WeightArray,
 )
+from hilctl.checkpoints import rng_state, set_rng_state
 from hilctl.tile import Tile, as_update
 
 
@@ -211,6 +213,18 @@ class BufferedTransfer:
         self.buffer[...] = 0.0
         return self.read_weights()
 
+    def state_dict(self) -> dict[str, Any]:
+        """The buffer, the choppers, the counters and the chopper draws' random stream."""
+        return {"buffer": self.buffer, "in_chopper": self.in_chopper,
+                "out_chopper": self.out_chopper, "rng": rng_state(self.rng),
+                "samples": self.samples, "next_column": self.next_column}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        for name in ("buffer", "in_chopper", "out_chopper"):
+            getattr(self, name)[...] = state[name]
+        set_rng_state(self.rng, state["rng"])
+        self.samples, self.next_column = int(state["samples"]), int(state["next_column"])
+
     def transfer_period(self, batch: int) -> int:
         """Samples between transfers: aihwkit's ``getTransferEvery`` (at least 1)."""
         every = self.config.transfer_every
@@ -302,6 +316,13 @@ class ChoppedTransfer(BufferedTransfer):
         super().__init__(fast, slow, config, granularity, seed)
         self.sweeps = 0  # full sweeps over the columns (aihwkit's transfer_counter)
 
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "sweeps": self.sweeps}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.sweeps = int(state["sweeps"])
+
     def buffer_unit(self) -> float:
         """``bg``, the weight change one buffer unit stands for (aihwkit's getBufferGranularity)."""
         unit = self.config.buffer_granularity * self.granularity
@@ -377,6 +398,15 @@ class DynamicTransfer(ChoppedTransfer):
         self.running_mean[...] = 0.0
         self.reference[...] = 0.0
         return weights
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "running_mean": self.running_mean,
+                "reference": self.reference, "switched": self.switched}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        super().load_state_dict(state)
+        for name in ("running_mean", "reference", "switched"):
+            getattr(self, name)[...] = state[name]
 
     def transfer(self, lr: float) -> None:
         j = self.next_transfer_column()

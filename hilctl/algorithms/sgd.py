@@ -3,7 +3,8 @@ outer-product updates on one analog tile)."""
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from collections.abc import Mapping
+from typing import Any, ClassVar, Literal
 
 from numpy.typing import ArrayLike
 
@@ -37,7 +38,24 @@ class SingleTile:
     def program_weights(self, target: ArrayLike) -> Array:
         return self.tile.program_weights(target)
 
+    def state_dict(self) -> dict[str, Any]:
+        return {}  # all of it is the tile's
 
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        pass
+
+
+
+
+class DigitalWeights(SingleTile):
+    """SGD on a floating-point tile of its own (not the backend's): its weights are the
+    algorithm's state."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.tile.state_dict()
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.tile.load_state_dict(state)
 
 
 class DigitalSgdConfig(AlgorithmSettings):
@@ -48,7 +66,7 @@ class DigitalSgdConfig(AlgorithmSettings):
 
     def build(self, rows: int, cols: int, open_analog: TileFactory, run: RunSettings
               ) -> WeightArray:
-        return SingleTile(DigitalTile(rows, cols))
+        return DigitalWeights(DigitalTile(rows, cols))
 
 
 class AnalogSgdConfig(AlgorithmSettings):

@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Mapping
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -116,5 +117,11 @@ class TikiTaka:
         self.fast.program_weights(np.zeros(self.shape))
         self.slow.program_weights(target)
         return self.read_weights()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"updates": self._updates, "next_column": self._next_column}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self._updates, self._next_column = int(state["updates"]), int(state["next_column"])
 
 

@@ -19,10 +19,12 @@ from typing import Any
 
 import numpy as np
 
-from hilctl.cli.output import EXIT_FAILURE, EXIT_OK, error, json_ready, print_json
-from hilctl.cli.parsing import ArgumentParser, UsageError, positive_int
+from hilctl.cli.output import EXIT_FAILURE, EXIT_OK, error, json_ready, print_json, progress_for
+from hilctl.cli.parsing import ArgumentParser, UsageError, positive_float, positive_int
+from hilctl.cli.train import report_run
 from hilctl.plotting import plot_metrics, require_matplotlib
 from hilctl.runs import RunRecord, RunStore, RunStoreError, RunSummary, resolve_store_path
+from hilctl.training import resume
 
 _DESCRIPTION = """\
 List, show and plot the runs recorded in the run store. A run is named by its id or by a unique
@@ -79,9 +81,25 @@ def register(subparsers: Any) -> None:
     _add_store(plot)
     plot.set_defaults(handler=run_plot)
 
+    resume = sub.add_parser(
+        "resume", help="continue an interrupted, failed or lost run from its last checkpoint",
+        description="Continue an interrupted, failed or lost run from its last checkpoint, on "
+        "the backend it ran on, under the same run id (its history continues). On the "
+        "emulator the result equals the uninterrupted run's, bit for bit. On a bench the chip "
+        "is never re-initialised: the same station and instruments are required, each tile is "
+        "read back and its drift from the checkpoint reported.")
+    resume.add_argument("run_id", metavar="ID", help="run id or a unique prefix of it")
+    resume.add_argument("--json", action="store_true",
+                        help="print one JSON object (as hilctl train --json) and nothing else")
+    resume.add_argument("--reprogram-beyond", type=positive_float, metavar="W",
+                        help="on a bench: write back the cells that drifted more than W "
+                        "(weight units) since the checkpoint (default: none)")
+    _add_store(resume)
+    resume.set_defaults(handler=run_resume)
+
 
 def _missing_subcommand(args: argparse.Namespace) -> int:
-    raise UsageError("runs: a command is required; one of: list, show, plot "
+    raise UsageError("runs: a command is required; one of: list, show, plot, resume "
                      "(see 'hilctl runs --help')")
 
 
@@ -138,7 +156,8 @@ def _summary_json(run: RunSummary) -> dict[str, Any]:
     return {
         "run_id": run.run_id, "started": run.started.isoformat(), "seconds": run.seconds,
         "status": run.status, "command": run.command, "backend": run.backend,
-        "summary": run.summary, "final": run.final,
+        "task": run.task, "algorithm": run.algorithm, "summary": run.summary,
+        "updated": None if run.updated is None else run.updated.isoformat(), "final": run.final,
     }
 
 
@@ -177,6 +196,8 @@ def _record_json(record: RunRecord) -> dict[str, Any]:
                     "step": e.step, "kind": e.kind, "message": e.message} for e in record.events],
         "snapshots": [{"step": s.step, "name": s.name, "path": str(s.path), "shape": list(s.shape),
                        "dtype": s.dtype} for s in record.snapshots],
+        "checkpoints": [{"step": c.step, "path": str(c.path), "bytes": c.bytes} for c in
+                        record.checkpoints],
     }
 
 
@@ -226,6 +247,13 @@ def _show_lines(record: RunRecord) -> list[str]:
         snapshot_steps = sorted({s.step for s in record.snapshots})
         lines.append(f"snapshots: {len(record.snapshots)} ({', '.join(names)}) at steps "
                      f"{snapshot_steps[0]}..{snapshot_steps[-1]}, in {record.snapshots[0].path.parent}")
+    if record.checkpoints:
+        latest = record.checkpoints[-1]
+        weights = latest.load()["task"].get("weights", {})
+        shapes = ", ".join(f"{name} {'x'.join(map(str, np.shape(a)))}" for name, a in weights.items())
+        lines.append(f"checkpoint: step {latest.step}, {latest.bytes / 1e6:.1f} MB, weights "
+                     f"{shapes or 'none'} ({latest.path}); resume with: hilctl runs resume "
+                     f"{record.run_id}")
     lines.append("events:" if record.events else "events: (none)")
     for event in record.events:
         when = datetime.fromtimestamp(event.time).astimezone().strftime("%H:%M:%S")
@@ -279,6 +307,21 @@ def run_show(args: argparse.Namespace) -> int:
     else:
         print("\n".join(_show_lines(record)))
     return EXIT_OK
+
+
+def run_resume(args: argparse.Namespace) -> int:
+    """``hilctl runs resume ID``."""
+    store = _open_store(args.store)
+    if store is None:
+        raise UsageError(f"no run {args.run_id!r}: no runs recorded yet "
+                         f"(no run store at {str(resolve_store_path(None))!r})")
+    progress = progress_for(f"resume {args.run_id}", enabled=not args.json)
+    try:
+        return report_run(lambda: resume(args.run_id, store, progress=progress,
+                                         reprogram_beyond=args.reprogram_beyond), args.json)
+    finally:
+        if progress is not None:
+            progress.close()
 
 
 def run_plot(args: argparse.Namespace) -> int:

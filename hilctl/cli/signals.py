@@ -6,7 +6,9 @@ bench energised. Within :func:`signals_as_interrupts` the first of these signals
 :class:`~hilctl.errors.Interrupted` in the main thread, so every ``finally`` runs: the run is
 recorded as ``interrupted`` and the backend closes (a bench goes to its safe state). Later
 signals are ignored with a note until the block ends, so that a second Ctrl-C cannot cut the
-safe-state sequence short.
+safe-state sequence short. While a run trains, the first signal waits for the next step
+boundary, where the run writes a checkpoint before it stops (:mod:`hilctl.stopping`); a second
+signal then stops it at once.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from collections.abc import Iterator
 from types import FrameType
 from typing import Any
 
+from hilctl import stopping
 from hilctl.errors import Interrupted
 
 #: The signals that stop a command as Ctrl-C does.
@@ -35,16 +38,20 @@ def signals_as_interrupts() -> Iterator[None]:
     raised: list[int] = []
 
     def handler(signum: int, frame: FrameType | None) -> None:
-        if raised:
-            with contextlib.suppress(OSError, ValueError):  # stderr may be gone (SIGHUP)
-                print(f"hilctl: {signal.Signals(signum).name} received; still stopping "
-                      "(closing the run and putting the instruments in their safe state)",
-                      file=sys.stderr, flush=True)
+        name = signal.Signals(signum).name
+        if raised or stopping.stopped():
+            _note(f"hilctl: {name} received; still stopping (closing the run and putting the "
+                  "instruments in their safe state)")
+            return
+        if stopping.request(signum):
+            _note(f"hilctl: {name} received; stopping after this step (writing a checkpoint); "
+                  "send it again to stop at once")
             return
         raised.append(signum)
         raise Interrupted(signum)
 
     previous: dict[int, Any] = {}
+    stopping.reset()
     try:
         for signum in STOP_SIGNALS:
             previous[signum] = signal.signal(signum, handler)
@@ -52,6 +59,12 @@ def signals_as_interrupts() -> Iterator[None]:
     finally:
         for number, old in previous.items():
             signal.signal(number, old)
+        stopping.reset()
+
+
+def _note(text: str) -> None:
+    with contextlib.suppress(OSError, ValueError):  # stderr may be gone (SIGHUP)
+        print(text, file=sys.stderr, flush=True)
 
 
 def exit_code(interruption: KeyboardInterrupt) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 import textwrap
+from collections.abc import Callable
 from typing import Any
 
 from hilctl.algorithms import ALGORITHMS
@@ -123,36 +124,45 @@ def run_train(args: argparse.Namespace) -> int:
     backend, options = backend_from_args(args)
     config = _config(args, backend, args.algorithm, args.seed)
     store = RunStore(args.store)
+    return report_run(lambda: _train(config, args, store, config.summary(), "train", backend,
+                                     options), args.json)
+
+
+def report_run(run: Callable[[], TrainOutcome], as_json: bool) -> int:
+    """Do ``run`` and report it as ``hilctl train`` does: a summary or one JSON object, an
+    interruption (128 + signal) or a divergence (4) in one line on stderr."""
     try:
-        outcome = _train(config, args, store, config.summary(), "train", backend, options)
+        outcome = run()
     except KeyboardInterrupt as exc:
         say(f"hilctl: interrupted ({exc or 'SIGINT'}); the run is recorded as interrupted with "
-            "its history so far (see 'hilctl runs list')")
+            "its history so far and a checkpoint to resume from (see 'hilctl runs list')")
         return exit_code(exc)
     except DivergedRun as exc:
-        if args.json:
+        if as_json:
             print_json({**exc.outcome.as_json(), "error": str(exc)})
         return error(exc, exc.exit_code)
-    if args.json:
+    if as_json:
         print_json(outcome.as_json())
         return EXIT_OK
-    for line in summary_lines(outcome, backend.label(options)):
+    for line in summary_lines(outcome):
         print(line)
-    for line in backend.report_lines(outcome.backend_report):
-        print(f"  {line}")
     return EXIT_OK
 
 
-def summary_lines(outcome: TrainOutcome, backend: str) -> list[str]:
+def summary_lines(outcome: TrainOutcome) -> list[str]:
     """A readable account of one run."""
     config = outcome.config
-    lines = [f"{config.summary()} on {backend}, seed {config.seed}: {config.task.length()} in "
-             f"{outcome.seconds:.1f} s"]
+    lines = [f"{config.summary()} on {outcome.backend_label}, seed {config.seed}: "
+             f"{config.task.length()} in {outcome.seconds:.1f} s"]
     for name, value in outcome.final.items():
         meaning = _METRIC_MEANING.get(name, "")
         lines.append(f"  {name:<9} {value:.4g}" + (f"   ({meaning})" if meaning else ""))
     if outcome.run_id:
         lines.append(f"  run       {outcome.run_id}   (hilctl runs show {outcome.run_id})")
+    lines += [f"  {line}" for line in outcome.backend_lines]
+    lines += [f"  drift     tile {d['tile']}: largest {d['max']:.3g}, mean {d['mean']:.3g} "
+              f"(weight units) since the checkpoint; {d['reprogrammed']} cell(s) written back"
+              for d in outcome.drift]
     return lines
 
 

@@ -15,7 +15,7 @@ import math
 from abc import abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import ClassVar, Protocol
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
@@ -35,6 +35,13 @@ class Reporter(Protocol):
     def progress(self, done: int, total: int) -> None: ...
 
     def metrics(self, step: int, values: dict[str, float]) -> None: ...
+
+    def boundary(self, step: int, state: Callable[[], dict[str, Any]], *,
+                 epoch_end: bool = False) -> None:
+        """A point between steps where the run may be checkpointed (``state()`` gives the
+        task's own state: its loop position, random streams and ``weights`` per layer) or
+        stopped (a pending SIGINT/SIGTERM/SIGHUP)."""
+        ...
 
 
 @dataclass
@@ -75,6 +82,9 @@ class TaskRun:
     seed: int
     bound: float = float("inf")
     digital_bias: bool = False
+    #: The task's state at a checkpoint to continue from (its weight arrays are restored
+    #: already), or None for a fresh start.
+    resume: Mapping[str, Any] | None = None
 
 
 class TaskSettings(StrictModel):

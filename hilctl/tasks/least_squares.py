@@ -3,12 +3,14 @@ error and Tiki-Taka reaches digital SGD."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import Field
 
+from hilctl.checkpoints import rng_state, set_rng_state
 from hilctl.tasks.base import (
     PROBLEM,
     SAMPLES,
@@ -47,12 +49,13 @@ class LeastSquaresConfig(TaskSettings):
         return f"{self.steps} steps"
 
     def run(self, make_weights: WeightFactory, report: Reporter, run: TaskRun) -> TaskResult:
-        return least_squares(self, run.seed, run.bound, make_weights, report)
+        return least_squares(self, run.seed, run.bound, make_weights, report, run.resume)
 
 
 def least_squares(cfg: LeastSquaresConfig, seed: int, bound: float, make_weights: WeightFactory,
-                  report: Reporter) -> TaskResult:
-    """Train ``W`` on ``y = W* x + eps`` one sample per step from ``W = 0``.
+                  report: Reporter, resume: Mapping[str, Any] | None = None) -> TaskResult:
+    """Train ``W`` on ``y = W* x + eps`` one sample per step from ``W = 0`` (or from the
+    checkpointed loop state ``resume``, the weights restored already).
 
     ``bound`` is the device's ``tau``; ``W*`` is clipped to ``+-0.9 tau`` so it is reachable.
     """
@@ -62,11 +65,26 @@ def least_squares(cfg: LeastSquaresConfig, seed: int, bound: float, make_weights
         w_star = np.clip(w_star, -0.9 * bound, 0.9 * bound)
     star_norm = float(np.sum(w_star**2))
     weights = make_weights(cfg.out, cfg.in_)
-    weights.program_weights(np.zeros((cfg.out, cfg.in_)))
     samples = np.random.default_rng([seed, SAMPLES])
     result = TaskResult(final={})
-    window_losses, window_errors, tail = [], [], []
-    for step in range(1, cfg.steps + 1):
+    window_losses: list[float] = []
+    window_errors: list[float] = []
+    tail: list[float] = []
+    first = 1
+    if resume is None:
+        weights.program_weights(np.zeros((cfg.out, cfg.in_)))
+    else:
+        first = int(resume["step"]) + 1
+        set_rng_state(samples, resume["samples"])
+        window_losses, window_errors = list(resume["window_losses"]), list(resume["window_errors"])
+        tail, result.history = list(resume["tail"]), dict(resume["history"])
+
+    def state(step: int) -> dict[str, Any]:
+        return {"step": step, "samples": rng_state(samples), "window_losses": window_losses,
+                "window_errors": window_errors, "tail": tail, "history": result.history,
+                "weights": {"W": weights.read_weights().astype(np.float32)}}  # to view
+
+    for step in range(first, cfg.steps + 1):
         x = samples.standard_normal((1, cfg.in_))
         y = x @ w_star.T + cfg.sigma * samples.standard_normal((1, cfg.out))
         error = weights.forward(x) - y
@@ -84,6 +102,8 @@ def least_squares(cfg: LeastSquaresConfig, seed: int, bound: float, make_weights
             report.metrics(step, values)
             window_losses, window_errors = [], []
         report.progress(step, cfg.steps)
+        if step < cfg.steps:
+            report.boundary(step, functools.partial(state, step))
     result.final = {"rel_err": float(np.mean(tail)), "loss": result.history["loss"][-1]}
     result.weights = {"W": weights.read_weights(), "W_star": w_star}
     return result

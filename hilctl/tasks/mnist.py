@@ -3,14 +3,16 @@ trained with softmax cross-entropy in mini-batches with a StepLR schedule."""
 
 from __future__ import annotations
 
+import functools
 import itertools
 import time
-from collections.abc import Mapping
-from typing import Annotated, ClassVar, Literal
+from collections.abc import Callable, Mapping
+from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import Field
 
+from hilctl.checkpoints import rng_state, set_rng_state
 from hilctl.datasets import load_mnist
 from hilctl.nn import (
     Activation,
@@ -64,7 +66,7 @@ class MnistFcnConfig(ClassifierSettings):
         description="widths of the hidden layers")
 
     def run(self, make_weights: WeightFactory, report: Reporter, run: TaskRun) -> TaskResult:
-        return mnist_fcn(self, run.seed, make_weights, report, run.digital_bias)
+        return mnist_fcn(self, run.seed, make_weights, report, run.digital_bias, run.resume)
 
 
 class MnistCnnConfig(ClassifierSettings):
@@ -84,7 +86,7 @@ class MnistCnnConfig(ClassifierSettings):
     hidden: int = Field(128, ge=1, le=4096, description="width of the fully connected hidden layer")
 
     def run(self, make_weights: WeightFactory, report: Reporter, run: TaskRun) -> TaskResult:
-        return mnist_cnn(self, run.seed, make_weights, report, run.digital_bias)
+        return mnist_cnn(self, run.seed, make_weights, report, run.digital_bias, run.resume)
 
 
 def _accuracy(net: Network | Sequential, images: np.ndarray, labels: np.ndarray, chunk: int = 500,
@@ -99,26 +101,37 @@ def _accuracy(net: Network | Sequential, images: np.ndarray, labels: np.ndarray,
 
 
 def mnist_fcn(cfg: MnistFcnConfig, seed: int, make_weights: WeightFactory,
-              report: Reporter, digital_bias: bool = False) -> TaskResult:
+              report: Reporter, digital_bias: bool = False,
+              resume: Mapping[str, Any] | None = None) -> TaskResult:
     """Train a sigmoid network ``784-hidden...-10`` with softmax cross-entropy, SGD in batches;
-    each bias the last column of its layer's weights, or in floating point (``digital_bias``)."""
+    each bias the last column of its layer's weights, or in floating point (``digital_bias``).
+    ``resume``: the checkpointed loop state to continue from (weights restored already)."""
     sizes = [784, *cfg.hidden, 10]
     ones = int(not digital_bias)
     layers = [Dense(make_weights(n_out, n_in + ones), digital_bias=digital_bias)
               for n_in, n_out in itertools.pairwise(sizes)]
-    init = np.random.default_rng([seed, INIT])
-    for layer in layers:
-        layer.initialize(init)
-    result = _train_classifier(Network(layers, "sigmoid"), cfg, seed, report)
-    result.weights = {f"layer{i}": layer.weights.read_weights() for i, layer in enumerate(layers)}
+    net = Network(layers, "sigmoid")
+    if resume is None:
+        init = np.random.default_rng([seed, INIT])
+        for layer in layers:
+            layer.initialize(init)
+
+    def weights() -> dict[str, np.ndarray]:
+        return {f"layer{i}": layer.weights.read_weights() for i, layer in enumerate(layers)}
+
+    result = _train_classifier(net, cfg, seed, report, weights, resume=resume)
+    result.weights = weights()
     return result
 
 
 def _train_classifier(net: Network | Sequential, cfg: ClassifierSettings, seed: int,
-                      report: Reporter, shape: tuple[int, ...] = ()) -> TaskResult:
+                      report: Reporter, weights: Callable[[], dict[str, np.ndarray]],
+                      shape: tuple[int, ...] = (),
+                      resume: Mapping[str, Any] | None = None) -> TaskResult:
     """SGD in mini-batches of ``cfg.batch`` on MNIST with softmax cross-entropy and the StepLR
     schedule; loss, test accuracy, seconds and lr per epoch. ``shape`` reshapes each flat image
-    for the network (e.g. to (1, 28, 28))."""
+    for the network (e.g. to (1, 28, 28)); ``weights()`` gives each layer's weights for a
+    checkpoint; ``resume`` continues from a checkpointed loop state."""
     data = load_mnist(cfg.data_dir)
     train_x, train_y = data.train_x, data.train_y
     if cfg.limit_train is not None:
@@ -126,14 +139,34 @@ def _train_classifier(net: Network | Sequential, cfg: ClassifierSettings, seed: 
     shuffle = np.random.default_rng([seed, SHUFFLE])
     batches = -(-train_y.size // cfg.batch)
     result = TaskResult(final={})
-    for epoch in range(1, cfg.epochs + 1):
-        started = time.perf_counter()
+    first_epoch, next_batch = 1, 0
+    order: np.ndarray | None = None
+    losses: list[float] = []
+    seconds_before = 0.0  # training seconds of the current epoch before a resume
+    if resume is not None:
+        first_epoch, next_batch = int(resume["epoch"]), int(resume["next_batch"])
+        set_rng_state(shuffle, resume["shuffle"])
+        order = None if resume["order"] is None else np.asarray(resume["order"])
+        losses, seconds_before = list(resume["losses"]), float(resume["seconds"])
+        result.history = dict(resume["history"])
+        net.load_state_dict(resume["network"])
+
+    def state(epoch: int, batch: int, started: float | None) -> dict[str, Any]:
+        """The loop at ``batch`` of ``epoch`` (training since ``started``, perf_counter s)."""
+        seconds = 0.0 if started is None else time.perf_counter() - started
+        return {"epoch": epoch, "next_batch": batch, "order": order, "losses": losses,
+                "seconds": seconds, "shuffle": rng_state(shuffle), "history": result.history,
+                "network": net.state_dict(),
+                "weights": {k: v.astype(np.float32) for k, v in weights().items()}}  # to view
+
+    for epoch in range(first_epoch, cfg.epochs + 1):
+        started = time.perf_counter() - seconds_before
         lr = cfg.lr
         if cfg.lr_step_epochs:
             lr *= cfg.lr_step_gamma ** ((epoch - 1) // cfg.lr_step_epochs)
-        order = shuffle.permutation(train_y.size)
-        losses = []
-        for b in range(batches):
+        if order is None:
+            order, losses, next_batch = shuffle.permutation(train_y.size), [], 0
+        for b in range(next_batch, batches):
             index = order[b * cfg.batch:(b + 1) * cfg.batch]
             images = train_x[index].astype(np.float64)
             if shape:
@@ -143,13 +176,19 @@ def _train_classifier(net: Network | Sequential, cfg: ClassifierSettings, seed: 
             net.backward(grad)
             net.update(lr)
             losses.append(loss)
-            report.progress((epoch - 1) * batches + b + 1, cfg.epochs * batches)
+            done = (epoch - 1) * batches + b + 1
+            report.progress(done, cfg.epochs * batches)
+            report.boundary(done, functools.partial(state, epoch, b + 1, started))
         train_seconds = time.perf_counter() - started
         values = {"loss": float(np.mean(losses)),
                   "test_acc": _accuracy(net, data.test_x, data.test_y, chunk=250, shape=shape),
                   "epoch_seconds": train_seconds, "lr": lr}
         result.record(epoch, values)
         report.metrics(epoch, values)
+        order, seconds_before = None, 0.0
+        if epoch < cfg.epochs:
+            report.boundary(epoch * batches, functools.partial(state, epoch + 1, 0, None),
+                            epoch_end=True)
     result.final = {"test_acc": result.history["test_acc"][-1], "loss": result.history["loss"][-1]}
     return result
 
@@ -185,16 +224,22 @@ def lenet(cfg: MnistCnnConfig, make_weights: WeightFactory,
 
 
 def mnist_cnn(cfg: MnistCnnConfig, seed: int, make_weights: WeightFactory,
-              report: Reporter, digital_bias: bool = False) -> TaskResult:
+              report: Reporter, digital_bias: bool = False,
+              resume: Mapping[str, Any] | None = None) -> TaskResult:
     """Train the LeNet-like CNN of :func:`lenet` with softmax cross-entropy, SGD in batches.
 
-    The same epochs, StepLR schedule, metrics and random streams as :func:`mnist_fcn`.
+    The same epochs, StepLR schedule, metrics, random streams and resuming as :func:`mnist_fcn`.
     """
     net = lenet(cfg, make_weights, digital_bias)
-    net.initialize(np.random.default_rng([seed, INIT]))
-    result = _train_classifier(net, cfg, seed, report, shape=_IMAGE_SHAPE)
+    if resume is None:
+        net.initialize(np.random.default_rng([seed, INIT]))
     names = ("conv1", "conv2", "fc1", "fc2")
-    result.weights = {name: layer.weights.read_weights()
-                      for name, layer in zip(names, net.trainable, strict=True)}
+
+    def weights() -> dict[str, np.ndarray]:
+        return {name: layer.weights.read_weights()
+                for name, layer in zip(names, net.trainable, strict=True)}
+
+    result = _train_classifier(net, cfg, seed, report, weights, shape=_IMAGE_SHAPE, resume=resume)
+    result.weights = weights()
     return result
 

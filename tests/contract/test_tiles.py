@@ -9,8 +9,9 @@ tiles broken in the ways they are meant to catch.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -89,7 +90,8 @@ def test_check_tile_runs_every_check_on_a_fresh_tile() -> None:
         return made[-1]
 
     check_tile(make)
-    assert len(made) == len(TILE_CHECKS) and len({id(t) for t in made}) == len(made)
+    # a fresh tile for every check (the state check makes a second one to load into)
+    assert len(made) == len(TILE_CHECKS) + 1 and len({id(t) for t in made}) == len(made)
 
 
 def test_every_check_says_what_it_checks() -> None:
@@ -153,19 +155,31 @@ class IgnoresTheSignOfD(DigitalTile):
         super().update(x, np.abs(as_batch(d, self.rows, "d")), lr)
 
 
+class IgnoresItsState(DigitalTile):
+    """Loads a checkpoint by doing nothing (a resumed run would start from zeros)."""
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        pass
+
+
 BROKEN = {
     "1-D forward without batch axis": (FlatForward, "check_shapes"),
     "pulses sent before checking": (WritesBeforeChecking, "check_bad_input_is_refused"),
     "error without the argument's name": (UnnamedErrors, "check_bad_input_is_refused"),
-    "noisy reads claimed exact": (NoisyButExact, "check_capabilities_are_honest"),
+    # noisy reads also spoil the exact continuation from a checkpoint: two checks fail
+    "noisy reads claimed exact": (NoisyButExact, "check_capabilities_are_honest",
+                                  "check_state_continues"),
     "capability not a bool": (StringCapabilities, "check_capabilities_are_honest"),
     "pulse polarity backwards": (BackwardsPulses, "check_pulses_move_weights_their_way"),
     "update ignores the sign of d": (IgnoresTheSignOfD, "check_update_moves_against_gradient"),
+    "state ignored": (IgnoresItsState, "check_state_continues"),
 }
 
 
 @pytest.mark.parametrize("name", list(BROKEN))
 def test_the_checks_catch_a_broken_tile(name: str) -> None:
-    kind, failing = BROKEN[name]
-    with pytest.raises(AssertionError, match=rf"^1 of {len(TILE_CHECKS)} tile checks failed:\n{failing}: "):
+    kind, *failing = BROKEN[name]
+    with pytest.raises(AssertionError, match=rf"^{len(failing)} of {len(TILE_CHECKS)} tile checks "
+                       rf"failed:\n{failing[0]}: ") as raised:
         check_tile(lambda: kind(4, 6))
+    assert all(f"\n{check}: " in str(raised.value) for check in failing)

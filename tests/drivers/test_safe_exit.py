@@ -140,7 +140,9 @@ def test_killed_links(bench, tmp_path: Path) -> None:
 
 
 def test_killed_links_then_interrupted(bench, tmp_path: Path) -> None:
-    """The links die and Ctrl-C follows at once: the safe state reconnects to make them safe."""
+    """The links die and Ctrl-C follows at once: the run stops at its next step (130) or on
+    the pulse the dead link left unconfirmed (3), whichever comes first; either way the safe
+    state reconnects to make the instruments safe."""
     station, path = bench
     process = start_run(path, tmp_path / "store", steps=100_000)
     wait_until_pulsing(station, process)
@@ -149,5 +151,5 @@ def test_killed_links_then_interrupted(bench, tmp_path: Path) -> None:
     station.smu.drop_connections()
     os.kill(process.pid, signal.SIGINT)
     returned, _, err = finish(process)
-    assert returned == 130, err
+    assert returned in (3, 130), err
     assert_safe(station)
