@@ -12,8 +12,10 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from hilctl.errors import ConfigError
 from hilctl.runs import RunStore
 from hilctl.training import resume
 from sim.instruments.station import SimulatedStation, load_sim_station
@@ -44,6 +46,18 @@ def checkpointed_step(store: Path) -> int:
             return 0
 
 
+def kill_after_checkpoint(station_file: Path, store: Path, step: int) -> None:
+    """Run the bench training in a child and SIGKILL it once it has checkpointed ``step``."""
+    child = subprocess.Popen([sys.executable, "-m", "hilctl", *train_argv(station_file, store)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not (store / "runs.sqlite").exists() or checkpointed_step(store) < step:
+        assert child.poll() is None and time.monotonic() < deadline
+        time.sleep(0.02)
+    child.send_signal(signal.SIGKILL)
+    child.wait(timeout=30)
+
+
 def test_a_killed_bench_run_resumes_without_reprogramming_the_chip(station, tmp_path: Path) -> None:
     sim, station_file = station
     reference = subprocess.run([sys.executable, "-m", "hilctl", *train_argv(
@@ -53,14 +67,7 @@ def test_a_killed_bench_run_resumes_without_reprogramming_the_chip(station, tmp_
     reference_error = RunStore(tmp_path / "reference").list_runs()[0].final["rel_err"]
 
     store = tmp_path / "store"
-    child = subprocess.Popen([sys.executable, "-m", "hilctl", *train_argv(station_file, store)],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while not (store / "runs.sqlite").exists() or checkpointed_step(store) < 150:
-        assert child.poll() is None and time.monotonic() < deadline
-        time.sleep(0.02)
-    child.send_signal(signal.SIGKILL)
-    child.wait(timeout=30)
+    kill_after_checkpoint(station_file, store, 150)
     pulses_before = len(sim.chip.ledger)
 
     (run,) = RunStore(store).list_runs()
@@ -83,18 +90,23 @@ def test_a_killed_bench_run_resumes_without_reprogramming_the_chip(station, tmp_
     assert reference_error / 3 < resumed.final["rel_err"] < 3 * reference_error
 
 
-def test_resuming_on_another_station_is_refused(station, tmp_path: Path) -> None:
-    _sim, station_file = station
+def test_another_station_is_refused_and_drifted_cells_written_back(station, tmp_path: Path) -> None:
+    """Resuming on a station that describes another chip is refused; on the right one, a cell
+    that drifted (moved by hand here) is written back with --reprogram-beyond."""
+    sim, station_file = station
     store = tmp_path / "store"
-    child = subprocess.Popen([sys.executable, "-m", "hilctl", *train_argv(station_file, store)],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while not (store / "runs.sqlite").exists() or checkpointed_step(store) < 40:
-        assert child.poll() is None and time.monotonic() < deadline
-        time.sleep(0.02)
-    child.send_signal(signal.SIGKILL)
-    child.wait(timeout=30)
-    station_file.write_text(station_file.read_text().replace("g_ref = 5e-05", "g_ref = 6e-05"))
+    kill_after_checkpoint(station_file, store, 40)
+    original = station_file.read_text()
+    station_file.write_text(original.replace("g_ref = 5e-05", "g_ref = 6e-05"))
     (run,) = RunStore(store).list_runs()
-    with pytest.raises(Exception, match="not the station the run ran on"):
+    with pytest.raises(ConfigError, match="not the station the run ran on"):
         resume(run.run_id, RunStore(store))
+    station_file.write_text(original)
+    saved = RunStore(store).get_run(run.run_id).checkpoints[-1].load()
+    fast_before = saved["tiles"][0]["weights"]
+    # the chip's cell (0, 0) of the fast tile drifts by 30 pulses while nobody looks
+    sim.chip.pulse((np.array([0]), np.array([0])), +1, 30, amplitude=1.5, width=1e-6)
+    resumed = resume(run.run_id, RunStore(store), reprogram_beyond=0.1)
+    fast = resumed.drift[0]
+    assert fast["max"] > 0.1 and fast["reprogrammed"] >= 1
+    assert abs(fast_before[0, 0]) < 2  # a sane checkpoint
