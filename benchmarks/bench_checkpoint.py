@@ -24,14 +24,14 @@ import numpy as np
 from hilctl.checkpoints import save
 from hilctl.config import tile_config
 from hilctl.train_config import resolve_train_config
-from hilctl.training import _Session, weight_factory
+from hilctl.training import Session, weight_factory
 from sim.backend import SimBackend
 
 
 def mnist_fcn_state() -> Callable[[], dict]:
     config = resolve_train_config(task="mnist-fcn", algorithm="tiki-taka",
                                   overrides={"device": {"tau": 0.6}})
-    session = _Session()
+    session = Session()
     make = weight_factory(config, SimBackend(), {}, session)
     layers = [make(n_out, n_in) for n_in, n_out in itertools.pairwise([784, 256, 128, 10])]
 

@@ -96,7 +96,7 @@ class _Reporter:
     stops on a signal) and heartbeats."""
 
     def __init__(self, progress: ProgressCallback | None, run: Run | None,
-                 on_metrics: MetricsCallback | None = None, session: _Session | None = None,
+                 on_metrics: MetricsCallback | None = None, session: Session | None = None,
                  checkpoint_seconds: float = 60.0) -> None:
         self._progress = progress
         self._run = run
@@ -135,7 +135,7 @@ class _Reporter:
             raise Interrupted(signum)
 
 
-class _Session:
+class Session:
     """The tiles and weight arrays a run makes, in the order it makes them, so that a
     checkpoint can hold their state and a resumed run can put it back into the same ones.
 
@@ -211,7 +211,7 @@ def tile_opener(config: TrainConfig, backend: Backend,
 
 def weight_factory(config: TrainConfig, backend: Backend | str = "sim",
                    options: Mapping[str, Any] | None = None,
-                   session: _Session | None = None) -> Callable[[int, int], WeightArray]:
+                   session: Session | None = None) -> Callable[[int, int], WeightArray]:
     """Weight arrays of the run's algorithm on tiles of ``backend``, one per call (rows, cols);
     a matrix larger than ``tile.max_output_size x tile.max_input_size`` is split over a grid
     of them (:mod:`hilctl.mapping`).
@@ -221,7 +221,7 @@ def weight_factory(config: TrainConfig, backend: Backend | str = "sim",
     zero-shifted tiles) and the run's seed (choppers).
     """
     chosen = _as_backend(backend)
-    session = session or _Session()
+    session = session or Session()
     open_analog = session.tile_opener(tile_opener(config, chosen, options))
     chip = chosen.chip(options or {})
     granularity = chip.dw_min if chip is not None else config.device.dw_min
@@ -281,12 +281,12 @@ def train(
                          backend_options=backend_options, on_metrics=on_metrics)
     options = dict(backend_options or {})
     if store is None:
-        return _execute(config, backend, options, None, _Session(), progress, on_metrics)
+        return _execute(config, backend, options, None, Session(), progress, on_metrics)
     config_json = {**recorded_config(config, backend.physical), "backend": backend.name,
                    "backend_options": backend.describe(options)}
     run = store.start_run(command, config_json, backend.name,
                           metadata={"heartbeat_seconds": config.run.checkpoint_seconds})
-    return _execute(config, backend, options, run, _Session(), progress, on_metrics)
+    return _execute(config, backend, options, run, Session(), progress, on_metrics)
 
 
 def resume(
@@ -325,12 +325,12 @@ def resume(
         kept = int(history["step"][-1]) if history.get("step") else 0
         run = store.resume_run(record.run_id, keep_metrics_through=kept, step=latest.step,
                                metadata={"heartbeat_seconds": config.run.checkpoint_seconds})
-        session = _Session(state, reprogram_beyond)
+        session = Session(state, reprogram_beyond)
         return _execute(config, backend, options, run, session, progress, on_metrics)
 
 
 def _execute(config: TrainConfig, backend: Backend, options: dict[str, Any], run: Run | None,
-             session: _Session, progress: ProgressCallback | None,
+             session: Session, progress: ProgressCallback | None,
              on_metrics: MetricsCallback | None) -> TrainOutcome:
     """The run itself, recorded in ``run`` (or not), from ``session.resume`` (or from the
     start)."""
