@@ -291,12 +291,17 @@ def run_list(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _load_record(args: argparse.Namespace) -> RunRecord:
+def _store_of_run(args: argparse.Namespace) -> RunStore:
+    """The store that must hold run ``args.run_id``; refused if no store exists yet."""
     store = _open_store(args.store)
     if store is None:
         raise UsageError(f"no run {args.run_id!r}: no runs recorded yet "
                          f"(no run store at {str(resolve_store_path(None))!r})")
-    return store.get_run(args.run_id)
+    return store
+
+
+def _load_record(args: argparse.Namespace) -> RunRecord:
+    return _store_of_run(args).get_run(args.run_id)
 
 
 def run_show(args: argparse.Namespace) -> int:
@@ -311,10 +316,7 @@ def run_show(args: argparse.Namespace) -> int:
 
 def run_resume(args: argparse.Namespace) -> int:
     """``hilctl runs resume ID``."""
-    store = _open_store(args.store)
-    if store is None:
-        raise UsageError(f"no run {args.run_id!r}: no runs recorded yet "
-                         f"(no run store at {str(resolve_store_path(None))!r})")
+    store = _store_of_run(args)
     progress = progress_for(f"resume {args.run_id}", enabled=not args.json)
     try:
         return report_run(lambda: resume(args.run_id, store, progress=progress,
