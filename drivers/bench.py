@@ -19,7 +19,6 @@ import numpy as np
 from numpy.typing import NDArray
 
 from drivers.board import BoardClient
-from drivers.limits import check
 from drivers.pulse_generator import PulseGenerator
 from drivers.scpi import PulseUncertainError
 from drivers.smu import Smu
@@ -35,7 +34,8 @@ log = logging.getLogger("hilctl.bench")
 class StationAccess:
     """Cells reached as the station says: pulses from the board's on-board pulser or from the
     pulse generator routed by the board; reads from the board's ADC or from the SMU routed by
-    the board. Every setting passes the station's limits before it is sent."""
+    the board. Every setting is checked against the station's limits by the driver that sends it,
+at the last step before the wire."""
 
     def __init__(self, station: StationConfig, board: BoardClient,
                  generator: PulseGenerator | None = None, smu: Smu | None = None) -> None:
@@ -45,9 +45,7 @@ class StationAccess:
         self._parallel_update = self._by_board and Capability.PARALLEL_UPDATE in capabilities
         self._parallel_read = (station.read.via == "board"
                                and Capability.PARALLEL_READ in capabilities)
-        write, read, limits = station.write, station.read, station.limits
-        check(limits, amplitude=write.amplitude, width=write.width, read_voltage=read.voltage,
-              compliance=read.compliance)
+        read = station.read
         self._polarity = 0  # the generator's armed polarity (0: not armed yet)
         if smu is not None and read.via == "smu":
             smu.configure_read(read.voltage, read.compliance, read.nplc)
@@ -84,13 +82,12 @@ class StationAccess:
 
     def pulse_cells(self, rows: Index, cols: Index, polarity: int, counts: NDArray[np.int64]
                     ) -> None:
-        write, limits = self.station.write, self.station.limits
+        write = self.station.write
         for row, col, count in zip(rows.tolist(), cols.tolist(), counts.tolist(), strict=True):
             if not self._by_board:
                 generator = self._arm_generator(polarity)
                 self._route(row, col, "pulse")
             for burst in self._bursts(count):
-                check(limits, amplitude=write.amplitude, width=write.width, count=burst)
                 if self._by_board:
                     self.board.pulse((row, col), polarity, burst, amplitude=write.amplitude,
                                      width=write.width)
@@ -99,13 +96,11 @@ class StationAccess:
 
     def pulse_masks(self, rows: Index, cols: Index, polarity: int) -> None:
         write = self.station.write
-        check(self.station.limits, amplitude=write.amplitude, width=write.width, count=1)
         self.board.pulse_masks(rows.tolist(), cols.tolist(), polarity, 1,
                                amplitude=write.amplitude, width=write.width)
 
     def read_cells(self, rows: Index, cols: Index) -> NDArray[np.float64]:
         voltage = self.station.read.voltage
-        check(self.station.limits, read_voltage=voltage)
         chip = self.station.chip
         if self._parallel_read and rows.size > chip.cols:  # many cells: whole rows at once
             if 4 * chip.rows * chip.cols + 4 <= DEFAULT_MAX_PAYLOAD:
