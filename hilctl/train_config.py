@@ -67,9 +67,11 @@ class TrainConfig(StrictModel):
     run: RunSection = Field(default_factory=RunSection)
     seed: int = Field(0, ge=0, le=2**63 - 1)
 
-    def summary(self) -> str:
-        """``task / algorithm / device`` in a few words, for tables and run lists."""
-        return f"{self.task.name} / {self.algorithm.name} / {self.device.model}"
+    def summary(self, physical: bool = False) -> str:
+        """``task / algorithm / device`` in a few words, for tables and run lists; on a chip's
+        own cells (``physical``) the device is the chip, whatever the config's default says."""
+        device = "chip" if physical else self.device.model
+        return f"{self.task.name} / {self.algorithm.name} / {device}"
 
 
 SECTIONS = ("task", "algorithm", "device", "update", "periphery", "tile", "run")

@@ -94,6 +94,7 @@ def test_a_lab_run_records_what_the_bench_had(capsys, station, tmp_path) -> None
                          "--algorithm", "tiki-taka", *SHORT, "--store", str(store))
     assert code == 0, err
     assert "no retries, timeouts or reconnects" in out and "hilctl-sim" in out  # the summary
+    assert "tiki-taka / chip on lab" in out and "soft-bounds" not in out  # no emulator device
     record = RunStore(store).get_run(RunStore(store).list_runs()[0].run_id)
     assert "device" not in record.config and "periphery" not in record.config
     resolved = record.config["backend_options"]["resolved_station"]

@@ -124,7 +124,7 @@ def run_train(args: argparse.Namespace) -> int:
     backend, options = backend_from_args(args)
     config = _config(args, backend, args.algorithm, args.seed)
     store = RunStore(args.store)
-    return report_run(lambda: _train(config, args, store, config.summary(), "train", backend,
+    return report_run(lambda: _train(config, args, store, config.summary(backend.physical), "train", backend,
                                      options), args.json)
 
 
@@ -152,7 +152,7 @@ def report_run(run: Callable[[], TrainOutcome], as_json: bool) -> int:
 def summary_lines(outcome: TrainOutcome) -> list[str]:
     """A readable account of one run."""
     config = outcome.config
-    lines = [f"{config.summary()} on {outcome.backend_label}, seed {config.seed}: "
+    lines = [f"{config.summary(outcome.physical)} on {outcome.backend_label}, seed {config.seed}: "
              f"{config.task.length()} in {outcome.seconds:.1f} s"]
     for name, value in outcome.final.items():
         meaning = _METRIC_MEANING.get(name, "")
@@ -204,7 +204,8 @@ def run_compare(args: argparse.Namespace) -> int:
         print_json({"rows": table, "runs": [o.as_json() for o in outcomes.values()]})
         return code
     sample = next(iter(configs.values()))
-    print(f"{sample.task.name} on {backend.label(options)}, device {sample.device.model}, "
+    device = "chip" if backend.physical else sample.device.model
+    print(f"{sample.task.name} on {backend.label(options)}, device {device}, "
           f"{args.seeds} seed(s) from {first_seed}")
     for line in format_table(table):
         print(line)
