@@ -202,6 +202,11 @@ class UpdateConfig(StrictModel):
     aggregate_batch: bool = Field(
         True, description="apply a mini-batch's up and down pulse counts in one pass per cell"
     )
+    engine: Literal["auto", "numba", "numpy"] = Field(
+        "auto", description="the emulator's engine: compiled (numba), the numpy reference, or "
+        "auto (numba where it imports)")
+    threads: int = Field(1, ge=1, le=256, description="threads of the compiled engine (results "
+                         "are the same for any count)")
 
 
 class PeripheryConfig(StrictModel):
