@@ -12,6 +12,7 @@ the update modes: sections 3, 4 and 7.
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -29,6 +30,7 @@ from hilctl.tile import (
     as_update,
 )
 from sim.devices import DeviceModel, make_device
+from sim.engine import resolve_engine
 from sim.periphery import analog_mvm
 from sim.pulse_engine import PulseWriter
 
@@ -67,6 +69,14 @@ class EmulatedTile:
         )
         self._write_rng = np.random.default_rng(write_seed)
         self._writer = PulseWriter(self.device, self._write_rng, closed_form)
+        self.engine = resolve_engine(config.update) if state_dtype is np.float32 else "numpy"
+        if self.engine == "numba":
+            from sim.compiled_writer import CompiledWriter  # imports numba: only when used
+
+            self._compiled: CompiledWriter | None = CompiledWriter(
+                self.device, self._write_rng, config.update.threads, closed_form)
+        else:
+            self._compiled = None
         self._read_rng = np.random.default_rng(read_seed)
         self._w = np.zeros(shape, dtype=state_dtype)
         # aihwkit's backward pass uses the tile's periphery with bound management off.
@@ -164,10 +174,16 @@ class EmulatedTile:
 
     def apply_pulses(self, counts: ArrayLike) -> None:
         """Apply signed pulse counts per cell (+ up, - down)."""
-        self._writer.apply_signed(self._w, as_pulse_counts(counts, self.shape))
+        checked = as_pulse_counts(counts, self.shape)
+        if self._compiled is not None:
+            self._compiled.apply_signed(self._w, checked.astype(np.int64, copy=False))
+        else:
+            self._writer.apply_signed(self._w, checked)
 
     def update(self, x: ArrayLike, d: ArrayLike, lr: float) -> None:
         """``W <- W - lr d x^T`` for each sample of the mini-batch, in the configured mode."""
+        if self._compiled is not None and self._compiled_update(x, d, lr):
+            return
         xs, ds, rate = as_update(x, d, lr, self.shape)
         mode = self.config.update.mode
         if mode == "ideal":
@@ -180,6 +196,27 @@ class EmulatedTile:
         else:
             for i in range(xs.shape[0]):
                 self._pulsed_step(xs[i : i + 1], ds[i : i + 1], rate)
+
+    def _compiled_update(self, x: ArrayLike, d: ArrayLike, lr: float) -> bool:
+        """A pulsed update on the compiled engine, with the checks of ``as_update`` done where
+        they are cheapest (the kernel checks finiteness); False if this update is not one it
+        takes (another mode, or input the full checks must look at and reject)."""
+        assert self._compiled is not None
+        update = self.config.update
+        if update.mode != "pulsed" or not (isinstance(lr, float | int) and 0 <= lr < math.inf):
+            return False
+        if not (type(x) is np.ndarray and type(d) is np.ndarray and x.ndim == 2 and d.ndim == 2
+                and x.dtype == np.float64 and d.dtype == np.float64
+                and x.shape[1] == self.config.cols and d.shape[1] == self.config.rows
+                and x.shape[0] == d.shape[0] and x.flags.c_contiguous and d.flags.c_contiguous):
+            x, d, lr = as_update(x, d, lr, self.shape)
+        rate = lr / self.device.granularity()
+        if update.aggregate_batch:
+            return self._compiled.update(self._w, x, d, rate, update)
+        x, d, lr = as_update(x, d, lr, self.shape)  # every sample checked before the first
+        for i in range(x.shape[0]):
+            self._compiled.update(self._w, x[i : i + 1], d[i : i + 1], rate, update)
+        return True
 
     def _pulsed_step(self, xs: Array, ds: Array, lr: float) -> None:
         trains = coincidences(

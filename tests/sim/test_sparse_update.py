@@ -1,4 +1,5 @@
-"""The sparse update path (only the cells that take pulses) against the dense sweep."""
+"""The numpy engine's sparse update path (only the cells that take pulses) against its dense
+sweep."""
 
 from __future__ import annotations
 
@@ -38,7 +39,8 @@ def test_sparse_counts_equal_the_dense_counts(samples: int, rows: int, cols: int
 def _tiles(model: str, monkeypatch: pytest.MonkeyPatch, fraction: float, **device: float
            ) -> EmulatedTile:
     monkeypatch.setattr(sim_tile, "SPARSE_FRACTION", fraction)
-    config = tile_config(rows=24, cols=40, device=model, device_values=device, seed=3)
+    config = tile_config(rows=24, cols=40, device=model, device_values=device, seed=3,
+                         update_values={"engine": "numpy"})  # the paths are the numpy engine's
     return EmulatedTile(config)
 
 

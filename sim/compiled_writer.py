@@ -1,0 +1,151 @@
+"""The compiled engine's writer: pulsed updates and pulse counts through :mod:`sim.kernels`.
+
+It holds a device's constants in the layout the kernels read (float32 planes of the tile's
+shape, made once), takes one 64-bit key per call from the tile's write Generator, and runs the
+serial or the parallel kernel. Its results agree in distribution with :class:`sim.pulse_engine.
+PulseWriter` (the numpy reference); serial and parallel runs agree bit for bit.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from numpy.typing import NDArray
+
+from hilctl.config import ExpStepConfig, PiecewiseStepConfig, UpdateConfig
+from sim import kernels
+from sim.counter_rng import mix, stream_key
+from sim.devices import DeviceModel
+from sim.noise import _quantile_table
+from sim.pulse_engine import AffineForm, affine_form
+
+Planes = NDArray[np.float32]
+
+_DEVICE_CODES = {"pow-step": kernels.POW, "exp-step": kernels.EXP, "piecewise": kernels.PIECEWISE}
+_ORDER = np.uint64(3)
+
+
+class CompiledWriter:
+    """Applies pulsed updates and signed pulse counts to a float32 tile's weights, compiled.
+
+    Args:
+        device: the tile's cells (float32).
+        rng: the tile's write Generator; each call takes one key from it.
+        threads: threads of the cell kernels (1: the serial kernel).
+        closed_form: as :class:`sim.pulse_engine.PulseWriter`: n same-sign pulses in closed form
+            where the device is affine; else pulse by pulse.
+    """
+
+    def __init__(self, device: DeviceModel, rng: np.random.Generator, threads: int = 1,
+                 closed_form: bool = True) -> None:
+        if device.dtype is not np.float32:
+            raise ValueError("the compiled engine runs float32 tiles; use the numpy engine")
+        self.device = device
+        self.rng = rng
+        self.threads = min(threads, numba.config.NUMBA_NUM_THREADS)  # type: ignore[attr-defined]
+        self._table = _quantile_table(np.float32)
+        forms = (affine_form(device, True), affine_form(device, False)) if closed_form else None
+        if forms is not None and forms[0] is not None and forms[1] is not None:
+            planes = _closed_form_planes(device, forms[0], forms[1])
+            self._closed: tuple[Planes, Planes, tuple[bool, bool]] | None = (
+                planes, _row_limits(planes), (forms[0].contracting, forms[1].contracting))
+        else:
+            self._closed = None
+            self._pulse_planes, self._constants, self._nodes = _pulse_constants(device)
+
+    def update(self, weights: Planes, xs: NDArray[np.float64], ds: NDArray[np.float64],
+               rate: float, update: UpdateConfig) -> bool:
+        """One pulsed update of ``weights`` (in place) from the mini-batch ``xs``, ``ds`` at
+        ``rate = lr / granularity``; False (nothing written) if an input is not finite."""
+        key = stream_key(self.rng)
+        positive, negative, words = kernels.train_masks(
+            xs, ds, rate, update.desired_bl, update.update_management,
+            update.update_bl_management, key)
+        if words < 0:
+            return False
+        up_first = bool(mix(key, _ORDER) & np.uint64(1))
+        parallel = self.threads > 1
+        if parallel:
+            numba.set_num_threads(self.threads)
+        if self._closed is not None:
+            planes, limits, contracting = self._closed
+            closed_form = (kernels.closed_form_trains_parallel if parallel
+                           else kernels.closed_form_trains)
+            closed_form(weights, planes, limits, positive, negative, up_first, contracting,
+                        self.device.mult_noise, key, self._table)
+        else:
+            pulsed = kernels.pulsed_trains_parallel if parallel else kernels.pulsed_trains
+            pulsed(weights, positive, negative, up_first, self._code(), self._pulse_planes,
+                   self._constants, self._nodes[0], self._nodes[1], key, self._table)
+        return True
+
+    def apply_signed(self, weights: Planes, counts: NDArray[np.int64]) -> None:
+        """Signed pulse counts (+ up, - down) per cell, applied to ``weights`` in place."""
+        key = stream_key(self.rng)
+        if self._closed is not None:
+            planes, limits, contracting = self._closed
+            kernels.closed_form_counts(weights, planes, limits, counts, contracting,
+                                       self.device.mult_noise, key, self._table)
+        else:
+            kernels.pulsed_counts(weights, counts, self._code(), self._pulse_planes,
+                                  self._constants, self._nodes[0], self._nodes[1], key,
+                                  self._table)
+
+    def _code(self) -> int:
+        return _DEVICE_CODES.get(self.device.name, kernels.AFFINE)
+
+
+def _closed_form_planes(device: DeviceModel, up: AffineForm, down: AffineForm) -> Planes:
+    """The closed form's constants per direction (fixed point or step, ``log g``, noise factor)
+    and the bounds, as the planes :mod:`sim.kernels` reads."""
+    planes = np.zeros((kernels.B_MAX + 1, *device.shape), dtype=np.float32)
+    for index, form in enumerate((up, down)):
+        base = index * kernels.AFFINE_PLANES
+        if form.contracting:
+            assert form.fixed is not None and form.log_growth is not None
+            planes[base] = form.fixed
+            planes[base + 1] = form.log_growth
+        else:
+            assert form.step is not None
+            planes[base] = form.step
+        if form.contracting and form.multiplicative:
+            planes[base + 2] = np.log1p(form.noise.astype(np.float64))
+        else:
+            planes[base + 2] = form.noise
+    planes[kernels.B_MIN], planes[kernels.B_MAX] = device.bounds()
+    return planes
+
+
+def _row_limits(planes: Planes) -> Planes:
+    """Each row's largest ``|log g|`` and noise factor, up then down: (rows, 4)."""
+    logs = (1, 2, 1 + kernels.AFFINE_PLANES, 2 + kernels.AFFINE_PLANES)
+    return np.stack([np.abs(planes[k]).max(axis=1) for k in logs], axis=1)
+
+
+def _pulse_constants(device: DeviceModel
+                     ) -> tuple[Planes, NDArray[np.float64], tuple[NDArray[np.float64], ...]]:
+    """Per-cell planes, scalar constants and piecewise node tables of the pulse-by-pulse kernel."""
+    planes = np.zeros((kernels.PULSE_PLANES, *device.shape), dtype=np.float32)
+    planes[kernels.P_DW_UP] = device.cell("dw_up")
+    planes[kernels.P_DW_DOWN] = device.cell("dw_down")
+    planes[kernels.P_MIN], planes[kernels.P_MAX] = device.bounds()
+    for direction, (alpha, beta) in ((True, (kernels.P_A_UP, kernels.P_B_UP)),
+                                     (False, (kernels.P_A_DOWN, kernels.P_B_DOWN))):
+        increments = device.affine_increments(direction)
+        if increments is not None:
+            planes[alpha], planes[beta] = increments
+    if "gamma_up" in device.cells and device.name == "pow-step":
+        planes[kernels.P_G_UP] = device.cell("gamma_up")
+        planes[kernels.P_G_DOWN] = device.cell("gamma_down")
+    config = device.config
+    constants = np.zeros(kernels.C_GAMMA_DOWN + 1)
+    constants[kernels.C_SIGMA] = config.dw_min_std
+    constants[kernels.C_MULT] = float(device.mult_noise)
+    if isinstance(config, ExpStepConfig):
+        constants[kernels.C_A:] = (config.a, config.b, config.A_up, config.A_down,
+                                   config.gamma_up, config.gamma_down)
+    nodes: tuple[NDArray[np.float64], ...] = (np.ones(1), np.ones(1))
+    if isinstance(config, PiecewiseStepConfig):
+        nodes = (np.asarray(config.piecewise_up, dtype=np.float64),
+                 np.asarray(config.piecewise_down, dtype=np.float64))
+    return planes, constants, nodes

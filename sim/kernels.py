@@ -1,0 +1,428 @@
+"""The compiled update engine's kernels (numba): pulse trains, coincidences, and applying pulses.
+
+One call of :func:`train_masks` draws a mini-batch's stochastic pulse trains from the
+counter-based RNG of :mod:`sim.counter_rng` and packs them into bit masks, one 64-slot word per
+line and sign; a cell's up and down counts are then popcounts of its row's and column's masks
+ANDed together. The cell kernels apply the counts row by row: in closed form for affine devices
+(the moments of docs/emulator.md, section 4.2, then one table normal per cell) or pulse by pulse
+for the others (section 4.1). Every draw is indexed by the cell, slot or pulse it belongs to, so
+a row's result does not depend on which thread computes it: serial and parallel kernels give
+bit-identical weights.
+
+The numbers ``e - 1 = g**n - 1`` and ``(1 + u)**n - 1`` are ``expm1`` of ``n log g`` and
+``n log(1 + u)``, never ``e`` minus 1, so small increments keep their float32 precision; a row
+whose largest count keeps every argument within ``POLYNOMIAL_LIMIT`` uses a polynomial that
+vectorises, the others libm's expm1.
+
+The closed form runs in float32, the dtype of the tile's state (a float64 tile, chosen for
+exactness, runs on the numpy engine).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, prange, types, uint64
+from numba.extending import intrinsic
+
+from sim.counter_rng import mix, table_normal, uniform32
+
+#: Compiled once and cached beside the module; ``error_model="numpy"`` drops the division
+#: checks that stop the vectoriser. ``_inline`` helpers are inlined into their callers.
+_kernel = njit(cache=True, error_model="numpy", nogil=True)
+_parallel = njit(cache=True, error_model="numpy", nogil=True, parallel=True)
+_inline = njit(cache=True, error_model="numpy", nogil=True, inline="always")
+
+_ZERO, _ONE, _TWO = np.float32(0), np.float32(1), np.float32(2)
+_C2, _C3, _C4, _C5, _C6, _C7 = (np.float32(1 / math.factorial(k)) for k in range(2, 8))
+#: Largest ``|n log g|`` (and ``n log(1 + u)``) a row may reach for the polynomial of
+#: :func:`_expm1`; a row beyond it uses libm.
+POLYNOMIAL_LIMIT = 0.5
+
+#: Keys of one update's independent streams, mixed from its key.
+_TRAINS, _NOISE = uint64(1), uint64(2)
+
+#: Planes of the closed-form constants per direction: fixed point (or the step, for drift),
+#: ``log g`` and the noise factor (``log(1 + u)`` for multiplicative noise; docs/emulator.md,
+#: section 4.2). Up's three planes come first, then down's, then the bounds. Row limits: the
+#: largest ``|log g|`` and noise factor of each row and direction (up's two, then down's).
+AFFINE_PLANES = 3
+B_MIN, B_MAX = 6, 7
+
+#: Device codes of the pulse-by-pulse kernel, and its per-cell planes.
+AFFINE, POW, EXP, PIECEWISE = 0, 1, 2, 3
+P_DW_UP, P_DW_DOWN, P_A_UP, P_A_DOWN, P_B_UP, P_B_DOWN, P_G_UP, P_G_DOWN, P_MIN, P_MAX = range(10)
+PULSE_PLANES = 10
+#: Scalar constants of the pulse-by-pulse kernel: noise ``s``, multiplicative noise (1) or not,
+#: and exp step's ``a, b, A_up, A_down, gamma_up, gamma_down``.
+C_SIGMA, C_MULT, C_A, C_B, C_A_UP, C_A_DOWN, C_GAMMA_UP, C_GAMMA_DOWN = range(8)
+
+
+@intrinsic
+def _popcount(typingctx, word):  # type: ignore[no-untyped-def]
+    """Set bits of a uint64 (LLVM's ctpop, vectorised where the CPU allows)."""
+    signature = types.uint64(types.uint64)
+
+    def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
+        function = builder.module.declare_intrinsic("llvm.ctpop", [ir.IntType(64)])
+        return builder.call(function, args)
+
+    return signature, codegen
+
+
+# -- pulse trains ----------------------------------------------------------------------------
+
+
+@_kernel
+def train_masks(xs, ds, rate, desired_bl, management, bl_management, key):  # type: ignore[no-untyped-def]
+    """The mini-batch's pulse trains as bit masks; ``words == -1`` if ``xs`` or ``ds`` is not finite.
+
+    ``rate`` is ``lr / granularity``. Returns ``(positive, negative, words)``: masks
+    ``(words, cols + rows)`` of uint64 (columns first), bit ``t`` of word ``t // 64`` set where
+    the line fires with that sign in slot ``t``. Bit lengths, gains and management follow
+    docs/emulator.md, section 3; sample ``s`` owns the slots after those of the samples before it.
+    """
+    samples, cols = xs.shape
+    rows = ds.shape[1]
+    lengths = np.zeros(samples, np.int64)
+    x_gain = np.zeros(samples)
+    d_gain = np.zeros(samples)
+    total = 0
+    for s in range(samples):
+        x_max, x_sum = 0.0, 0.0
+        for j in range(cols):
+            x_max = max(x_max, abs(xs[s, j]))
+            x_sum += xs[s, j]
+        d_max, d_sum = 0.0, 0.0
+        for i in range(rows):
+            d_max = max(d_max, abs(ds[s, i]))
+            d_sum += ds[s, i]
+        if not np.isfinite(x_sum * 0 + d_sum * 0):  # a NaN or an infinity anywhere
+            return np.zeros((0, 0), np.uint64), np.zeros((0, 0), np.uint64), -1
+        k = rate * x_max * d_max
+        if k <= 0:
+            continue
+        length = min(int(np.ceil(k)), desired_bl) if bl_management else desired_bl
+        gain = np.sqrt(rate / length)
+        x_gain[s] = d_gain[s] = gain
+        if management:
+            balance = np.sqrt(x_max / (d_max * (desired_bl / max(k, desired_bl))))
+            x_gain[s] = gain / balance
+            d_gain[s] *= balance
+        lengths[s] = length
+        total += length
+    words = max((total + 63) // 64, 1)
+    lines = cols + rows
+    positive = np.zeros((words, lines), np.uint64)
+    negative = np.zeros((words, lines), np.uint64)
+    trains_key = mix(key, _TRAINS)
+    first = 0
+    for s in range(samples):
+        length = lengths[s]
+        for line in range(lines):
+            value = xs[s, line] if line < cols else ds[s, line - cols]
+            p = min(abs(value) * (x_gain[s] if line < cols else d_gain[s]), 1.0)
+            if p <= 0:
+                continue
+            masks = positive if value > 0 else negative
+            for t in range(first, first + length):
+                if uniform32(trains_key, uint64(t * lines + line)) < p:
+                    masks[t >> 6, line] |= uint64(1) << uint64(t & 63)
+        first += length
+    return positive, negative, words
+
+
+# -- closed form ------------------------------------------------------------------------------
+
+
+@_inline
+def _expm1_polynomial(x):  # type: ignore[no-untyped-def]
+    """``exp(x) - 1`` of a float32 by its degree-7 Taylor polynomial: relative error below
+    ``|x|**8 / 40320``, 1e-7 for ``|x| <= POLYNOMIAL_LIMIT``; vectorises."""
+    return x * (_ONE + x * (_C2 + x * (_C3 + x * (_C4 + x * (_C5 + x * (_C6 + x * _C7))))))
+
+
+@_inline
+def _expm1_exact(x):  # type: ignore[no-untyped-def]
+    """``exp(x) - 1`` of a float32 by libm, in float64, for any ``x``."""
+    return np.float32(math.expm1(np.float64(x)))
+
+
+@_inline
+def _mask_counts(positive, negative, row_line, n_up, n_down):  # type: ignore[no-untyped-def]
+    """Up and down coincidences of row line ``row_line`` with every column, into the rows
+    ``n_up`` and ``n_down``: up where the row and column fire with opposite signs."""
+    n_up[:] = 0
+    n_down[:] = 0
+    for word in range(positive.shape[0]):
+        row_up, row_down = positive[word, row_line], negative[word, row_line]
+        for j in range(n_up.size):
+            col_up, col_down = positive[word, j], negative[word, j]
+            n_up[j] += _popcount(row_up & col_down) + _popcount(row_down & col_up)
+            n_down[j] += _popcount(row_up & col_up) + _popcount(row_down & col_down)
+
+
+@_inline
+def _closed_form_row(w, planes, limits, i, n_up, n_down, up_first, contracting, multiplicative,
+                     largest, noise_key, table, normals):  # type: ignore[no-untyped-def]
+    """Row ``i`` after its cells' up and down counts, in closed form (docs/emulator.md, 4.2).
+
+    The first direction's mean and variance, the mean clipped (and its variance dropped) where
+    it passed a bound, the second direction's with the first's variance carried through
+    (times ``e**2``), then one table normal per cell and the bounds. A drift direction (not
+    ``contracting``) holds the signed step where a contracting one holds its fixed point.
+    ``largest`` bounds every count of the row: it decides whether the polynomials are precise.
+    """
+    first, second = (0, 1) if up_first else (1, 0)
+    n_first, n_second = (n_up, n_down) if up_first else (n_down, n_up)
+    fixed_1, log_1, noise_1 = planes[3 * first, i], planes[3 * first + 1, i], planes[3 * first + 2, i]
+    fixed_2, log_2, noise_2 = (planes[3 * second, i], planes[3 * second + 1, i],
+                               planes[3 * second + 2, i])
+    exact = largest * max(limits[i, 0], limits[i, 2]) > POLYNOMIAL_LIMIT or (
+        multiplicative and largest * max(limits[i, 1], limits[i, 3]) > POLYNOMIAL_LIMIT)
+    xi = _row_normals(table, noise_key, i * w.shape[1], normals)
+    low, high = planes[B_MIN, i], planes[B_MAX, i]
+    contracting_1, contracting_2 = contracting[first], contracting[second]
+    if exact:
+        _closed_form_cells(w[i], fixed_1, log_1, noise_1, fixed_2, log_2, noise_2, low, high,
+                           n_first, n_second, xi, contracting_1, contracting_2, multiplicative,
+                           _expm1_exact)
+    else:
+        _closed_form_cells(w[i], fixed_1, log_1, noise_1, fixed_2, log_2, noise_2, low, high,
+                           n_first, n_second, xi, contracting_1, contracting_2, multiplicative,
+                           _expm1_polynomial)
+
+
+@_inline
+def _closed_form_cells(w, fixed_1, log_1, noise_1, fixed_2, log_2, noise_2, low, high, n_first,
+                       n_second, xi, contracting_1, contracting_2, multiplicative, expm1):  # type: ignore[no-untyped-def]
+    """The cells of one row through both directions (:func:`_closed_form_row`); ``expm1`` is
+    one of the two functions above, chosen per row so that the loop has no branch to libm."""
+    for j in range(w.size):
+        mean, variance = _direction(w[j], _ZERO, np.float32(n_first[j]), fixed_1[j], log_1[j],
+                                    noise_1[j], contracting_1, multiplicative, expm1)
+        outside = mean > high[j] or mean < low[j]
+        mean = min(max(mean, low[j]), high[j])
+        variance = _ZERO if outside else variance
+        mean, variance = _direction(mean, variance, np.float32(n_second[j]), fixed_2[j],
+                                    log_2[j], noise_2[j], contracting_2, multiplicative, expm1)
+        w[j] = min(max(mean + np.sqrt(variance) * xi[j], low[j]), high[j])
+
+
+@_inline
+def _direction(mean, variance, count, fixed, log_growth, noise, contracting, multiplicative,
+               expm1):  # type: ignore[no-untyped-def]
+    """Mean and variance of a cell after ``count`` more same-sign pulses (docs/emulator.md,
+    4.2). Both the contracting and the drift result are computed and one is selected, so the
+    loop that calls this has no branch and vectorises."""
+    em1 = expm1(count * log_growth)
+    distance = mean - fixed
+    delta = distance * em1
+    distance = distance + delta
+    e = _ONE + em1
+    if multiplicative:
+        added = distance * distance * expm1(count * noise)
+    else:
+        added = noise * em1 * (em1 + _TWO)
+    contracted = (mean + delta, variance * e * e + added)
+    drifted = (mean + count * fixed, variance + count * noise)
+    return contracted if contracting else drifted
+
+
+@_inline
+def _row_fires(positive, negative, line):  # type: ignore[no-untyped-def]
+    """How many slots line ``line`` fires in (an upper bound of any of its cells' counts)."""
+    fires = uint64(0)
+    for word in range(positive.shape[0]):
+        fires += _popcount(positive[word, line] | negative[word, line])
+    return int(fires)
+
+
+@_inline
+def _row_normals(table, key, start, normals):  # type: ignore[no-untyped-def]
+    """Table normals of the cells ``start, start + 1, ...`` of a row, into ``normals[1]``.
+
+    The hashes (vectorised) and the table lookups (gathers, which stop the vectoriser) run as
+    two loops, so that the hashes stay vectorised.
+    """
+    index, values = normals[0].view(np.uint32), normals[1]
+    for j in range(values.size):
+        index[j] = mix(key, uint64(start + j)) >> uint64(48)
+    for j in range(values.size):
+        values[j] = table[index[j]]
+    return values
+
+
+@_inline
+def _row_scratch(cols):  # type: ignore[no-untyped-def]
+    """Up and down counts of one row, and room for its normals."""
+    return np.empty((2, cols), np.int32), np.empty((2, cols), np.float32)
+
+
+@_inline
+def _closed_form_trains_row(w, planes, limits, positive, negative, i, up_first, contracting,
+                            multiplicative, key, table, counts, normals):  # type: ignore[no-untyped-def]
+    cols = w.shape[1]
+    fires = _row_fires(positive, negative, cols + i)
+    if fires == 0:
+        return
+    _mask_counts(positive, negative, cols + i, counts[0], counts[1])
+    _closed_form_row(w, planes, limits, i, counts[0], counts[1], up_first, contracting,
+                     multiplicative, fires, mix(key, _NOISE), table, normals)
+
+
+@_kernel
+def closed_form_trains(w, planes, limits, positive, negative, up_first, contracting,
+                       multiplicative, key, table):  # type: ignore[no-untyped-def]
+    """Apply the trains' coincidences to ``w`` in closed form, one row after another."""
+    counts, normals = _row_scratch(w.shape[1])
+    for i in range(w.shape[0]):
+        _closed_form_trains_row(w, planes, limits, positive, negative, i, up_first, contracting,
+                                multiplicative, key, table, counts, normals)
+
+
+@_parallel
+def closed_form_trains_parallel(w, planes, limits, positive, negative, up_first, contracting,
+                                multiplicative, key, table):  # type: ignore[no-untyped-def]
+    """:func:`closed_form_trains` with the rows shared among threads (same result)."""
+    for i in prange(w.shape[0]):
+        counts, normals = _row_scratch(w.shape[1])
+        _closed_form_trains_row(w, planes, limits, positive, negative, i, up_first, contracting,
+                                multiplicative, key, table, counts, normals)
+
+
+@_kernel
+def closed_form_counts(w, planes, limits, counts, contracting, multiplicative, key, table):  # type: ignore[no-untyped-def]
+    """Apply signed pulse counts (+ up, - down) per cell to ``w`` in closed form."""
+    rows, cols = w.shape
+    row_counts, normals = _row_scratch(cols)
+    n_up, n_down = row_counts[0], row_counts[1]
+    for i in range(rows):
+        largest = 0
+        for j in range(cols):
+            n_up[j] = max(counts[i, j], 0)
+            n_down[j] = max(-counts[i, j], 0)
+            largest = max(largest, abs(counts[i, j]))
+        if largest > 0:
+            _closed_form_row(w, planes, limits, i, n_up, n_down, True, contracting,
+                             multiplicative, largest, mix(key, _NOISE), table, normals)
+
+
+# -- pulse by pulse ---------------------------------------------------------------------------
+
+
+@_inline
+def _increment(device, up, w, planes, i, j, constants, nodes_up, nodes_down):  # type: ignore[no-untyped-def]
+    """The expected signed increment of one pulse at weight ``w`` (docs/emulator.md, 2.2)."""
+    low, high = planes[P_MIN, i, j], planes[P_MAX, i, j]
+    if device == AFFINE:
+        if up:
+            return planes[P_A_UP, i, j] + planes[P_B_UP, i, j] * w
+        return planes[P_A_DOWN, i, j] + planes[P_B_DOWN, i, j] * w
+    if device == POW:
+        omega = min(max((high - w) / (high - low), 0.0), 1.0)
+        if up:
+            return planes[P_DW_UP, i, j] * omega ** planes[P_G_UP, i, j]
+        return -planes[P_DW_DOWN, i, j] * (1 - omega) ** planes[P_G_DOWN, i, j]
+    if device == EXP:
+        z = 2 * constants[C_A] * w / (high - low) + constants[C_B]
+        if up:
+            response = 1 - constants[C_A_UP] * np.exp(constants[C_GAMMA_UP] * z)
+            return planes[P_DW_UP, i, j] * max(response, 0.0)
+        response = 1 - constants[C_A_DOWN] * np.exp(-constants[C_GAMMA_DOWN] * z)
+        return -planes[P_DW_DOWN, i, j] * max(response, 0.0)
+    nodes = nodes_up if up else nodes_down
+    if nodes.size == 1:
+        response = nodes[0]
+    else:
+        position = min(max((w - low) / (high - low), 0.0), 1.0) * (nodes.size - 1)
+        node = min(int(position), nodes.size - 2)
+        fraction = position - node
+        response = nodes[node] + fraction * (nodes[node + 1] - nodes[node])
+    return planes[P_DW_UP, i, j] * response if up else -planes[P_DW_DOWN, i, j] * response
+
+
+@_inline
+def _pulses(w, n, up, device, planes, i, j, constants, nodes_up, nodes_down, cell_key, first,
+            table):  # type: ignore[no-untyped-def]
+    """``n`` pulses one at a time: increment with cycle-to-cycle noise, then clip (4.1)."""
+    sigma = constants[C_SIGMA]
+    nominal = planes[P_DW_UP, i, j] if up else planes[P_DW_DOWN, i, j]
+    low, high = planes[P_MIN, i, j], planes[P_MAX, i, j]
+    for pulse in range(n):
+        step = _increment(device, up, w, planes, i, j, constants, nodes_up, nodes_down)
+        xi = table_normal(table, cell_key, uint64(first + pulse))
+        if constants[C_MULT] > 0:
+            step = step * (1 + sigma * xi)
+        else:
+            step = step + sigma * nominal * xi
+        w = min(max(w + step, low), high)
+    return w
+
+
+@_inline
+def _pulsed_cell(w, n_up, n_down, up_first, device, planes, i, j, constants, nodes_up,
+                 nodes_down, noise_key, table):  # type: ignore[no-untyped-def]
+    cell_key = mix(noise_key, uint64(i * w.shape[1] + j))
+    value = w[i, j]
+    if up_first:
+        value = _pulses(value, n_up, True, device, planes, i, j, constants, nodes_up,
+                        nodes_down, cell_key, 0, table)
+        value = _pulses(value, n_down, False, device, planes, i, j, constants, nodes_up,
+                        nodes_down, cell_key, n_up, table)
+    else:
+        value = _pulses(value, n_down, False, device, planes, i, j, constants, nodes_up,
+                        nodes_down, cell_key, 0, table)
+        value = _pulses(value, n_up, True, device, planes, i, j, constants, nodes_up,
+                        nodes_down, cell_key, n_down, table)
+    w[i, j] = value
+
+
+@_inline
+def _pulsed_row(w, positive, negative, i, up_first, device, planes, constants, nodes_up,
+                nodes_down, key, table, counts):  # type: ignore[no-untyped-def]
+    cols = w.shape[1]
+    if _row_fires(positive, negative, cols + i) == 0:
+        return
+    n_up, n_down = counts[0], counts[1]
+    _mask_counts(positive, negative, cols + i, n_up, n_down)
+    noise_key = mix(key, _NOISE)
+    for j in range(cols):
+        if n_up[j] or n_down[j]:
+            _pulsed_cell(w, n_up[j], n_down[j], up_first, device, planes, i, j, constants,
+                         nodes_up, nodes_down, noise_key, table)
+
+
+@_kernel
+def pulsed_trains(w, positive, negative, up_first, device, planes, constants, nodes_up,
+                  nodes_down, key, table):  # type: ignore[no-untyped-def]
+    """Apply the trains' coincidences to ``w`` pulse by pulse, one row after another."""
+    counts, _ = _row_scratch(w.shape[1])
+    for i in range(w.shape[0]):
+        _pulsed_row(w, positive, negative, i, up_first, device, planes, constants, nodes_up,
+                    nodes_down, key, table, counts)
+
+
+@_parallel
+def pulsed_trains_parallel(w, positive, negative, up_first, device, planes, constants,
+                           nodes_up, nodes_down, key, table):  # type: ignore[no-untyped-def]
+    """:func:`pulsed_trains` with the rows shared among threads (same result)."""
+    for i in prange(w.shape[0]):
+        counts, _ = _row_scratch(w.shape[1])
+        _pulsed_row(w, positive, negative, i, up_first, device, planes, constants, nodes_up,
+                    nodes_down, key, table, counts)
+
+
+@_kernel
+def pulsed_counts(w, counts, device, planes, constants, nodes_up, nodes_down, key, table):  # type: ignore[no-untyped-def]
+    """Apply signed pulse counts (+ up, - down) per cell to ``w`` pulse by pulse."""
+    rows, cols = w.shape
+    noise_key = mix(key, _NOISE)
+    for i in range(rows):
+        for j in range(cols):
+            n = counts[i, j]
+            if n != 0:
+                _pulsed_cell(w, max(n, 0), max(-n, 0), True, device, planes, i, j, constants,
+                             nodes_up, nodes_down, noise_key, table)
