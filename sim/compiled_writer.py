@@ -14,7 +14,7 @@ from numpy.typing import NDArray
 
 from hilctl.config import ExpStepConfig, PiecewiseStepConfig, UpdateConfig
 from sim import kernels
-from sim.counter_rng import mix, stream_key
+from sim.counter_rng import stream_key
 from sim.devices import DeviceModel
 from sim.noise import _quantile_table
 from sim.pulse_engine import AffineForm, affine_form
@@ -22,7 +22,6 @@ from sim.pulse_engine import AffineForm, affine_form
 Planes = NDArray[np.float32]
 
 _DEVICE_CODES = {"pow-step": kernels.POW, "exp-step": kernels.EXP, "piecewise": kernels.PIECEWISE}
-_ORDER = np.uint64(3)
 
 
 class CompiledWriter:
@@ -58,33 +57,26 @@ class CompiledWriter:
         """One pulsed update of ``weights`` (in place) from the mini-batch ``xs``, ``ds`` at
         ``rate = lr / granularity``; False (nothing written) if an input is not finite."""
         key = stream_key(self.rng)
-        positive, negative, words = kernels.train_masks(
-            xs, ds, rate, update.desired_bl, update.update_management,
-            update.update_bl_management, key)
-        if words < 0:
-            return False
-        up_first = bool(mix(key, _ORDER) & np.uint64(1))
+        trains = (update.desired_bl, update.update_management, update.update_bl_management)
         parallel = self.threads > 1
         if parallel:
             numba.set_num_threads(self.threads)
         if self._closed is not None:
-            planes, limits, contracting = self._closed
-            closed_form = (kernels.closed_form_trains_parallel if parallel
-                           else kernels.closed_form_trains)
-            closed_form(weights, planes, limits, positive, negative, up_first, contracting,
-                        self.device.mult_noise, key, self._table)
-        else:
-            pulsed = kernels.pulsed_trains_parallel if parallel else kernels.pulsed_trains
-            pulsed(weights, positive, negative, up_first, self._code(), self._pulse_planes,
-                   self._constants, self._nodes[0], self._nodes[1], key, self._table)
-        return True
+            planes, limits, (up, down) = self._closed
+            closed_form = (kernels.closed_form_update_parallel if parallel
+                           else kernels.closed_form_update)
+            return bool(closed_form(weights, planes, limits, xs, ds, rate, *trains, up, down,
+                                    self.device.mult_noise, key, self._table))
+        pulsed = kernels.pulsed_update_parallel if parallel else kernels.pulsed_update
+        return bool(pulsed(weights, xs, ds, rate, *trains, self._code(), self._pulse_planes,
+                           self._constants, self._nodes[0], self._nodes[1], key, self._table))
 
     def apply_signed(self, weights: Planes, counts: NDArray[np.int64]) -> None:
         """Signed pulse counts (+ up, - down) per cell, applied to ``weights`` in place."""
         key = stream_key(self.rng)
         if self._closed is not None:
-            planes, limits, contracting = self._closed
-            kernels.closed_form_counts(weights, planes, limits, counts, contracting,
+            planes, limits, (up, down) = self._closed
+            kernels.closed_form_counts(weights, planes, limits, counts, up, down,
                                        self.device.mult_noise, key, self._table)
         else:
             kernels.pulsed_counts(weights, counts, self._code(), self._pulse_planes,

@@ -42,7 +42,7 @@ _C2, _C3, _C4, _C5, _C6, _C7 = (np.float32(1 / math.factorial(k)) for k in range
 POLYNOMIAL_LIMIT = 0.5
 
 #: Keys of one update's independent streams, mixed from its key.
-_TRAINS, _NOISE = uint64(1), uint64(2)
+_TRAINS, _NOISE, _ORDER = uint64(1), uint64(2), uint64(3)
 
 #: Planes of the closed-form constants per direction: fixed point (or the step, for drift),
 #: ``log g`` and the noise factor (``log(1 + u)`` for multiplicative noise; docs/emulator.md,
@@ -75,8 +75,8 @@ def _popcount(typingctx, word):  # type: ignore[no-untyped-def]
 # -- pulse trains ----------------------------------------------------------------------------
 
 
-@_kernel
-def train_masks(xs, ds, rate, desired_bl, management, bl_management, key):  # type: ignore[no-untyped-def]
+@_inline
+def _train_masks(xs, ds, rate, desired_bl, management, bl_management, key):  # type: ignore[no-untyped-def]
     """The mini-batch's pulse trains as bit masks; ``words == -1`` if ``xs`` or ``ds`` is not finite.
 
     ``rate`` is ``lr / granularity``. Returns ``(positive, negative, words)``: masks
@@ -134,6 +134,19 @@ def train_masks(xs, ds, rate, desired_bl, management, bl_management, key):  # ty
     return positive, negative, words
 
 
+@_kernel
+def train_masks(xs, ds, rate, desired_bl, management, bl_management, key):  # type: ignore[no-untyped-def]
+    """:func:`_train_masks` on its own (the update kernels draw their trains inline)."""
+    return _train_masks(xs, ds, rate, desired_bl, management, bl_management, key)
+
+
+@_inline
+def _up_first(key):  # type: ignore[no-untyped-def]
+    """Whether an update applies its up pulses before its down pulses: at random, so that no
+    order bias builds up."""
+    return (mix(key, _ORDER) & uint64(1)) == 1
+
+
 # -- closed form ------------------------------------------------------------------------------
 
 
@@ -180,35 +193,45 @@ def _closed_form_row(w, planes, limits, i, n_up, n_down, up_first, contracting, 
     fixed_1, log_1, noise_1 = planes[3 * first, i], planes[3 * first + 1, i], planes[3 * first + 2, i]
     fixed_2, log_2, noise_2 = (planes[3 * second, i], planes[3 * second + 1, i],
                                planes[3 * second + 2, i])
-    exact = largest * max(limits[i, 0], limits[i, 2]) > POLYNOMIAL_LIMIT or (
+    irregular = largest * max(limits[i, 0], limits[i, 2]) > POLYNOMIAL_LIMIT or (
         multiplicative and largest * max(limits[i, 1], limits[i, 3]) > POLYNOMIAL_LIMIT)
     xi = _row_normals(table, noise_key, i * w.shape[1], normals)
     low, high = planes[B_MIN, i], planes[B_MAX, i]
     contracting_1, contracting_2 = contracting[first], contracting[second]
-    if exact:
-        _closed_form_cells(w[i], fixed_1, log_1, noise_1, fixed_2, log_2, noise_2, low, high,
-                           n_first, n_second, xi, contracting_1, contracting_2, multiplicative,
-                           _expm1_exact)
-    else:
-        _closed_form_cells(w[i], fixed_1, log_1, noise_1, fixed_2, log_2, noise_2, low, high,
-                           n_first, n_second, xi, contracting_1, contracting_2, multiplicative,
-                           _expm1_polynomial)
+    row, before = w[i], normals[0]
+    if irregular:
+        before[:] = row
+    for j in range(row.size):
+        row[j] = _closed_form_cell(row[j], n_first[j], n_second[j], fixed_1[j], log_1[j],
+                                   noise_1[j], fixed_2[j], log_2[j], noise_2[j], low[j], high[j],
+                                   xi[j], contracting_1, contracting_2, multiplicative,
+                                   _expm1_polynomial)
+    if not irregular:
+        return
+    for j in range(row.size):  # again, exactly, the few cells beyond the polynomial's limit
+        reach = max(abs(n_first[j] * log_1[j]), abs(n_second[j] * log_2[j]))
+        if multiplicative:
+            reach = max(reach, n_first[j] * noise_1[j], n_second[j] * noise_2[j])
+        if reach > POLYNOMIAL_LIMIT:
+            row[j] = _closed_form_cell(before[j], n_first[j], n_second[j], fixed_1[j],
+                                       log_1[j], noise_1[j], fixed_2[j], log_2[j], noise_2[j],
+                                       low[j], high[j], xi[j], contracting_1, contracting_2,
+                                       multiplicative, _expm1_exact)
 
 
 @_inline
-def _closed_form_cells(w, fixed_1, log_1, noise_1, fixed_2, log_2, noise_2, low, high, n_first,
-                       n_second, xi, contracting_1, contracting_2, multiplicative, expm1):  # type: ignore[no-untyped-def]
-    """The cells of one row through both directions (:func:`_closed_form_row`); ``expm1`` is
-    one of the two functions above, chosen per row so that the loop has no branch to libm."""
-    for j in range(w.size):
-        mean, variance = _direction(w[j], _ZERO, np.float32(n_first[j]), fixed_1[j], log_1[j],
-                                    noise_1[j], contracting_1, multiplicative, expm1)
-        outside = mean > high[j] or mean < low[j]
-        mean = min(max(mean, low[j]), high[j])
-        variance = _ZERO if outside else variance
-        mean, variance = _direction(mean, variance, np.float32(n_second[j]), fixed_2[j],
-                                    log_2[j], noise_2[j], contracting_2, multiplicative, expm1)
-        w[j] = min(max(mean + np.sqrt(variance) * xi[j], low[j]), high[j])
+def _closed_form_cell(w, n_first, n_second, fixed_1, log_1, noise_1, fixed_2, log_2, noise_2,
+                      low, high, xi, contracting_1, contracting_2, multiplicative, expm1):  # type: ignore[no-untyped-def]
+    """One cell through both directions (:func:`_closed_form_row`), with ``expm1`` one of the
+    two functions above: the polynomial in the vectorised loop, libm where it is not precise."""
+    mean, variance = _direction(w, _ZERO, np.float32(n_first), fixed_1, log_1, noise_1,
+                                contracting_1, multiplicative, expm1)
+    outside = mean > high or mean < low
+    mean = min(max(mean, low), high)
+    variance = _ZERO if outside else variance
+    mean, variance = _direction(mean, variance, np.float32(n_second), fixed_2, log_2, noise_2,
+                                contracting_2, multiplicative, expm1)
+    return min(max(mean + np.sqrt(variance) * xi, low), high)
 
 
 @_inline
@@ -242,7 +265,8 @@ def _row_fires(positive, negative, line):  # type: ignore[no-untyped-def]
 
 @_inline
 def _row_normals(table, key, start, normals):  # type: ignore[no-untyped-def]
-    """Table normals of the cells ``start, start + 1, ...`` of a row, into ``normals[1]``.
+    """Table normals of the cells ``start, start + 1, ...`` of a row, into ``normals[1]``
+    (``normals[0]`` is scratch, free again on return).
 
     The hashes (vectorised) and the table lookups (gathers, which stop the vectoriser) run as
     two loops, so that the hashes stay vectorised.
@@ -274,28 +298,44 @@ def _closed_form_trains_row(w, planes, limits, positive, negative, i, up_first, 
 
 
 @_kernel
-def closed_form_trains(w, planes, limits, positive, negative, up_first, contracting,
-                       multiplicative, key, table):  # type: ignore[no-untyped-def]
-    """Apply the trains' coincidences to ``w`` in closed form, one row after another."""
+def closed_form_update(w, planes, limits, xs, ds, rate, desired_bl, management, bl_management,
+                       contracting_up, contracting_down, multiplicative, key, table):  # type: ignore[no-untyped-def]
+    """One pulsed update of ``w`` in closed form: the trains of :func:`_train_masks`, then each
+    row's coincidences. False (``w`` untouched) if an input is not finite."""
+    positive, negative, words = _train_masks(xs, ds, rate, desired_bl, management,
+                                             bl_management, key)
+    if words < 0:
+        return False
+    up_first, contracting = _up_first(key), (contracting_up, contracting_down)
     counts, normals = _row_scratch(w.shape[1])
     for i in range(w.shape[0]):
         _closed_form_trains_row(w, planes, limits, positive, negative, i, up_first, contracting,
                                 multiplicative, key, table, counts, normals)
+    return True
 
 
 @_parallel
-def closed_form_trains_parallel(w, planes, limits, positive, negative, up_first, contracting,
-                                multiplicative, key, table):  # type: ignore[no-untyped-def]
-    """:func:`closed_form_trains` with the rows shared among threads (same result)."""
+def closed_form_update_parallel(w, planes, limits, xs, ds, rate, desired_bl, management,
+                                bl_management, contracting_up, contracting_down, multiplicative,
+                                key, table):  # type: ignore[no-untyped-def]
+    """:func:`closed_form_update` with the rows shared among threads (the same result)."""
+    positive, negative, words = _train_masks(xs, ds, rate, desired_bl, management,
+                                             bl_management, key)
+    if words < 0:
+        return False
+    up_first, contracting = _up_first(key), (contracting_up, contracting_down)
     for i in prange(w.shape[0]):
         counts, normals = _row_scratch(w.shape[1])
         _closed_form_trains_row(w, planes, limits, positive, negative, i, up_first, contracting,
                                 multiplicative, key, table, counts, normals)
+    return True
 
 
 @_kernel
-def closed_form_counts(w, planes, limits, counts, contracting, multiplicative, key, table):  # type: ignore[no-untyped-def]
+def closed_form_counts(w, planes, limits, counts, contracting_up, contracting_down,
+                       multiplicative, key, table):  # type: ignore[no-untyped-def]
     """Apply signed pulse counts (+ up, - down) per cell to ``w`` in closed form."""
+    contracting = (contracting_up, contracting_down)
     rows, cols = w.shape
     row_counts, normals = _row_scratch(cols)
     n_up, n_down = row_counts[0], row_counts[1]
@@ -396,23 +436,36 @@ def _pulsed_row(w, positive, negative, i, up_first, device, planes, constants, n
 
 
 @_kernel
-def pulsed_trains(w, positive, negative, up_first, device, planes, constants, nodes_up,
-                  nodes_down, key, table):  # type: ignore[no-untyped-def]
-    """Apply the trains' coincidences to ``w`` pulse by pulse, one row after another."""
+def pulsed_update(w, xs, ds, rate, desired_bl, management, bl_management, device, planes,
+                  constants, nodes_up, nodes_down, key, table):  # type: ignore[no-untyped-def]
+    """One pulsed update of ``w``, pulse by pulse: the trains of :func:`_train_masks`, then
+    each row's coincidences. False (``w`` untouched) if an input is not finite."""
+    positive, negative, words = _train_masks(xs, ds, rate, desired_bl, management,
+                                             bl_management, key)
+    if words < 0:
+        return False
+    up_first = _up_first(key)
     counts, _ = _row_scratch(w.shape[1])
     for i in range(w.shape[0]):
         _pulsed_row(w, positive, negative, i, up_first, device, planes, constants, nodes_up,
                     nodes_down, key, table, counts)
+    return True
 
 
 @_parallel
-def pulsed_trains_parallel(w, positive, negative, up_first, device, planes, constants,
-                           nodes_up, nodes_down, key, table):  # type: ignore[no-untyped-def]
-    """:func:`pulsed_trains` with the rows shared among threads (same result)."""
+def pulsed_update_parallel(w, xs, ds, rate, desired_bl, management, bl_management, device,
+                           planes, constants, nodes_up, nodes_down, key, table):  # type: ignore[no-untyped-def]
+    """:func:`pulsed_update` with the rows shared among threads (the same result)."""
+    positive, negative, words = _train_masks(xs, ds, rate, desired_bl, management,
+                                             bl_management, key)
+    if words < 0:
+        return False
+    up_first = _up_first(key)
     for i in prange(w.shape[0]):
         counts, _ = _row_scratch(w.shape[1])
         _pulsed_row(w, positive, negative, i, up_first, device, planes, constants, nodes_up,
                     nodes_down, key, table, counts)
+    return True
 
 
 @_kernel
