@@ -4,7 +4,8 @@ This is the update scheme of the periphery, not device physics: the emulator app
 counts to its device models, and a lab tile whose board fires rows and columns in parallel
 sends the same trains as coincidence pulses. Bit length, update management and firing follow
 aihwkit 1.1.0. A mini-batch's trains are kept factored and turned into counts block by block of
-rows, so that the counts never need a full-tile array.
+rows, so that the counts never need a full-tile array. The buffered-transfer algorithms write
+their slow tile through the same scheme, one one-hot train per column (:func:`transfer_counts`).
 
 The equations: docs/emulator.md, section 3 (Pulse trains and update management).
 """
@@ -181,3 +182,25 @@ def coincidences(
     signed *= np.sign(np.concatenate((x, d), axis=1)).astype(np.int8)[:, None, :]
     signed = signed.reshape(samples * slots, -1)
     return Coincidences(rows=signed[:, cols:], cols=signed[:, :cols])
+
+
+def transfer_counts(n: NDArray[np.float64], bl: int, rng: np.random.Generator) -> NDArray[np.int64]:
+    """Signed pulse counts (rows, columns) that aihwkit's transfer writes for whole-pulse
+    counts ``n`` (rows, columns) on the columns read (+ up).
+
+    aihwkit sends each column ``j`` through its pulsed update with a one-hot ``x = e_j``,
+    ``d = -n[:, j]`` and ``lr`` = one pulse's weight change, ``bl`` slots, update management and
+    BL management off: so ``k = max|n[:, j]|`` and, in each slot, column ``j`` fires with
+    probability ``p_x = 1 / sqrt(bl)`` and row ``i`` with ``p_i = min(|n_ij| / sqrt(bl), 1)``,
+    all independently. Cell ``(i, j)`` takes one pulse of the sign of ``n_ij`` per slot where both
+    fire: ``bl p_x p_i = min(|n_ij|, sqrt(bl))`` pulses on average, never more than ``bl``, and
+    exactly ``n`` at ``bl = 1`` (where ``|n| <= 1``). A column's firing is shared by its rows;
+    each column has a train of its own. Columns are drawn before rows, slot by slot.
+    """
+    n = np.asarray(n, dtype=np.float64)
+    gain = 1.0 / np.sqrt(bl)
+    p_rows = np.minimum(np.abs(n.T) * gain, 1.0)  # (columns, rows)
+    draws = rng.random((n.shape[1], bl, 1 + n.shape[0]))
+    fired = draws[:, :, 1:] < p_rows[:, None, :]
+    fired &= draws[:, :, :1] < gain
+    return (np.sign(n) * fired.sum(axis=1).T).astype(np.int64)

@@ -88,7 +88,7 @@ def test_successors_config_is_the_least_squares_task_setting() -> None:
     assert (cfg.task.steps, cfg.task.lr, cfg.task.sigma) == (4000, 0.02, 0.1)
     assert cfg.device.dw_min == 0.001 and cfg.device.w_max == 1.0 and cfg.device.w_min == -1.0
     assert cfg.periphery.is_perfect and cfg.seed == 4
-    assert (cfg.algorithm.desired_bl, cfg.algorithm.in_chop_prob) == (20, 0.02)
+    assert (cfg.algorithm.desired_bl, cfg.algorithm.in_chop_prob) == (400, 0.02)
     assert cfg.algorithm.forget_buffer is False
     residual = successors_config("residual", 0.5, seed=0)
     assert residual.tile.reference == "symmetric-point" and residual.algorithm.gamma == 0.4

@@ -63,7 +63,7 @@ class RunSettings:
         granularity: weight change of one pulse of the run's device (its ``dw_min``, weight
             units), for buffer thresholds; None if the run does not say.
         reference: the run's ``tile.reference``; None (not said) is taken on trust.
-        seed: seed of the algorithm's own draws (choppers).
+        seed: seed of the algorithm's own draws (choppers, pulsed transfer writes).
     """
 
     granularity: float | None = None

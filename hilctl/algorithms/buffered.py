@@ -2,10 +2,15 @@
 A and the slow tile C, thresholded into whole pulses on C.
 
 They follow aihwkit 1.1.0 (``rpu_buffered_transfer_device.cpp``,
-``rpu_chopped_transfer_device.cpp``, ``rpu_dynamic_transfer_device.cpp``), except that C is
-written with ``Tile.apply_pulses`` (exactly ``n`` pulses) where aihwkit fires a one-hot pulse
-train of bit length ``desired_bl`` (the same ``n`` pulses for aihwkit's default
-``desired_bl = 1``).
+``rpu_chopped_transfer_device.cpp``, ``rpu_dynamic_transfer_device.cpp``). A transfer's whole
+pulse counts ``n`` (at most ``desired_bl``) reach C as aihwkit writes them by default
+(``transfer_write = "pulsed"``): each column read is a pulsed update with a one-hot ``x``, ``d =
+-n``, ``desired_bl`` slots and update and BL management off
+(:func:`hilctl.pulse_trains.transfer_counts`), so a cell takes a random number of pulses,
+``min(|n|, sqrt(desired_bl))`` on average, and exactly ``n`` only at aihwkit's default
+``desired_bl = 1``. ``transfer_write = "exact"`` departs from aihwkit: C takes exactly ``n``
+pulses. Either way the counts go to C through ``Tile.apply_pulses``, and the buffer is reduced
+by the intended ``n``, not by the pulses that landed (as in aihwkit).
 """
 
 from __future__ import annotations
@@ -27,12 +32,13 @@ from hilctl.algorithms.base import (
     WeightArray,
 )
 from hilctl.checkpoints import rng_state, set_rng_state
+from hilctl.pulse_trains import transfer_counts
 from hilctl.tile import Tile, as_update
 
 
 class _BufferSettings(AlgorithmSettings):
     """What the buffered-transfer family shares: the fast tile's rate, the transfer rate and
-    period, and how the buffer writes C."""
+    period, and how the buffer writes C (``desired_bl``, ``transfer_write``)."""
 
     fast_lr: float = Field(0.1, gt=0, le=1e6, description="learning rate of the fast tile A (absolute)")
     transfer_lr: float = Field(1.0, ge=0, le=1e6, description="rate of the read into the buffer, times "
@@ -41,8 +47,12 @@ class _BufferSettings(AlgorithmSettings):
                                   "units_in_mbatch)")
     forget_buffer: bool = Field(True, description="after a write, H <- momentum H (True) or "
                                 "H <- H - (1 - momentum) n thr (False)")
-    desired_bl: int = Field(1, ge=1, le=10_000, description="most pulses written per cell and "
-                            "transfer (aihwkit transfer_update.desired_bl)")
+    desired_bl: int = Field(1, ge=1, le=10_000, description="most pulses n per cell and transfer, "
+                            "and the slots of a pulsed write (aihwkit transfer_update.desired_bl)")
+    transfer_write: Literal["pulsed", "exact"] = Field(
+        "pulsed", description="how n reaches C: 'pulsed' as aihwkit, a one-hot pulse train of "
+        "desired_bl slots per column (min(|n|, sqrt(desired_bl)) pulses on average); 'exact' "
+        "exactly n pulses (not aihwkit)")
     granularity: float | None = Field(
         None, ge=1e-9, le=1e3, description="weight change of one pulse (weight units; aihwkit's weight "
         "granularity, the device's dw_min); None: from the run's device")
@@ -60,8 +70,11 @@ class Ttv2Config(_BufferSettings):
     if ``units_in_mbatch``, else samples) the next ``n_reads_per_transfer`` columns j of A are
     read (one-hot forward) into ``H[:, j] += transfer_lr * lr * A[:, j]`` (times ``gamma`` when
     ``gamma > 0``). Cells with ``|H| >= thr = thres_scale * granularity`` get
-    ``n = trunc(H / thr)`` pulses (at most ``desired_bl``) on C; then H is forgotten to
-    ``momentum * H`` (``forget_buffer``) or reduced by ``(1 - momentum) n thr``.
+    ``n = trunc(H / thr)`` (at most ``desired_bl``); then H is forgotten to ``momentum * H``
+    (``forget_buffer``) or reduced by ``(1 - momentum) n thr``. ``n`` goes to C by aihwkit's
+    pulsed write, a one-hot pulse train of ``desired_bl`` slots per column that lands
+    ``min(|n|, sqrt(desired_bl))`` pulses on average (``transfer_write = "pulsed"``), or, departing
+    from aihwkit, as exactly ``n`` pulses (``"exact"``).
     """
 
     name: Literal["ttv2"] = "ttv2"
@@ -99,11 +112,12 @@ class ChoppedTtv2Config(_ChopperBufferConfig):
     the chopping of the gradient but not of A's drift. H is in threshold units:
     ``H[:, j] += c_in[j] c_out A[:, j] transfer_lr lr / bg`` with
     ``bg = buffer_granularity * granularity`` (times ``auto_granularity / (cols transfer_every)``
-    when ``auto_granularity > 0``); ``|H| >= 1`` writes ``n = trunc(H)`` pulses (at most
-    ``desired_bl``). After reading column j its ``c_in[j]`` flips with probability
-    ``in_chop_prob`` (``in_chop_random``) or every ``max(ceil(1/in_chop_prob), 2)`` sweeps; after
-    the last column each ``c_out`` flips with probability ``out_chop_prob``. One column per
-    transfer; ``W = C``.
+    when ``auto_granularity > 0``); ``|H| >= 1`` writes ``n = trunc(H)`` (at most
+    ``desired_bl``) to C as in TTv2 (``transfer_write``: aihwkit's pulse train, or exactly ``n``
+    pulses, which aihwkit does not do). After reading column j its ``c_in[j]`` flips with
+    probability ``in_chop_prob`` (``in_chop_random``) or every ``max(ceil(1/in_chop_prob), 2)``
+    sweeps; after the last column each ``c_out`` flips with probability ``out_chop_prob``. One
+    column per transfer; ``W = C``.
     """
 
     name: Literal["c-ttv2"] = "c-ttv2"
@@ -127,8 +141,8 @@ class AgadConfig(_ChopperBufferConfig):
     (``in_chop_random`` adds random flips). Each read ``v`` of column j updates a running mean
     ``m <- (1 - s) m + s v`` with ``s = min(tail_weightening / n, 1)``; at the first read after a
     flip the reference ``mu`` takes the running mean, and the buffer gets
-    ``c_in[j] (v - mu) transfer_lr lr / bg`` (thresholds and writes as in c-TTv2). Nothing is
-    written to C during the first ``n`` sweeps. ``W = C``.
+    ``c_in[j] (v - mu) transfer_lr lr / bg`` (thresholds and writes, pulsed as aihwkit or exact,
+    as in c-TTv2). Nothing is written to C during the first ``n`` sweeps. ``W = C``.
     """
 
     name: Literal["agad"] = "agad"
@@ -156,9 +170,11 @@ class BufferedTransfer:
       reads the next ``n_reads_per_transfer`` columns j of A (one-hot forward through A's
       periphery) into the buffer, ``H[:, j] += lr_t A[:, j]`` with ``lr_t = transfer_lr * lr``
       (times ``gamma`` when ``gamma > 0``; aihwkit's ``getTransferLR``).
-    - Each cell with ``n = trunc(H / thr) != 0``, ``thr = thres_scale * granularity``, gets
-      ``clip(n, +-desired_bl)`` pulses on C (``apply_pulses``; + is up); then
-      ``H <- momentum H`` (``forget_buffer``) or ``H <- H - (1 - momentum) n thr``.
+    - Each cell with ``n = trunc(H / thr) != 0``, ``thr = thres_scale * granularity``, takes
+      ``n = clip(n, +-desired_bl)``: ``H <- momentum H`` (``forget_buffer``) or
+      ``H <- H - (1 - momentum) n thr``, and ``n`` goes to C (``apply_pulses``; + is up) through
+      a pulse train per column as aihwkit writes (``transfer_write = "pulsed"``, drawn from the
+      algorithm's random stream) or as exactly ``n`` pulses (``"exact"``, not aihwkit).
 
     A batch is split at the transfer boundaries, so a transfer due after sample k of a
     mini-batch sees A after sample k exactly as aihwkit's per-sample update cycle does.
@@ -167,7 +183,7 @@ class BufferedTransfer:
         fast, slow: the tiles A and C, of the same shape.
         config: the algorithm config.
         granularity: weight change of one pulse (weight units), aihwkit's weight granularity.
-        seed: seed of the chopper draws (unused without choppers).
+        seed: seed of the algorithm's draws (the choppers and the pulsed writes to C).
     """
 
     def __init__(self, fast: Tile, slow: Tile, config: Ttv2Config | ChoppedTtv2Config | AgadConfig,
@@ -214,7 +230,8 @@ class BufferedTransfer:
         return self.read_weights()
 
     def state_dict(self) -> dict[str, Any]:
-        """The buffer, the choppers, the counters and the chopper draws' random stream."""
+        """The buffer, the choppers, the counters and the random stream of the chopper draws
+        and the pulsed writes."""
         return {"buffer": self.buffer, "in_chopper": self.in_chopper,
                 "out_chopper": self.out_chopper, "rng": rng_state(self.rng),
                 "samples": self.samples, "next_column": self.next_column}
@@ -271,10 +288,19 @@ class BufferedTransfer:
         return n, np.where(n != 0, left, omega)
 
     def write(self, column_counts: dict[int, Array]) -> None:
-        """``n`` pulses onto the cells of C (+ up), one call for all the columns."""
+        """Write the whole-pulse counts ``n`` of the columns read onto C (+ up) in one
+        ``apply_pulses`` call: through a pulse train per column (``transfer_write = "pulsed"``,
+        :func:`~hilctl.pulse_trains.transfer_counts`) or exactly (``"exact"``). A column whose
+        ``n`` is all zero is not written (and draws nothing), as in aihwkit."""
+        columns = [j for j, n in column_counts.items() if n.any()]
+        if not columns:
+            return
+        n = np.stack([column_counts[j] for j in columns], axis=1)
         counts = np.zeros(self.shape, dtype=np.int64)
-        for column, n in column_counts.items():
-            counts[:, column] = n.astype(np.int64)
+        if self.config.transfer_write == "pulsed":
+            counts[:, columns] = transfer_counts(n, self.config.desired_bl, self.rng)
+        else:
+            counts[:, columns] = n
         if counts.any():
             self.slow.apply_pulses(counts)
 
@@ -303,7 +329,8 @@ class ChoppedTransfer(BufferedTransfer):
     ``c_in[j] c_out A[:, j] * |lr_t| / bg`` to ``H[:, j]``, which is in threshold units:
     ``bg = buffer_granularity * granularity``, times ``auto_granularity / (cols *
     transfer_every)`` if ``auto_granularity > 0``. Cells with ``|H| >= 1`` get ``n = trunc(H)``
-    pulses (at most ``desired_bl``), then ``H <- momentum H`` or ``H - (1 - momentum) n``.
+    (at most ``desired_bl``), written to C as in :class:`BufferedTransfer`, then
+    ``H <- momentum H`` or ``H - (1 - momentum) n``.
     After the read, ``c_in[j]`` flips with probability ``in_chop_prob`` (``in_chop_random``) or
     on the last of every ``max(ceil(1 / in_chop_prob), 2)`` full sweeps; after the last column,
     every ``c_out`` flips with probability ``out_chop_prob`` and the sweep counter advances.
