@@ -26,11 +26,10 @@ from hilctl.reproduce.core import (
 #: write (update and BL management off, its defaults) lands min(|n|, sqrt(desired_bl)) pulses
 #: per read on average, so desired_bl = m^2 writes every count n up to m without bias: 100 lets
 #: TTv2 move 10 pulses per read, 400 lets c-TTv2 and AGAD move 20 (the counts these runs make
-#: seldom exceed 10 and 20: written exactly, desired_bl 10 and 100 give the same TTv2 run at tau
-#: 0.5, 20 and 400 the same c-TTv2 run at both taus, and the others differ by at most 3% in
-#: rel_err). c-TTv2's random choppers at the default in_chop_prob 0.1 flip A's content into the
-#: buffer with the wrong sign too often; residual learning needs zero-shifted tiles
-#: (symmetric-point reference) and uses the authors' gamma 0.4.
+#: seldom exceed 10 and 20: written exactly, desired_bl 100 and 400 give the same runs as 10 and
+#: 20, but for TTv2 at tau 1.0, within 4% per seed). c-TTv2's random choppers at the default
+#: in_chop_prob 0.1 flip A's content into the buffer with the wrong sign too often; residual
+#: learning needs zero-shifted tiles (symmetric-point reference) and uses the authors' gamma 0.4.
 SUCCESSOR_SETTINGS: dict[str, dict[str, Any]] = {
     "digital-sgd": {},
     "analog-sgd": {},
@@ -42,12 +41,11 @@ SUCCESSOR_SETTINGS: dict[str, dict[str, Any]] = {
 }
 TT_FAMILY = ("tiki-taka", "ttv2", "c-ttv2", "agad", "residual")
 #: Claim thresholds of ``successors``, from the measured full run (4000 steps, seeds 0-2, mean
-#: over seeds): the worst Tiki-Taka-family ratio to digital is c-TTv2's 1.91 at tau 0.5 (then
-#: residual's 1.75 / 1.80 at tau 0.5 / 1.0), so 2.5x leaves a 1.31x margin; seed by seed the
-#: worst is 2.42 (c-TTv2, tau 0.5, seed 1; 2.04 at seed 0, the quick run's), a thin 1.03x: the
-#: pulsed writes to C add a spread that exact writes did not have (1.88 then). Analog SGD sits
-#: 86-99x above digital at tau 0.5 and 9.2-22x at tau 1.0 (seed by seed; 12.9x on the mean), so
-#: 5x leaves a 1.8x margin.
+#: over seeds): the worst Tiki-Taka-family ratio to digital is residual's 1.75 (tau 0.5) / 1.77
+#: (tau 1.0), then c-TTv2's 1.71 (tau 0.5); seed by seed the worst is 1.90 (c-TTv2, tau 0.5,
+#: seed 0). 2.5x leaves a 1.32x margin over the worst single seed. Analog SGD sits 81-98x above
+#: digital at tau 0.5 and 9.0-22x at tau 1.0 (seed by seed; 12.7x on the mean), so 5x leaves a
+#: 1.8x margin.
 SUCCESSORS_FACTOR = 2.5
 SUCCESSORS_ANALOG_FACTOR = 5.0
 
@@ -76,7 +74,7 @@ def run_successors(ctx: RunContext) -> ExperimentResult:
     {0.5, 1.0}, 4000 steps; rel_err = ||W - W*||^2 / ||W*||^2 over the last 500 steps.
 
     Quick runs one seed instead of three at the same 4000 steps: at 2000 steps (measured, seed
-    0) Tiki-Taka and its successors are still 10-55x above digital at tau 0.5, so fewer steps
+    0) Tiki-Taka and its successors are still 10-58x above digital at tau 0.5, so fewer steps
     would not show the claim."""
     from hilctl.training import train
 
