@@ -166,7 +166,8 @@ def _expm1_exact(x):  # type: ignore[no-untyped-def]
 @_inline
 def _mask_counts(positive, negative, row_line, n_up, n_down):  # type: ignore[no-untyped-def]
     """Up and down coincidences of row line ``row_line`` with every column, into the rows
-    ``n_up`` and ``n_down``: up where the row and column fire with opposite signs."""
+    ``n_up`` and ``n_down``: up where the row and column fire with opposite signs. True if
+    some cell takes pulses of both signs (never so for a single sample)."""
     n_up[:] = 0
     n_down[:] = 0
     for word in range(positive.shape[0]):
@@ -175,11 +176,15 @@ def _mask_counts(positive, negative, row_line, n_up, n_down):  # type: ignore[no
             col_up, col_down = positive[word, j], negative[word, j]
             n_up[j] += _popcount(row_up & col_down) + _popcount(row_down & col_up)
             n_down[j] += _popcount(row_up & col_up) + _popcount(row_down & col_down)
+    mixed = 0
+    for j in range(n_up.size):
+        mixed += min(n_up[j], n_down[j])
+    return mixed > 0
 
 
 @_inline
-def _closed_form_row(w, planes, limits, i, n_up, n_down, up_first, contracting, multiplicative,
-                     largest, noise_key, table, normals):  # type: ignore[no-untyped-def]
+def _closed_form_row(w, planes, limits, i, n_up, n_down, mixed, up_first, contracting,
+                     multiplicative, largest, noise_key, table, normals):  # type: ignore[no-untyped-def]
     """Row ``i`` after its cells' up and down counts, in closed form (docs/emulator.md, 4.2).
 
     The first direction's mean and variance, the mean clipped (and its variance dropped) where
@@ -187,6 +192,8 @@ def _closed_form_row(w, planes, limits, i, n_up, n_down, up_first, contracting, 
     (times ``e**2``), then one table normal per cell and the bounds. A drift direction (not
     ``contracting``) holds the signed step where a contracting one holds its fixed point.
     ``largest`` bounds every count of the row: it decides whether the polynomials are precise.
+    Where no cell takes pulses of both signs (not ``mixed``), each cell goes through its one
+    direction only: half the work.
     """
     first, second = (0, 1) if up_first else (1, 0)
     n_first, n_second = (n_up, n_down) if up_first else (n_down, n_up)
@@ -201,7 +208,11 @@ def _closed_form_row(w, planes, limits, i, n_up, n_down, up_first, contracting, 
     row, before = w[i], normals[0]
     if irregular:
         before[:] = row
-    for j in range(row.size):
+    if not mixed:
+        _one_direction_cells(row, n_up, n_down, planes[0, i], planes[1, i], planes[2, i],
+                             planes[3, i], planes[4, i], planes[5, i], low, high, xi,
+                             contracting[0], contracting[1], multiplicative)
+    for j in range(row.size if mixed else 0):
         row[j] = _closed_form_cell(row[j], n_first[j], n_second[j], fixed_1[j], log_1[j],
                                    noise_1[j], fixed_2[j], log_2[j], noise_2[j], low[j], high[j],
                                    xi[j], contracting_1, contracting_2, multiplicative,
@@ -217,6 +228,25 @@ def _closed_form_row(w, planes, limits, i, n_up, n_down, up_first, contracting, 
                                        log_1[j], noise_1[j], fixed_2[j], log_2[j], noise_2[j],
                                        low[j], high[j], xi[j], contracting_1, contracting_2,
                                        multiplicative, _expm1_exact)
+
+
+@_inline
+def _one_direction_cells(row, n_up, n_down, fixed_up, log_up, noise_up, fixed_down, log_down,
+                         noise_down, low, high, xi, contracting_up, contracting_down,
+                         multiplicative):  # type: ignore[no-untyped-def]
+    """The cells of a row none of which takes pulses of both signs: each through its one
+    direction (a cell without pulses comes out as it went in)."""
+    for j in range(row.size):
+        up = n_up[j] > 0  # both sides loaded first: selects, not branches, so it vectorises
+        fixed = (fixed_up[j], fixed_down[j])
+        log_growth = (log_up[j], log_down[j])
+        noise = (noise_up[j], noise_down[j])
+        side = 0 if up else 1
+        mean, variance = _direction(
+            row[j], _ZERO, np.float32(n_up[j] + n_down[j]), fixed[side], log_growth[side],
+            noise[side], contracting_up if up else contracting_down, multiplicative,
+            _expm1_polynomial)
+        row[j] = min(max(mean + np.sqrt(variance) * xi[j], low[j]), high[j])
 
 
 @_inline
@@ -292,8 +322,8 @@ def _closed_form_trains_row(w, planes, limits, positive, negative, i, up_first, 
     fires = _row_fires(positive, negative, cols + i)
     if fires == 0:
         return
-    _mask_counts(positive, negative, cols + i, counts[0], counts[1])
-    _closed_form_row(w, planes, limits, i, counts[0], counts[1], up_first, contracting,
+    mixed = _mask_counts(positive, negative, cols + i, counts[0], counts[1])
+    _closed_form_row(w, planes, limits, i, counts[0], counts[1], mixed, up_first, contracting,
                      multiplicative, fires, mix(key, _NOISE), table, normals)
 
 
@@ -346,7 +376,7 @@ def closed_form_counts(w, planes, limits, counts, contracting_up, contracting_do
             n_down[j] = max(-counts[i, j], 0)
             largest = max(largest, abs(counts[i, j]))
         if largest > 0:
-            _closed_form_row(w, planes, limits, i, n_up, n_down, True, contracting,
+            _closed_form_row(w, planes, limits, i, n_up, n_down, False, True, contracting,
                              multiplicative, largest, mix(key, _NOISE), table, normals)
 
 
