@@ -42,6 +42,8 @@ class CompiledWriter:
         self.device = device
         self.rng = rng
         self.threads = min(threads, numba.config.NUMBA_NUM_THREADS)  # type: ignore[attr-defined]
+        #: Visit only the firing columns' cells where they are at most this fraction of all.
+        self.sparse_columns = kernels.SPARSE_COLUMNS
         self._table = _quantile_table(np.float32)
         forms = (affine_form(device, True), affine_form(device, False)) if closed_form else None
         if forms is not None and forms[0] is not None and forms[1] is not None:
@@ -66,7 +68,8 @@ class CompiledWriter:
             closed_form = (kernels.closed_form_update_parallel if parallel
                            else kernels.closed_form_update)
             return bool(closed_form(weights, planes, limits, xs, ds, rate, *trains, up, down,
-                                    self.device.mult_noise, key, self._table))
+                                    self.device.mult_noise, key, self._table,
+                                    self.sparse_columns))
         pulsed = kernels.pulsed_update_parallel if parallel else kernels.pulsed_update
         return bool(pulsed(weights, xs, ds, rate, *trains, self._code(), self._pulse_planes,
                            self._constants, self._nodes[0], self._nodes[1], key, self._table))

@@ -37,6 +37,9 @@ _inline = njit(cache=True, error_model="numpy", nogil=True, inline="always")
 
 _ZERO, _ONE, _TWO = np.float32(0), np.float32(1), np.float32(2)
 _C2, _C3, _C4, _C5, _C6, _C7 = (np.float32(1 / math.factorial(k)) for k in range(2, 8))
+#: An update visits only the columns that fire where they are at most this fraction of the
+#: tile's columns (one cell at a time); else it sweeps every column (vectorised). Same numbers.
+SPARSE_COLUMNS = 0.25
 #: Largest ``|n log g|`` (and ``n log(1 + u)``) a row may reach for the polynomial of
 #: :func:`_expm1`; a row beyond it uses libm.
 POLYNOMIAL_LIMIT = 0.5
@@ -246,6 +249,8 @@ def _one_direction_cells(row, n_up, n_down, fixed_up, log_up, noise_up, fixed_do
             row[j], _ZERO, np.float32(n_up[j] + n_down[j]), fixed[side], log_growth[side],
             noise[side], contracting_up if up else contracting_down, multiplicative,
             _expm1_polynomial)
+        outside = mean > high[j] or mean < low[j]  # then it sits at the bound, as when chained
+        variance = _ZERO if outside else variance
         row[j] = min(max(mean + np.sqrt(variance) * xi[j], low[j]), high[j])
 
 
@@ -316,48 +321,102 @@ def _row_scratch(cols):  # type: ignore[no-untyped-def]
 
 
 @_inline
-def _closed_form_trains_row(w, planes, limits, positive, negative, i, up_first, contracting,
-                            multiplicative, key, table, counts, normals):  # type: ignore[no-untyped-def]
+def _active_columns(positive, negative, cols):  # type: ignore[no-untyped-def]
+    """The columns that fire in some slot, in order."""
+    active = np.empty(cols, np.int64)
+    count = 0
+    for j in range(cols):
+        fired = uint64(0)
+        for word in range(positive.shape[0]):
+            fired |= positive[word, j] | negative[word, j]
+        if fired:
+            active[count] = j
+            count += 1
+    return active[:count]
+
+
+@_inline
+def _closed_form_trains_row(w, planes, limits, positive, negative, active, sweep, i, up_first,
+                            contracting, multiplicative, key, table, counts, normals):  # type: ignore[no-untyped-def]
+    """Row ``i``'s coincidences applied in closed form: a ``sweep`` of every column,
+    vectorised, or a visit of the cells in the ``active`` columns only (where few fire). Both
+    give the same numbers: every draw is indexed by its cell."""
     cols = w.shape[1]
     fires = _row_fires(positive, negative, cols + i)
     if fires == 0:
         return
-    mixed = _mask_counts(positive, negative, cols + i, counts[0], counts[1])
-    _closed_form_row(w, planes, limits, i, counts[0], counts[1], mixed, up_first, contracting,
-                     multiplicative, fires, mix(key, _NOISE), table, normals)
+    if sweep:
+        mixed = _mask_counts(positive, negative, cols + i, counts[0], counts[1])
+        _closed_form_row(w, planes, limits, i, counts[0], counts[1], mixed, up_first,
+                         contracting, multiplicative, fires, mix(key, _NOISE), table, normals)
+        return
+    first, second = (0, 1) if up_first else (1, 0)
+    noise_key = mix(key, _NOISE)
+    for j in active:
+        n_up, n_down = 0, 0
+        for word in range(positive.shape[0]):
+            row_up, row_down = positive[word, cols + i], negative[word, cols + i]
+            col_up, col_down = positive[word, j], negative[word, j]
+            n_up += int(_popcount(row_up & col_down) + _popcount(row_down & col_up))
+            n_down += int(_popcount(row_up & col_up) + _popcount(row_down & col_down))
+        if n_up == 0 and n_down == 0:
+            continue
+        n_1, n_2 = (n_up, n_down) if up_first else (n_down, n_up)
+        log_1, noise_1 = planes[3 * first + 1, i, j], planes[3 * first + 2, i, j]
+        log_2, noise_2 = planes[3 * second + 1, i, j], planes[3 * second + 2, i, j]
+        reach = max(abs(n_1 * log_1), abs(n_2 * log_2))
+        if multiplicative:
+            reach = max(reach, n_1 * noise_1, n_2 * noise_2)
+        xi = table_normal(table, noise_key, uint64(i * cols + j))
+        fixed_1, fixed_2 = planes[3 * first, i, j], planes[3 * second, i, j]
+        low, high = planes[B_MIN, i, j], planes[B_MAX, i, j]
+        if reach > POLYNOMIAL_LIMIT:
+            w[i, j] = _closed_form_cell(w[i, j], n_1, n_2, fixed_1, log_1, noise_1, fixed_2,
+                                        log_2, noise_2, low, high, xi, contracting[first],
+                                        contracting[second], multiplicative, _expm1_exact)
+        else:
+            w[i, j] = _closed_form_cell(w[i, j], n_1, n_2, fixed_1, log_1, noise_1, fixed_2,
+                                        log_2, noise_2, low, high, xi, contracting[first],
+                                        contracting[second], multiplicative, _expm1_polynomial)
 
 
 @_kernel
 def closed_form_update(w, planes, limits, xs, ds, rate, desired_bl, management, bl_management,
-                       contracting_up, contracting_down, multiplicative, key, table):  # type: ignore[no-untyped-def]
+                       contracting_up, contracting_down, multiplicative, key, table,
+                       sparse_columns):  # type: ignore[no-untyped-def]
     """One pulsed update of ``w`` in closed form: the trains of :func:`_train_masks`, then each
-    row's coincidences. False (``w`` untouched) if an input is not finite."""
+    row's coincidences, visiting only the columns that fire where they are at most a fraction
+    ``sparse_columns`` of all. False (``w`` untouched) if an input is not finite."""
     positive, negative, words = _train_masks(xs, ds, rate, desired_bl, management,
                                              bl_management, key)
     if words < 0:
         return False
     up_first, contracting = _up_first(key), (contracting_up, contracting_down)
+    active = _active_columns(positive, negative, w.shape[1])
+    sweep = active.size > sparse_columns * w.shape[1]
     counts, normals = _row_scratch(w.shape[1])
     for i in range(w.shape[0]):
-        _closed_form_trains_row(w, planes, limits, positive, negative, i, up_first, contracting,
-                                multiplicative, key, table, counts, normals)
+        _closed_form_trains_row(w, planes, limits, positive, negative, active, sweep, i, up_first,
+                                contracting, multiplicative, key, table, counts, normals)
     return True
 
 
 @_parallel
 def closed_form_update_parallel(w, planes, limits, xs, ds, rate, desired_bl, management,
                                 bl_management, contracting_up, contracting_down, multiplicative,
-                                key, table):  # type: ignore[no-untyped-def]
+                                key, table, sparse_columns):  # type: ignore[no-untyped-def]
     """:func:`closed_form_update` with the rows shared among threads (the same result)."""
     positive, negative, words = _train_masks(xs, ds, rate, desired_bl, management,
                                              bl_management, key)
     if words < 0:
         return False
     up_first, contracting = _up_first(key), (contracting_up, contracting_down)
+    active = _active_columns(positive, negative, w.shape[1])
+    sweep = active.size > sparse_columns * w.shape[1]
     for i in prange(w.shape[0]):
         counts, normals = _row_scratch(w.shape[1])
-        _closed_form_trains_row(w, planes, limits, positive, negative, i, up_first, contracting,
-                                multiplicative, key, table, counts, normals)
+        _closed_form_trains_row(w, planes, limits, positive, negative, active, sweep, i, up_first,
+                                contracting, multiplicative, key, table, counts, normals)
     return True
 
 
