@@ -2,9 +2,10 @@
 
 The setting timed: a soft-bounds tile with aihwkit's default device variations, bit length 31
 with update and bit-length management on, samples x ~ U(-1, 1), d ~ U(-0.1, 0.1), lr 0.01,
-fed in mini-batches as training feeds them. Both run single-threaded. The two are timed in
-alternating rounds and each keeps its best round, so a noisy neighbour on the machine slows
-both alike instead of skewing the ratio.
+fed in mini-batches as training feeds them. All run single-threaded: hilctl's default engine
+(compiled), its numpy engine (the reference) and aihwkit, timed in alternating rounds, each
+keeping its best round, so a noisy neighbour on the machine slows all alike instead of skewing
+the ratio (hilctl's default engine over aihwkit).
 
 Also reports the peak memory of a 4096 x 4096 soft-bounds tile with variations through an
 update and a forward pass (in a fresh process).
@@ -48,9 +49,10 @@ def _batches(rows: int, cols: int, batch: int) -> list[tuple[np.ndarray, np.ndar
     ]
 
 
-def hilctl_step(rows: int, cols: int, batch: int) -> Callable[[int], None]:
+def hilctl_step(rows: int, cols: int, batch: int, engine: str = "auto") -> Callable[[int], None]:
     """One emulator update per call, on the i-th prepared mini-batch."""
-    tile = open_tile("sim", tile_config(rows=rows, cols=cols, device="soft-bounds"))
+    tile = open_tile("sim", tile_config(rows=rows, cols=cols, device="soft-bounds",
+                                        update_values={"engine": engine}))
     data = _batches(rows, cols, batch)
 
     def step(i: int) -> None:
@@ -101,16 +103,19 @@ def measure(rounds: int, seconds: float) -> list[dict[str, float | int | None]]:
     for size in SIZES:
         for batch in BATCHES:
             ours = hilctl_step(size, size, batch)
+            reference = hilctl_step(size, size, batch, "numpy")
             theirs = aihwkit_step(size, size, batch)
-            best_ours = best_theirs = 0.0
+            best_ours = best_reference = best_theirs = 0.0
             for _ in range(rounds):
                 best_ours = max(best_ours, best_rate(ours, seconds) * batch)
+                best_reference = max(best_reference, best_rate(reference, seconds) * batch)
                 if theirs is not None:
                     best_theirs = max(best_theirs, best_rate(theirs, seconds) * batch)
             row: dict[str, float | int | None] = {
                 "size": size,
                 "batch": batch,
                 "hilctl_samples_per_s": round(best_ours, 1),
+                "numpy_engine_samples_per_s": round(best_reference, 1),
                 "aihwkit_samples_per_s": round(best_theirs, 1) if theirs else None,
                 "ratio": round(best_ours / best_theirs, 2) if theirs else None,
             }
@@ -124,7 +129,8 @@ def _format(row: dict[str, float | int | None]) -> str:
     ratio = row["ratio"]
     return (
         f"{row['size']:>4}x{row['size']:<4} batch {row['batch']:>2}: "
-        f"hilctl {row['hilctl_samples_per_s']:>9.0f}/s"
+        f"hilctl {row['hilctl_samples_per_s']:>9.0f}/s (numpy engine "
+        f"{row['numpy_engine_samples_per_s']:>7.0f}/s)"
         + (f"  aihwkit {theirs:>8.0f}/s  ratio {ratio:>5.2f}x" if theirs else "  (no aihwkit)")
     )
 
