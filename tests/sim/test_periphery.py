@@ -13,10 +13,11 @@ from hypothesis.extra.numpy import arrays
 from sim_helpers import assert_mean_close, assert_std_close
 
 from hilctl.config import PeripheryConfig
-from sim.periphery import analog_mvm
+from sim.periphery import analog_mvm, dac_step
 
 DEFAULT = PeripheryConfig()
 R_IN = 2 * DEFAULT.inp_bound * DEFAULT.inp_res  # 1/63
+R_IN32 = dac_step(DEFAULT)  # the DAC step as aihwkit forms it in float32: 0.015873017 > 1/63
 R_OUT = 2 * DEFAULT.out_bound * DEFAULT.out_res  # 24/510
 QUIET = PeripheryConfig(out_noise=0.0)
 
@@ -34,13 +35,41 @@ def test_perfect_periphery_is_exact(w, x) -> None:
 
 
 def test_dac_quantisation_step() -> None:
-    """One-hot rows of W pick single quantised inputs: x_q = rint(x / nm / r_in) r_in nm."""
+    """One-hot rows of W pick single quantised inputs: x_q = rint((x / nm) / r_in) r_in nm, in
+    float32 as aihwkit computes it."""
     w = np.eye(5)
-    x = np.array([[1.0, 0.5, 0.01, -0.33, 0.0079]])
+    x = np.array([[1.0, 0.3, 0.01, -0.33, 0.0079]])
     cfg = PeripheryConfig(out_noise=0.0, out_res=0.0)
     y = analog_mvm(w, x, cfg, _rng())
-    np.testing.assert_allclose(y, np.rint(x / R_IN) * R_IN, rtol=0, atol=1e-15)
+    x32 = x.astype(np.float32)
+    np.testing.assert_array_equal(y, np.rint(x32 / R_IN32) * R_IN32)
     assert y[0, 4] == 0.0  # below half a DAC step
+
+
+def test_dac_step_is_formed_in_float32() -> None:
+    assert dac_step(DEFAULT) == np.float32(1 / 126) * np.float32(2)
+    assert dac_step(DEFAULT).dtype == np.float32
+    assert float(R_IN32) > R_IN
+
+
+def test_dac_ties_round_down() -> None:
+    """An input half a DAC step above a level in exact arithmetic (0.5 nm = 31.5 r_in) rounds as
+    float32 division does: 0.5f / r_in = 31.499998, so down to 31 r_in, as in aihwkit 1.1.0
+    (a float64 DAC rounds half to even, up to 32: every tied input one step too large)."""
+    cfg = PeripheryConfig(out_noise=0.0, out_res=0.0, bound_management="none")
+    y = analog_mvm(np.eye(3), np.array([[1.0, 0.5, -0.5]]), cfg, _rng())
+    np.testing.assert_array_equal(y[0], [1.0, 31 * R_IN32, -31 * R_IN32])
+
+
+def test_dac_ties_round_down_under_bound_management() -> None:
+    """W x / nm = 20 saturates, so bound management halves the input: every +-1 input lands on
+    the tie 0.5 = 31.5 r_in and rounds down. aihwkit 1.1.0 gives 19.670589 (float32) here; a
+    float64 DAC gives 20.329412, 3.4 % more."""
+    y = analog_mvm(np.full((2, 4), 5.0, dtype=np.float32), np.ones((1, 4)), QUIET, _rng())
+    x_q = np.full(4, 31 * R_IN32, dtype=np.float32)
+    expected = np.rint(float(x_q @ np.full(4, 5.0, dtype=np.float32)) / R_OUT) * R_OUT * 2
+    np.testing.assert_array_equal(y[0], [expected, expected])
+    assert y[0, 0] == pytest.approx(19.670589, rel=1e-7)
 
 
 def test_adc_quantisation_step_and_clipping() -> None:
@@ -96,7 +125,7 @@ def test_zero_input_gives_zero_output() -> None:
 def test_iterative_bound_management_unsaturates() -> None:
     """W x / nm = 20 saturates at red = 1 (out_bound 12); halving once gives 10: unsaturated, and
     the output is W x to within half a DAC step per input (sum |W| r_in / 2) plus half an ADC step,
-    times nm red = 2. (x / nm / 2 = 0.5 is a DAC tie: 31.5 steps, rounded to 32.)"""
+    times nm red = 2. (x / nm / 2 = 0.5 is a DAC tie: 31.5 steps, rounded down to 31.)"""
     w = np.full((2, 4), 5.0)
     x = np.array([[1.0, 1.0, 1.0, 1.0]])
     y = analog_mvm(w, x, QUIET, _rng())
@@ -125,23 +154,18 @@ FORWARD = json.loads((Path(__file__).parents[1] / "data" / "aihwkit_forward.json
 
 @pytest.mark.parametrize("case", FORWARD["cases"], ids=[c["label"] for c in FORWARD["cases"]])
 def test_forward_matches_aihwkit(case: dict) -> None:
-    """Same float32 weights and inputs, out_noise 0 (fixture from aihwkit 1.1.0).
-
-    Without bound management the outputs agree to float32 rounding. With it (red = 2 here) they
-    may differ by one ADC step times nm red: the largest input sits exactly on a DAC rounding tie
-    at red = 2 (x/nm/2 = 0.5 = 31.5 r_in); aihwkit's float32 r_in makes it round down, our float64
-    half-to-even rounds up, so that input differs by one DAC step.
-    """
+    """Same float32 weights and inputs, out_noise 0 (fixture from aihwkit 1.1.0): the outputs
+    agree to float32 rounding, with bound management too (red = 2 there; the largest input of
+    each sample then sits on a DAC tie, and rounds down in both)."""
     w = np.array(case["weights"], dtype=np.float32)
     x = np.array(case["x"])
     expected = np.array(case["y"])
     ours = analog_mvm(w, x, QUIET, _rng())
     nm = np.abs(x).max(axis=1, keepdims=True)
+    np.testing.assert_allclose(ours, expected, rtol=1e-6, atol=1e-6 * nm.max())
     if case["label"] == "normal":
-        np.testing.assert_allclose(ours, expected, rtol=1e-5, atol=1e-6 * nm.max())
         np.testing.assert_array_equal(ours[3], 0.0)  # the zero input row
     else:
         ideal = np.array(case["ideal"]) / nm
         assert np.all(np.abs(ideal).max(axis=1) > DEFAULT.out_bound)  # saturates at red = 1
         assert np.all(np.abs(ideal).max(axis=1) / 2 < DEFAULT.out_bound - R_OUT)  # not at red 2
-        assert np.all(np.abs(ours - expected) <= R_OUT * nm * 2 * (1 + 1e-6))
