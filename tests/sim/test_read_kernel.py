@@ -6,11 +6,12 @@ fixed (W, x) is sampled N times by each path (fresh keys: one per call), and eac
 and standard deviation are compared by a z-score, ``(a - b) / SE`` with the SE of the
 difference (``sim_helpers.std_error_of_std`` for the spreads, from each sample's own kurtosis).
 A test makes m such comparisons; it fails if any ``|z|`` exceeds the Bonferroni bound
-``z_max = Phi^-1(1 - 1e-6 / (2 m))`` (about 5.8 for m = 240), so a correct kernel fails a test
-by chance with probability below 1e-6; the seeds are fixed, so a pass is reproducible. With
-N = 3000 draws a side this detects a mean bias of 0.15 noise std (a fifth of an ADC step at the
-defaults; a DAC tie rounded the wrong way shifts the output by 3 %) and a spread wrong by about
-11 % (``5.8 sqrt(2 (kurtosis - 1) / (4 N))``, kurtosis 3).
+``z_max = Phi^-1(1 - 1e-6 / (2 m))`` (5.36 for the m = 12 of batch 1 with 6 outputs, 5.76 for
+the m = 120 of batch 10), so a correct kernel fails a test by chance with probability below
+1e-6; the seeds are fixed, so a pass is reproducible. With N = 3000 draws a side this detects a
+mean bias of 0.15 noise std (``z_max sqrt(2 / N)``: a fifth of an ADC step at the defaults; a
+DAC tie rounded the wrong way shifts the output by 3 %) and a spread wrong by about 11 %
+(``z_max sqrt(2 (kurtosis - 1) / (4 N))``, kurtosis 3).
 """
 
 from __future__ import annotations
