@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from hilctl.checkpoints import rng_state, set_rng_state
-from hilctl.config import TileConfig
+from hilctl.config import PeripheryConfig, TileConfig
 from hilctl.pulse_trains import coincidences
 from hilctl.tile import (
     Capabilities,
@@ -34,7 +34,13 @@ from sim.engine import resolve_engine
 from sim.periphery import analog_mvm
 from sim.pulse_engine import PulseWriter
 
+if TYPE_CHECKING:
+    from sim.compiled_writer import CompiledWriter
+
 Array = NDArray[np.float64]
+#: A read through the periphery: ``(weights, x, periphery, rng) -> y`` (:func:`analog_mvm`).
+MatrixVectorProduct = Callable[[NDArray[np.floating], Array, PeripheryConfig,
+                                np.random.Generator], Array]
 
 #: Below this many coincidences per cell of the tile, an update touches only the cells that take
 #: pulses (gathered); above it, it sweeps the whole tile in cache-sized blocks.
@@ -70,13 +76,15 @@ class EmulatedTile:
         self._write_rng = np.random.default_rng(write_seed)
         self._writer = PulseWriter(self.device, self._write_rng, closed_form)
         self.engine = resolve_engine(config.update) if state_dtype is np.float32 else "numpy"
-        if self.engine == "numba":
-            from sim.compiled_writer import CompiledWriter  # imports numba: only when used
+        self._mvm: MatrixVectorProduct = analog_mvm
+        self._compiled: CompiledWriter | None = None
+        if self.engine == "numba":  # imports numba: only when used
+            from sim.compiled_writer import CompiledWriter
+            from sim.read_kernel import compiled_mvm
 
-            self._compiled: CompiledWriter | None = CompiledWriter(
-                self.device, self._write_rng, config.update.threads, closed_form)
-        else:
-            self._compiled = None
+            self._compiled = CompiledWriter(self.device, self._write_rng, config.update.threads,
+                                            closed_form)
+            self._mvm = compiled_mvm
         self._read_rng = np.random.default_rng(read_seed)
         self._w = np.zeros(shape, dtype=state_dtype)
         # aihwkit's backward pass uses the tile's periphery with bound management off.
@@ -121,12 +129,12 @@ class EmulatedTile:
     def forward(self, x: ArrayLike) -> Array:
         """``(batch, cols) -> (batch, rows)``: ``W x`` through the read periphery."""
         batch = as_batch(x, self.cols, "x")
-        return analog_mvm(self._visible(), batch, self.config.periphery, self._read_rng)
+        return self._mvm(self._visible(), batch, self.config.periphery, self._read_rng)
 
     def backward(self, d: ArrayLike) -> Array:
         """``(batch, rows) -> (batch, cols)``: ``W^T d`` through the read periphery."""
         batch = as_batch(d, self.rows, "d")
-        return analog_mvm(self._visible().T, batch, self._backward_periphery, self._read_rng)
+        return self._mvm(self._visible().T, batch, self._backward_periphery, self._read_rng)
 
     # -- writing -----------------------------------------------------------------------------
 
