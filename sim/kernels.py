@@ -121,19 +121,22 @@ def _train_masks(xs, ds, rate, desired_bl, management, bl_management, key):  # t
     positive = np.zeros((words, lines), np.uint64)
     negative = np.zeros((words, lines), np.uint64)
     trains_key = mix(key, _TRAINS)
+    probability = np.empty(lines)
+    up = np.empty(lines, np.uint64)
     first = 0
     for s in range(samples):
-        length = lengths[s]
         for line in range(lines):
             value = xs[s, line] if line < cols else ds[s, line - cols]
-            p = min(abs(value) * (x_gain[s] if line < cols else d_gain[s]), 1.0)
-            if p <= 0:
-                continue
-            masks = positive if value > 0 else negative
-            for t in range(first, first + length):
-                if uniform32(trains_key, uint64(t * lines + line)) < p:
-                    masks[t >> 6, line] |= uint64(1) << uint64(t & 63)
-        first += length
+            probability[line] = min(abs(value) * (x_gain[s] if line < cols else d_gain[s]), 1.0)
+            up[line] = uint64(value > 0)
+        for t in range(first, first + lengths[s]):
+            word, shift = t >> 6, uint64(t & 63)
+            for line in range(lines):  # branch-free, so that it vectorises
+                fired = uint64(uniform32(trains_key, uint64(t * lines + line)) < probability[line])
+                bit = fired << shift
+                positive[word, line] |= bit * up[line]
+                negative[word, line] |= bit * (uint64(1) - up[line])
+        first += lengths[s]
     return positive, negative, words
 
 
@@ -167,91 +170,65 @@ def _expm1_exact(x):  # type: ignore[no-untyped-def]
 
 
 @_inline
-def _mask_counts(positive, negative, row_line, n_up, n_down):  # type: ignore[no-untyped-def]
-    """Up and down coincidences of row line ``row_line`` with every column, into the rows
-    ``n_up`` and ``n_down``: up where the row and column fire with opposite signs. True if
-    some cell takes pulses of both signs (never so for a single sample)."""
-    n_up[:] = 0
-    n_down[:] = 0
+def _mask_counts(positive, negative, row_line, counts):  # type: ignore[no-untyped-def]
+    """Up and down coincidences of row line ``row_line`` with every column, into ``counts[0]``
+    and ``counts[1]``: up where the row and column fire with opposite signs."""
+    for j in range(counts.shape[1]):
+        counts[0, j] = 0
+        counts[1, j] = 0
     for word in range(positive.shape[0]):
         row_up, row_down = positive[word, row_line], negative[word, row_line]
-        for j in range(n_up.size):
+        for j in range(counts.shape[1]):
             col_up, col_down = positive[word, j], negative[word, j]
-            n_up[j] += _popcount(row_up & col_down) + _popcount(row_down & col_up)
-            n_down[j] += _popcount(row_up & col_up) + _popcount(row_down & col_down)
-    mixed = 0
-    for j in range(n_up.size):
-        mixed += min(n_up[j], n_down[j])
-    return mixed > 0
+            counts[0, j] += _popcount(row_up & col_down) + _popcount(row_down & col_up)
+            counts[1, j] += _popcount(row_up & col_up) + _popcount(row_down & col_down)
 
 
 @_inline
-def _closed_form_row(w, planes, limits, i, n_up, n_down, mixed, up_first, contracting,
-                     multiplicative, largest, noise_key, table, normals):  # type: ignore[no-untyped-def]
-    """Row ``i`` after its cells' up and down counts, in closed form (docs/emulator.md, 4.2).
+def _closed_form_row(w, planes, limits, i, counts, up_first, contracting, multiplicative,
+                     largest, noise_key, table, scratch):  # type: ignore[no-untyped-def]
+    """Row ``i`` after its cells' up and down counts (``counts[0]``, ``counts[1]``), in closed
+    form (docs/emulator.md, 4.2).
 
     The first direction's mean and variance, the mean clipped (and its variance dropped) where
     it passed a bound, the second direction's with the first's variance carried through
     (times ``e**2``), then one table normal per cell and the bounds. A drift direction (not
     ``contracting``) holds the signed step where a contracting one holds its fixed point.
     ``largest`` bounds every count of the row: it decides whether the polynomials are precise.
-    Where no cell takes pulses of both signs (not ``mixed``), each cell goes through its one
-    direction only: half the work.
+    A cell that takes pulses of one sign only goes through both directions all the same: the
+    loop has no branch, and the empty direction leaves mean and variance as they are. The
+    arrays are indexed in place, not sliced: a slice costs reference counting per row.
     """
     first, second = (0, 1) if up_first else (1, 0)
-    n_first, n_second = (n_up, n_down) if up_first else (n_down, n_up)
-    fixed_1, log_1, noise_1 = planes[3 * first, i], planes[3 * first + 1, i], planes[3 * first + 2, i]
-    fixed_2, log_2, noise_2 = (planes[3 * second, i], planes[3 * second + 1, i],
-                               planes[3 * second + 2, i])
+    a, b = 3 * first, 3 * second
     irregular = largest * max(limits[i, 0], limits[i, 2]) > POLYNOMIAL_LIMIT or (
         multiplicative and largest * max(limits[i, 1], limits[i, 3]) > POLYNOMIAL_LIMIT)
-    xi = _row_normals(table, noise_key, i * w.shape[1], normals)
-    low, high = planes[B_MIN, i], planes[B_MAX, i]
+    index, xi, before = scratch
+    _row_normals(table, noise_key, i * w.shape[1], index, xi)
     contracting_1, contracting_2 = contracting[first], contracting[second]
-    row, before = w[i], normals[0]
+    cols = w.shape[1]
     if irregular:
-        before[:] = row
-    if not mixed:
-        _one_direction_cells(row, n_up, n_down, planes[0, i], planes[1, i], planes[2, i],
-                             planes[3, i], planes[4, i], planes[5, i], low, high, xi,
-                             contracting[0], contracting[1], multiplicative)
-    for j in range(row.size if mixed else 0):
-        row[j] = _closed_form_cell(row[j], n_first[j], n_second[j], fixed_1[j], log_1[j],
-                                   noise_1[j], fixed_2[j], log_2[j], noise_2[j], low[j], high[j],
-                                   xi[j], contracting_1, contracting_2, multiplicative,
-                                   _expm1_polynomial)
+        for j in range(cols):
+            before[j] = w[i, j]
+    for j in range(cols):
+        w[i, j] = _closed_form_cell(
+            w[i, j], counts[first, j], counts[second, j], planes[a, i, j], planes[a + 1, i, j],
+            planes[a + 2, i, j], planes[b, i, j], planes[b + 1, i, j], planes[b + 2, i, j],
+            planes[B_MIN, i, j], planes[B_MAX, i, j], xi[j], contracting_1, contracting_2,
+            multiplicative, _expm1_polynomial)
     if not irregular:
         return
-    for j in range(row.size):  # again, exactly, the few cells beyond the polynomial's limit
-        reach = max(abs(n_first[j] * log_1[j]), abs(n_second[j] * log_2[j]))
+    for j in range(cols):  # again, exactly, the few cells beyond the polynomial's limit
+        n_1, n_2 = counts[first, j], counts[second, j]
+        reach = max(abs(n_1 * planes[a + 1, i, j]), abs(n_2 * planes[b + 1, i, j]))
         if multiplicative:
-            reach = max(reach, n_first[j] * noise_1[j], n_second[j] * noise_2[j])
+            reach = max(reach, n_1 * planes[a + 2, i, j], n_2 * planes[b + 2, i, j])
         if reach > POLYNOMIAL_LIMIT:
-            row[j] = _closed_form_cell(before[j], n_first[j], n_second[j], fixed_1[j],
-                                       log_1[j], noise_1[j], fixed_2[j], log_2[j], noise_2[j],
-                                       low[j], high[j], xi[j], contracting_1, contracting_2,
-                                       multiplicative, _expm1_exact)
-
-
-@_inline
-def _one_direction_cells(row, n_up, n_down, fixed_up, log_up, noise_up, fixed_down, log_down,
-                         noise_down, low, high, xi, contracting_up, contracting_down,
-                         multiplicative):  # type: ignore[no-untyped-def]
-    """The cells of a row none of which takes pulses of both signs: each through its one
-    direction (a cell without pulses comes out as it went in)."""
-    for j in range(row.size):
-        up = n_up[j] > 0  # both sides loaded first: selects, not branches, so it vectorises
-        fixed = (fixed_up[j], fixed_down[j])
-        log_growth = (log_up[j], log_down[j])
-        noise = (noise_up[j], noise_down[j])
-        side = 0 if up else 1
-        mean, variance = _direction(
-            row[j], _ZERO, np.float32(n_up[j] + n_down[j]), fixed[side], log_growth[side],
-            noise[side], contracting_up if up else contracting_down, multiplicative,
-            _expm1_polynomial)
-        outside = mean > high[j] or mean < low[j]  # then it sits at the bound, as when chained
-        variance = _ZERO if outside else variance
-        row[j] = min(max(mean + np.sqrt(variance) * xi[j], low[j]), high[j])
+            w[i, j] = _closed_form_cell(
+                before[j], n_1, n_2, planes[a, i, j], planes[a + 1, i, j], planes[a + 2, i, j],
+                planes[b, i, j], planes[b + 1, i, j], planes[b + 2, i, j], planes[B_MIN, i, j],
+                planes[B_MAX, i, j], xi[j], contracting_1, contracting_2, multiplicative,
+                _expm1_exact)
 
 
 @_inline
@@ -299,25 +276,24 @@ def _row_fires(positive, negative, line):  # type: ignore[no-untyped-def]
 
 
 @_inline
-def _row_normals(table, key, start, normals):  # type: ignore[no-untyped-def]
-    """Table normals of the cells ``start, start + 1, ...`` of a row, into ``normals[1]``
-    (``normals[0]`` is scratch, free again on return).
+def _row_normals(table, key, start, index, values):  # type: ignore[no-untyped-def]
+    """Table normals of the cells ``start, start + 1, ...`` of a row, into ``values``.
 
     The hashes (vectorised) and the table lookups (gathers, which stop the vectoriser) run as
-    two loops, so that the hashes stay vectorised.
+    two loops, so that the hashes stay vectorised; ``index`` is scratch.
     """
-    index, values = normals[0].view(np.uint32), normals[1]
     for j in range(values.size):
         index[j] = mix(key, uint64(start + j)) >> uint64(48)
     for j in range(values.size):
         values[j] = table[index[j]]
-    return values
 
 
 @_inline
 def _row_scratch(cols):  # type: ignore[no-untyped-def]
-    """Up and down counts of one row, and room for its normals."""
-    return np.empty((2, cols), np.int32), np.empty((2, cols), np.float32)
+    """Up and down counts of one row, and room for its normals: table indices, the normals
+    and a copy of the row's weights."""
+    return np.empty((2, cols), np.int32), (np.empty(cols, np.uint32), np.empty(cols, np.float32),
+                                           np.empty(cols, np.float32))
 
 
 @_inline
@@ -337,7 +313,7 @@ def _active_columns(positive, negative, cols):  # type: ignore[no-untyped-def]
 
 @_inline
 def _closed_form_trains_row(w, planes, limits, positive, negative, active, sweep, i, up_first,
-                            contracting, multiplicative, key, table, counts, normals):  # type: ignore[no-untyped-def]
+                            contracting, multiplicative, key, table, counts, scratch):  # type: ignore[no-untyped-def]
     """Row ``i``'s coincidences applied in closed form: a ``sweep`` of every column,
     vectorised, or a visit of the cells in the ``active`` columns only (where few fire). Both
     give the same numbers: every draw is indexed by its cell."""
@@ -346,9 +322,9 @@ def _closed_form_trains_row(w, planes, limits, positive, negative, active, sweep
     if fires == 0:
         return
     if sweep:
-        mixed = _mask_counts(positive, negative, cols + i, counts[0], counts[1])
-        _closed_form_row(w, planes, limits, i, counts[0], counts[1], mixed, up_first,
-                         contracting, multiplicative, fires, mix(key, _NOISE), table, normals)
+        _mask_counts(positive, negative, cols + i, counts)
+        _closed_form_row(w, planes, limits, i, counts, up_first, contracting, multiplicative,
+                         fires, mix(key, _NOISE), table, scratch)
         return
     first, second = (0, 1) if up_first else (1, 0)
     noise_key = mix(key, _NOISE)
@@ -394,10 +370,10 @@ def closed_form_update(w, planes, limits, xs, ds, rate, desired_bl, management, 
     up_first, contracting = _up_first(key), (contracting_up, contracting_down)
     active = _active_columns(positive, negative, w.shape[1])
     sweep = active.size > sparse_columns * w.shape[1]
-    counts, normals = _row_scratch(w.shape[1])
+    counts, scratch = _row_scratch(w.shape[1])
     for i in range(w.shape[0]):
         _closed_form_trains_row(w, planes, limits, positive, negative, active, sweep, i, up_first,
-                                contracting, multiplicative, key, table, counts, normals)
+                                contracting, multiplicative, key, table, counts, scratch)
     return True
 
 
@@ -414,9 +390,9 @@ def closed_form_update_parallel(w, planes, limits, xs, ds, rate, desired_bl, man
     active = _active_columns(positive, negative, w.shape[1])
     sweep = active.size > sparse_columns * w.shape[1]
     for i in prange(w.shape[0]):
-        counts, normals = _row_scratch(w.shape[1])
+        counts, scratch = _row_scratch(w.shape[1])
         _closed_form_trains_row(w, planes, limits, positive, negative, active, sweep, i, up_first,
-                                contracting, multiplicative, key, table, counts, normals)
+                                contracting, multiplicative, key, table, counts, scratch)
     return True
 
 
@@ -426,17 +402,16 @@ def closed_form_counts(w, planes, limits, counts, contracting_up, contracting_do
     """Apply signed pulse counts (+ up, - down) per cell to ``w`` in closed form."""
     contracting = (contracting_up, contracting_down)
     rows, cols = w.shape
-    row_counts, normals = _row_scratch(cols)
-    n_up, n_down = row_counts[0], row_counts[1]
+    row_counts, scratch = _row_scratch(cols)
     for i in range(rows):
         largest = 0
         for j in range(cols):
-            n_up[j] = max(counts[i, j], 0)
-            n_down[j] = max(-counts[i, j], 0)
+            row_counts[0, j] = max(counts[i, j], 0)
+            row_counts[1, j] = max(-counts[i, j], 0)
             largest = max(largest, abs(counts[i, j]))
         if largest > 0:
-            _closed_form_row(w, planes, limits, i, n_up, n_down, False, True, contracting,
-                             multiplicative, largest, mix(key, _NOISE), table, normals)
+            _closed_form_row(w, planes, limits, i, row_counts, True, contracting,
+                             multiplicative, largest, mix(key, _NOISE), table, scratch)
 
 
 # -- pulse by pulse ---------------------------------------------------------------------------
@@ -515,13 +490,12 @@ def _pulsed_row(w, positive, negative, i, up_first, device, planes, constants, n
     cols = w.shape[1]
     if _row_fires(positive, negative, cols + i) == 0:
         return
-    n_up, n_down = counts[0], counts[1]
-    _mask_counts(positive, negative, cols + i, n_up, n_down)
+    _mask_counts(positive, negative, cols + i, counts)
     noise_key = mix(key, _NOISE)
     for j in range(cols):
-        if n_up[j] or n_down[j]:
-            _pulsed_cell(w, n_up[j], n_down[j], up_first, device, planes, i, j, constants,
-                         nodes_up, nodes_down, noise_key, table)
+        if counts[0, j] or counts[1, j]:
+            _pulsed_cell(w, counts[0, j], counts[1, j], up_first, device, planes, i, j,
+                         constants, nodes_up, nodes_down, noise_key, table)
 
 
 @_kernel
