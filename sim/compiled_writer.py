@@ -47,9 +47,9 @@ class CompiledWriter:
         self._table = _quantile_table(np.float32)
         forms = (affine_form(device, True), affine_form(device, False)) if closed_form else None
         if forms is not None and forms[0] is not None and forms[1] is not None:
-            planes = _closed_form_planes(device, forms[0], forms[1])
-            self._closed: tuple[Planes, Planes, tuple[bool, bool]] | None = (
-                planes, _row_limits(planes), (forms[0].contracting, forms[1].contracting))
+            planes, fixed = _closed_form_planes(device, forms[0], forms[1])
+            self._closed: tuple[Planes, tuple[int, int], Planes, tuple[bool, bool]] | None = (
+                planes, fixed, _row_limits(planes), (forms[0].contracting, forms[1].contracting))
         else:
             self._closed = None
             self._pulse_planes, self._constants, self._nodes = _pulse_constants(device)
@@ -64,10 +64,10 @@ class CompiledWriter:
         if parallel:
             numba.set_num_threads(self.threads)
         if self._closed is not None:
-            planes, limits, (up, down) = self._closed
+            planes, fixed, limits, (up, down) = self._closed
             closed_form = (kernels.closed_form_update_parallel if parallel
                            else kernels.closed_form_update)
-            return bool(closed_form(weights, planes, limits, xs, ds, rate, *trains, up, down,
+            return bool(closed_form(weights, planes, *fixed, limits, xs, ds, rate, *trains, up, down,
                                     self.device.mult_noise, key, self._table,
                                     self.sparse_columns))
         pulsed = kernels.pulsed_update_parallel if parallel else kernels.pulsed_update
@@ -78,8 +78,8 @@ class CompiledWriter:
         """Signed pulse counts (+ up, - down) per cell, applied to ``weights`` in place."""
         key = stream_key(self.rng)
         if self._closed is not None:
-            planes, limits, (up, down) = self._closed
-            kernels.closed_form_counts(weights, planes, limits, counts, up, down,
+            planes, fixed, limits, (up, down) = self._closed
+            kernels.closed_form_counts(weights, planes, *fixed, limits, counts, up, down,
                                        self.device.mult_noise, key, self._table)
         else:
             kernels.pulsed_counts(weights, counts, self._code(), self._pulse_planes,
@@ -90,31 +90,40 @@ class CompiledWriter:
         return _DEVICE_CODES.get(self.device.name, kernels.AFFINE)
 
 
-def _closed_form_planes(device: DeviceModel, up: AffineForm, down: AffineForm) -> Planes:
-    """The closed form's constants per direction (fixed point or step, ``log g``, noise factor)
-    and the bounds, as the planes :mod:`sim.kernels` reads."""
-    planes = np.zeros((kernels.B_MAX + 1, *device.shape), dtype=np.float32)
+def _closed_form_planes(device: DeviceModel, up: AffineForm, down: AffineForm
+                        ) -> tuple[Planes, tuple[int, int]]:
+    """The closed form's constants as the planes :mod:`sim.kernels` reads (``log g`` and the
+    noise factor per direction, the bounds, the fixed points or steps), and the plane numbers
+    of the up and down fixed points: the bounds' own where they are the bounds (soft bounds,
+    two planes fewer to read per update)."""
+    bounds = device.bounds()
+    bound_planes = (kernels.B_MAX, kernels.B_MIN)  # the bound up (down) pulses approach
+    shared = [form.contracting and form.fixed is not None
+              and np.shares_memory(form.fixed, bounds[1 - index])
+              for index, form in enumerate((up, down))]
+    planes = np.zeros((kernels.B_MAX + 1 + 2 * (not all(shared)), *device.shape),
+                      dtype=np.float32)
+    planes[kernels.B_MIN], planes[kernels.B_MAX] = bounds
+    fixed_planes = []
     for index, form in enumerate((up, down)):
-        base = index * kernels.AFFINE_PLANES
         if form.contracting:
             assert form.fixed is not None and form.log_growth is not None
-            planes[base] = form.fixed
-            planes[base + 1] = form.log_growth
-        else:
-            assert form.step is not None
-            planes[base] = form.step
+            planes[2 * index] = form.log_growth
         if form.contracting and form.multiplicative:
-            planes[base + 2] = np.log1p(form.noise.astype(np.float64))
+            planes[2 * index + 1] = np.log1p(form.noise.astype(np.float64))
         else:
-            planes[base + 2] = form.noise
-    planes[kernels.B_MIN], planes[kernels.B_MAX] = device.bounds()
-    return planes
+            planes[2 * index + 1] = form.noise
+        if shared[index]:
+            fixed_planes.append(bound_planes[index])
+        else:
+            fixed_planes.append((kernels.FIXED_UP, kernels.FIXED_DOWN)[index])
+            planes[fixed_planes[-1]] = form.fixed if form.contracting else form.step
+    return planes, (fixed_planes[0], fixed_planes[1])
 
 
 def _row_limits(planes: Planes) -> Planes:
     """Each row's largest ``|log g|`` and noise factor, up then down: (rows, 4)."""
-    logs = (1, 2, 1 + kernels.AFFINE_PLANES, 2 + kernels.AFFINE_PLANES)
-    return np.stack([np.abs(planes[k]).max(axis=1) for k in logs], axis=1)
+    return np.stack([np.abs(planes[k]).max(axis=1) for k in range(4)], axis=1)
 
 
 def _pulse_constants(device: DeviceModel

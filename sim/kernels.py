@@ -40,19 +40,20 @@ _C2, _C3, _C4, _C5, _C6, _C7 = (np.float32(1 / math.factorial(k)) for k in range
 #: An update visits only the columns that fire where they are at most this fraction of the
 #: tile's columns (one cell at a time); else it sweeps every column (vectorised). Same numbers.
 SPARSE_COLUMNS = 0.25
-#: Largest ``|n log g|`` (and ``n log(1 + u)``) a row may reach for the polynomial of
-#: :func:`_expm1`; a row beyond it uses libm.
-POLYNOMIAL_LIMIT = 0.5
+#: Largest ``|n log g|`` (and ``n log(1 + u)``) a row may reach for each polynomial of
+#: ``expm1`` below; cells beyond ``POLYNOMIAL_LIMIT`` use libm.
+POLYNOMIAL_LIMIT, SMALL_LIMIT, TINY_LIMIT = 0.5, 0.1, 1e-3
 
 #: Keys of one update's independent streams, mixed from its key.
 _TRAINS, _NOISE, _ORDER = uint64(1), uint64(2), uint64(3)
 
-#: Planes of the closed-form constants per direction: fixed point (or the step, for drift),
-#: ``log g`` and the noise factor (``log(1 + u)`` for multiplicative noise; docs/emulator.md,
-#: section 4.2). Up's three planes come first, then down's, then the bounds. Row limits: the
-#: largest ``|log g|`` and noise factor of each row and direction (up's two, then down's).
-AFFINE_PLANES = 3
-B_MIN, B_MAX = 6, 7
+#: Planes of the closed-form constants: per direction (up, then down) ``log g`` and the noise
+#: factor (``log(1 + u)`` for multiplicative noise; docs/emulator.md, section 4.2), then the
+#: bounds, then each direction's fixed point (or its step, for drift) unless it is a bound
+#: (soft bounds), which the kernels are told by plane number. Row limits: the largest
+#: ``|log g|`` and noise factor of each row and direction (up's two, then down's).
+B_MIN, B_MAX = 4, 5
+FIXED_UP, FIXED_DOWN = 6, 7
 
 #: Device codes of the pulse-by-pulse kernel, and its per-cell planes.
 AFFINE, POW, EXP, PIECEWISE = 0, 1, 2, 3
@@ -159,8 +160,22 @@ def _up_first(key):  # type: ignore[no-untyped-def]
 @_inline
 def _expm1_polynomial(x):  # type: ignore[no-untyped-def]
     """``exp(x) - 1`` of a float32 by its degree-7 Taylor polynomial: relative error below
-    ``|x|**8 / 40320``, 1e-7 for ``|x| <= POLYNOMIAL_LIMIT``; vectorises."""
+    ``|x|**7 / 8!``, 2e-7 for ``|x| <= POLYNOMIAL_LIMIT``; vectorises."""
     return x * (_ONE + x * (_C2 + x * (_C3 + x * (_C4 + x * (_C5 + x * (_C6 + x * _C7))))))
+
+
+@_inline
+def _expm1_small(x):  # type: ignore[no-untyped-def]
+    """``exp(x) - 1`` by the degree-4 polynomial: relative error below ``|x|**4 / 5!``, 8e-7
+    for ``|x| <= SMALL_LIMIT``: most rows, at less than half the work of degree 7."""
+    return x * (_ONE + x * (_C2 + x * (_C3 + x * _C4)))
+
+
+@_inline
+def _expm1_tiny(x):  # type: ignore[no-untyped-def]
+    """``exp(x) - 1`` by the degree-2 polynomial: relative error below ``x**2 / 6``, 2e-7 for
+    ``|x| <= TINY_LIMIT``: the multiplicative noise's growth, ``n log(1 + u)``, nearly always."""
+    return x * (_ONE + x * _C2)
 
 
 @_inline
@@ -185,8 +200,8 @@ def _mask_counts(positive, negative, row_line, counts):  # type: ignore[no-untyp
 
 
 @_inline
-def _closed_form_row(w, planes, limits, i, counts, up_first, contracting, multiplicative,
-                     largest, noise_key, table, scratch):  # type: ignore[no-untyped-def]
+def _closed_form_row(w, planes, fixed_planes, limits, i, counts, up_first, contracting,
+                     multiplicative, largest, noise_key, table, scratch):  # type: ignore[no-untyped-def]
     """Row ``i`` after its cells' up and down counts (``counts[0]``, ``counts[1]``), in closed
     form (docs/emulator.md, 4.2).
 
@@ -200,9 +215,10 @@ def _closed_form_row(w, planes, limits, i, counts, up_first, contracting, multip
     arrays are indexed in place, not sliced: a slice costs reference counting per row.
     """
     first, second = (0, 1) if up_first else (1, 0)
-    a, b = 3 * first, 3 * second
-    irregular = largest * max(limits[i, 0], limits[i, 2]) > POLYNOMIAL_LIMIT or (
-        multiplicative and largest * max(limits[i, 1], limits[i, 3]) > POLYNOMIAL_LIMIT)
+    a, b = 2 * first, 2 * second
+    fixed_a, fixed_b = fixed_planes[first], fixed_planes[second]
+    growth_reach, noise_reach = _row_reach(limits, i, largest, multiplicative)
+    irregular = max(growth_reach, noise_reach) > POLYNOMIAL_LIMIT
     index, xi, before = scratch
     _row_normals(table, noise_key, i * w.shape[1], index, xi)
     contracting_1, contracting_2 = contracting[first], contracting[second]
@@ -210,45 +226,73 @@ def _closed_form_row(w, planes, limits, i, counts, up_first, contracting, multip
     if irregular:
         for j in range(cols):
             before[j] = w[i, j]
-    for j in range(cols):
-        w[i, j] = _closed_form_cell(
-            w[i, j], counts[first, j], counts[second, j], planes[a, i, j], planes[a + 1, i, j],
-            planes[a + 2, i, j], planes[b, i, j], planes[b + 1, i, j], planes[b + 2, i, j],
-            planes[B_MIN, i, j], planes[B_MAX, i, j], xi[j], contracting_1, contracting_2,
-            multiplicative, _expm1_polynomial)
+    cells = (w, planes, i, counts, first, second, a, b, fixed_a, fixed_b, xi, contracting_1,
+             contracting_2, multiplicative)
+    if growth_reach <= SMALL_LIMIT and noise_reach <= TINY_LIMIT:
+        _closed_form_cells(cells, _expm1_small, _expm1_tiny)
+    elif noise_reach <= TINY_LIMIT:
+        _closed_form_cells(cells, _expm1_polynomial, _expm1_tiny)
+    else:
+        _closed_form_cells(cells, _expm1_polynomial, _expm1_polynomial)
     if not irregular:
         return
     for j in range(cols):  # again, exactly, the few cells beyond the polynomial's limit
         n_1, n_2 = counts[first, j], counts[second, j]
-        reach = max(abs(n_1 * planes[a + 1, i, j]), abs(n_2 * planes[b + 1, i, j]))
+        reach = max(abs(n_1 * planes[a, i, j]), abs(n_2 * planes[b, i, j]))
         if multiplicative:
-            reach = max(reach, n_1 * planes[a + 2, i, j], n_2 * planes[b + 2, i, j])
+            reach = max(reach, n_1 * planes[a + 1, i, j], n_2 * planes[b + 1, i, j])
         if reach > POLYNOMIAL_LIMIT:
             w[i, j] = _closed_form_cell(
-                before[j], n_1, n_2, planes[a, i, j], planes[a + 1, i, j], planes[a + 2, i, j],
-                planes[b, i, j], planes[b + 1, i, j], planes[b + 2, i, j], planes[B_MIN, i, j],
-                planes[B_MAX, i, j], xi[j], contracting_1, contracting_2, multiplicative,
-                _expm1_exact)
+                (before[j], n_1, n_2, planes[fixed_a, i, j], planes[a, i, j],
+                 planes[a + 1, i, j], planes[fixed_b, i, j], planes[b, i, j], planes[b + 1, i, j],
+                 planes[B_MIN, i, j], planes[B_MAX, i, j], xi[j], contracting_1, contracting_2,
+                 multiplicative), _expm1_exact, _expm1_exact)
 
 
 @_inline
-def _closed_form_cell(w, n_first, n_second, fixed_1, log_1, noise_1, fixed_2, log_2, noise_2,
-                      low, high, xi, contracting_1, contracting_2, multiplicative, expm1):  # type: ignore[no-untyped-def]
-    """One cell through both directions (:func:`_closed_form_row`), with ``expm1`` one of the
-    two functions above: the polynomial in the vectorised loop, libm where it is not precise."""
+def _row_reach(limits, i, largest, multiplicative):  # type: ignore[no-untyped-def]
+    """The largest ``|n log g|`` and ``n log(1 + u)`` any cell of row ``i`` can reach when no
+    count exceeds ``largest``: they choose the row's polynomials."""
+    growth = largest * max(limits[i, 0], limits[i, 2])
+    return growth, (largest * max(limits[i, 1], limits[i, 3]) if multiplicative else 0.0)
+
+
+@_inline
+def _closed_form_cells(cells, expm1, expm1_noise):  # type: ignore[no-untyped-def]
+    """Every cell of a row (``cells`` as :func:`_closed_form_row` packs them) through
+    :func:`_closed_form_cell` with the row's polynomials."""
+    (w, planes, i, counts, first, second, a, b, fixed_a, fixed_b, xi, contracting_1,
+     contracting_2, multiplicative) = cells
+    for j in range(w.shape[1]):
+        w[i, j] = _closed_form_cell(
+            (w[i, j], counts[first, j], counts[second, j], planes[fixed_a, i, j], planes[a, i, j],
+             planes[a + 1, i, j], planes[fixed_b, i, j], planes[b, i, j], planes[b + 1, i, j],
+             planes[B_MIN, i, j], planes[B_MAX, i, j], xi[j], contracting_1, contracting_2,
+             multiplicative), expm1, expm1_noise)
+
+
+@_inline
+def _closed_form_cell(cell, expm1, expm1_noise):  # type: ignore[no-untyped-def]
+    """One cell through both directions (:func:`_closed_form_row`), with ``expm1`` and
+    ``expm1_noise`` among the functions above: polynomials as precise as the row needs in the
+    vectorised loop, libm where none is. ``cell``: its weight, its counts in the order applied,
+    both directions' fixed point, ``log g`` and noise factor, its bounds, its normal draw and
+    which directions contract, and whether the noise is multiplicative."""
+    (w, n_first, n_second, fixed_1, log_1, noise_1, fixed_2, log_2, noise_2, low, high, xi,
+     contracting_1, contracting_2, multiplicative) = cell
     mean, variance = _direction(w, _ZERO, np.float32(n_first), fixed_1, log_1, noise_1,
-                                contracting_1, multiplicative, expm1)
+                                contracting_1, multiplicative, expm1, expm1_noise)
     outside = mean > high or mean < low
     mean = min(max(mean, low), high)
     variance = _ZERO if outside else variance
     mean, variance = _direction(mean, variance, np.float32(n_second), fixed_2, log_2, noise_2,
-                                contracting_2, multiplicative, expm1)
+                                contracting_2, multiplicative, expm1, expm1_noise)
     return min(max(mean + np.sqrt(variance) * xi, low), high)
 
 
 @_inline
 def _direction(mean, variance, count, fixed, log_growth, noise, contracting, multiplicative,
-               expm1):  # type: ignore[no-untyped-def]
+               expm1, expm1_noise):  # type: ignore[no-untyped-def]
     """Mean and variance of a cell after ``count`` more same-sign pulses (docs/emulator.md,
     4.2). Both the contracting and the drift result are computed and one is selected, so the
     loop that calls this has no branch and vectorises."""
@@ -258,7 +302,7 @@ def _direction(mean, variance, count, fixed, log_growth, noise, contracting, mul
     distance = distance + delta
     e = _ONE + em1
     if multiplicative:
-        added = distance * distance * expm1(count * noise)
+        added = distance * distance * expm1_noise(count * noise)
     else:
         added = noise * em1 * (em1 + _TWO)
     contracted = (mean + delta, variance * e * e + added)
@@ -312,21 +356,24 @@ def _active_columns(positive, negative, cols):  # type: ignore[no-untyped-def]
 
 
 @_inline
-def _closed_form_trains_row(w, planes, limits, positive, negative, active, sweep, i, up_first,
-                            contracting, multiplicative, key, table, counts, scratch):  # type: ignore[no-untyped-def]
+def _closed_form_trains_row(w, planes, fixed_planes, limits, positive, negative, active, sweep,
+                            i, up_first, contracting, multiplicative, key, table, counts,
+                            scratch):  # type: ignore[no-untyped-def]
     """Row ``i``'s coincidences applied in closed form: a ``sweep`` of every column,
     vectorised, or a visit of the cells in the ``active`` columns only (where few fire). Both
-    give the same numbers: every draw is indexed by its cell."""
+    give the same numbers: every draw is indexed by its cell, and both choose the row's
+    polynomials (:func:`_row_reach`) and libm's cells alike."""
     cols = w.shape[1]
     fires = _row_fires(positive, negative, cols + i)
     if fires == 0:
         return
     if sweep:
         _mask_counts(positive, negative, cols + i, counts)
-        _closed_form_row(w, planes, limits, i, counts, up_first, contracting, multiplicative,
-                         fires, mix(key, _NOISE), table, scratch)
+        _closed_form_row(w, planes, fixed_planes, limits, i, counts, up_first, contracting,
+                         multiplicative, fires, mix(key, _NOISE), table, scratch)
         return
     first, second = (0, 1) if up_first else (1, 0)
+    growth_reach, noise_reach = _row_reach(limits, i, fires, multiplicative)
     noise_key = mix(key, _NOISE)
     for j in active:
         n_up, n_down = 0, 0
@@ -338,28 +385,29 @@ def _closed_form_trains_row(w, planes, limits, positive, negative, active, sweep
         if n_up == 0 and n_down == 0:
             continue
         n_1, n_2 = (n_up, n_down) if up_first else (n_down, n_up)
-        log_1, noise_1 = planes[3 * first + 1, i, j], planes[3 * first + 2, i, j]
-        log_2, noise_2 = planes[3 * second + 1, i, j], planes[3 * second + 2, i, j]
+        log_1, noise_1 = planes[2 * first, i, j], planes[2 * first + 1, i, j]
+        log_2, noise_2 = planes[2 * second, i, j], planes[2 * second + 1, i, j]
         reach = max(abs(n_1 * log_1), abs(n_2 * log_2))
         if multiplicative:
             reach = max(reach, n_1 * noise_1, n_2 * noise_2)
-        xi = table_normal(table, noise_key, uint64(i * cols + j))
-        fixed_1, fixed_2 = planes[3 * first, i, j], planes[3 * second, i, j]
-        low, high = planes[B_MIN, i, j], planes[B_MAX, i, j]
+        cell = (w[i, j], n_1, n_2, planes[fixed_planes[first], i, j], log_1, noise_1,
+                planes[fixed_planes[second], i, j], log_2, noise_2, planes[B_MIN, i, j],
+                planes[B_MAX, i, j], table_normal(table, noise_key, uint64(i * cols + j)),
+                contracting[first], contracting[second], multiplicative)
         if reach > POLYNOMIAL_LIMIT:
-            w[i, j] = _closed_form_cell(w[i, j], n_1, n_2, fixed_1, log_1, noise_1, fixed_2,
-                                        log_2, noise_2, low, high, xi, contracting[first],
-                                        contracting[second], multiplicative, _expm1_exact)
+            w[i, j] = _closed_form_cell(cell, _expm1_exact, _expm1_exact)
+        elif growth_reach <= SMALL_LIMIT and noise_reach <= TINY_LIMIT:
+            w[i, j] = _closed_form_cell(cell, _expm1_small, _expm1_tiny)
+        elif noise_reach <= TINY_LIMIT:
+            w[i, j] = _closed_form_cell(cell, _expm1_polynomial, _expm1_tiny)
         else:
-            w[i, j] = _closed_form_cell(w[i, j], n_1, n_2, fixed_1, log_1, noise_1, fixed_2,
-                                        log_2, noise_2, low, high, xi, contracting[first],
-                                        contracting[second], multiplicative, _expm1_polynomial)
+            w[i, j] = _closed_form_cell(cell, _expm1_polynomial, _expm1_polynomial)
 
 
 @_kernel
-def closed_form_update(w, planes, limits, xs, ds, rate, desired_bl, management, bl_management,
-                       contracting_up, contracting_down, multiplicative, key, table,
-                       sparse_columns):  # type: ignore[no-untyped-def]
+def closed_form_update(w, planes, fixed_up, fixed_down, limits, xs, ds, rate, desired_bl,
+                       management, bl_management, contracting_up, contracting_down,
+                       multiplicative, key, table, sparse_columns):  # type: ignore[no-untyped-def]
     """One pulsed update of ``w`` in closed form: the trains of :func:`_train_masks`, then each
     row's coincidences, visiting only the columns that fire where they are at most a fraction
     ``sparse_columns`` of all. False (``w`` untouched) if an input is not finite."""
@@ -368,39 +416,43 @@ def closed_form_update(w, planes, limits, xs, ds, rate, desired_bl, management, 
     if words < 0:
         return False
     up_first, contracting = _up_first(key), (contracting_up, contracting_down)
+    fixed_planes = (fixed_up, fixed_down)
     active = _active_columns(positive, negative, w.shape[1])
     sweep = active.size > sparse_columns * w.shape[1]
     counts, scratch = _row_scratch(w.shape[1])
     for i in range(w.shape[0]):
-        _closed_form_trains_row(w, planes, limits, positive, negative, active, sweep, i, up_first,
+        _closed_form_trains_row(w, planes, fixed_planes, limits, positive, negative, active,
+                                sweep, i, up_first,
                                 contracting, multiplicative, key, table, counts, scratch)
     return True
 
 
 @_parallel
-def closed_form_update_parallel(w, planes, limits, xs, ds, rate, desired_bl, management,
-                                bl_management, contracting_up, contracting_down, multiplicative,
-                                key, table, sparse_columns):  # type: ignore[no-untyped-def]
+def closed_form_update_parallel(w, planes, fixed_up, fixed_down, limits, xs, ds, rate,
+                                desired_bl, management, bl_management, contracting_up,
+                                contracting_down, multiplicative, key, table, sparse_columns):  # type: ignore[no-untyped-def]
     """:func:`closed_form_update` with the rows shared among threads (the same result)."""
     positive, negative, words = _train_masks(xs, ds, rate, desired_bl, management,
                                              bl_management, key)
     if words < 0:
         return False
     up_first, contracting = _up_first(key), (contracting_up, contracting_down)
+    fixed_planes = (fixed_up, fixed_down)
     active = _active_columns(positive, negative, w.shape[1])
     sweep = active.size > sparse_columns * w.shape[1]
     for i in prange(w.shape[0]):
         counts, scratch = _row_scratch(w.shape[1])
-        _closed_form_trains_row(w, planes, limits, positive, negative, active, sweep, i, up_first,
+        _closed_form_trains_row(w, planes, fixed_planes, limits, positive, negative, active,
+                                sweep, i, up_first,
                                 contracting, multiplicative, key, table, counts, scratch)
     return True
 
 
 @_kernel
-def closed_form_counts(w, planes, limits, counts, contracting_up, contracting_down,
-                       multiplicative, key, table):  # type: ignore[no-untyped-def]
+def closed_form_counts(w, planes, fixed_up, fixed_down, limits, counts, contracting_up,
+                       contracting_down, multiplicative, key, table):  # type: ignore[no-untyped-def]
     """Apply signed pulse counts (+ up, - down) per cell to ``w`` in closed form."""
-    contracting = (contracting_up, contracting_down)
+    contracting, fixed_planes = (contracting_up, contracting_down), (fixed_up, fixed_down)
     rows, cols = w.shape
     row_counts, scratch = _row_scratch(cols)
     for i in range(rows):
@@ -410,7 +462,7 @@ def closed_form_counts(w, planes, limits, counts, contracting_up, contracting_do
             row_counts[1, j] = max(-counts[i, j], 0)
             largest = max(largest, abs(counts[i, j]))
         if largest > 0:
-            _closed_form_row(w, planes, limits, i, row_counts, True, contracting,
+            _closed_form_row(w, planes, fixed_planes, limits, i, row_counts, True, contracting,
                              multiplicative, largest, mix(key, _NOISE), table, scratch)
 
 
