@@ -33,7 +33,7 @@ from hilctl.training import resume, train
 #: A least-squares run of a few seconds that checkpoints every 20 ms.
 SETS = {"task": {"steps": 3000, "out": 6, "in": 8, "log_every": 50, "eval_window": 200},
         "run": {"checkpoint_seconds": 0.02}}
-MNIST = {"task": {"hidden": [16], "epochs": 2, "limit_train": 400, "batch": 10},
+MNIST = {"task": {"hidden": [16], "epochs": 5, "limit_train": 400, "batch": 10},
          "run": {"checkpoint_seconds": 0.05}}
 DEADLINE_S = 60.0
 
@@ -199,7 +199,8 @@ def test_sigterm_checkpoints_before_it_stops(tmp_path: Path, capsys) -> None:
     """SIGTERM stops the run at its next step with a checkpoint of that step: the run is
     ``interrupted`` and resumes to the uninterrupted result."""
     store = tmp_path / "store"
-    sets = {**SETS, "run": {"checkpoint_seconds": 3600.0}}  # only the signal checkpoints
+    # only the signal checkpoints; long enough that the signal lands well before the end
+    sets = {"task": {**SETS["task"], "steps": 20_000}, "run": {"checkpoint_seconds": 3600.0}}
     reference = reference_run("tiki-taka", "least-squares", sets, tmp_path)
     child = subprocess.Popen([sys.executable, "-m", "hilctl", *argv_for(
         "tiki-taka", "least-squares", sets, store)], stdout=subprocess.DEVNULL,
@@ -208,7 +209,7 @@ def test_sigterm_checkpoints_before_it_stops(tmp_path: Path, capsys) -> None:
     while not (store / "runs.sqlite").exists() or not RunStore(store).list_runs():
         assert time.monotonic() < deadline
         time.sleep(0.05)
-    time.sleep(0.5)
+    time.sleep(0.2)
     child.send_signal(signal.SIGTERM)
     _, err = child.communicate(timeout=DEADLINE_S)
     assert child.returncode == 143, err
