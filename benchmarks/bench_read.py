@@ -23,12 +23,10 @@ import os
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[_var] = "1"
 
-import argparse  # noqa: E402
 import json  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Callable  # noqa: E402
 
 import numpy as np  # noqa: E402
+from timing import Step, calls_per_second, round_arguments  # noqa: E402
 
 from hilctl.config import PeripheryConfig  # noqa: E402
 from sim.periphery import analog_mvm  # noqa: E402
@@ -40,7 +38,7 @@ BATCHES = (1, 10, 100)
 PREPARED = 32  # distinct mini-batches cycled through, as a data loader would feed them
 ENGINES = ("numpy", "compiled", "aihwkit")
 
-Step = Callable[[int], None]
+
 
 
 def _weights(rows: int, cols: int) -> np.ndarray:
@@ -86,18 +84,6 @@ def aihwkit_step(rows: int, cols: int, batch: int) -> Step | None:
     return step
 
 
-def rate(step: Step, seconds: float) -> float:
-    """Calls per second over one round of about ``seconds``."""
-    for i in range(3):
-        step(i)
-    calls, start = 0, time.perf_counter()
-    while (elapsed := time.perf_counter() - start) < seconds:
-        for _ in range(4):
-            step(calls)
-            calls += 1
-    return calls / elapsed
-
-
 def measure(rounds: int, seconds: float) -> list[dict[str, float | int | None]]:
     results: list[dict[str, float | int | None]] = []
     for rows, cols in SHAPES:
@@ -111,7 +97,7 @@ def measure(rounds: int, seconds: float) -> list[dict[str, float | int | None]]:
             for _ in range(rounds):
                 for engine, step in steps.items():
                     if step is not None:
-                        best[engine] = max(best[engine], rate(step, seconds) * batch)
+                        best[engine] = max(best[engine], calls_per_second(step, seconds) * batch)
             row: dict[str, float | int | None] = {"outputs": rows, "inputs": cols, "batch": batch}
             for engine in ENGINES:
                 row[f"{engine}_samples_per_s"] = round(best[engine], 1) if best[engine] else None
@@ -137,11 +123,7 @@ def _format(row: dict[str, float | int | None]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds per setting")
-    parser.add_argument("--seconds", type=float, default=0.3, help="length of one round")
-    parser.add_argument("--json", help="also write the results to this file")
-    args = parser.parse_args()
+    args = round_arguments(__doc__.splitlines()[0], 0.3)
     reads = measure(args.rounds, args.seconds)
     if args.json:
         with open(args.json, "w") as fh:

@@ -23,14 +23,13 @@ import os
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[_var] = "1"
 
-import argparse  # noqa: E402
 import json  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
-import time  # noqa: E402
 from collections.abc import Callable  # noqa: E402
 
 import numpy as np  # noqa: E402
+from timing import calls_per_second, round_arguments  # noqa: E402
 
 from hilctl.backends import open_tile  # noqa: E402
 from hilctl.config import tile_config  # noqa: E402
@@ -86,18 +85,6 @@ def aihwkit_step(rows: int, cols: int, batch: int) -> Callable[[int], None] | No
     return step
 
 
-def best_rate(step: Callable[[int], None], seconds: float) -> float:
-    """Calls per second over one round of about ``seconds``."""
-    for i in range(3):
-        step(i)
-    calls, start = 0, time.perf_counter()
-    while (elapsed := time.perf_counter() - start) < seconds:
-        for _ in range(4):
-            step(calls)
-            calls += 1
-    return calls / elapsed
-
-
 def measure(rounds: int, seconds: float) -> list[dict[str, float | int | None]]:
     results: list[dict[str, float | int | None]] = []
     for size in SIZES:
@@ -107,10 +94,10 @@ def measure(rounds: int, seconds: float) -> list[dict[str, float | int | None]]:
             theirs = aihwkit_step(size, size, batch)
             best_ours = best_reference = best_theirs = 0.0
             for _ in range(rounds):
-                best_ours = max(best_ours, best_rate(ours, seconds) * batch)
-                best_reference = max(best_reference, best_rate(reference, seconds) * batch)
+                best_ours = max(best_ours, calls_per_second(ours, seconds) * batch)
+                best_reference = max(best_reference, calls_per_second(reference, seconds) * batch)
                 if theirs is not None:
-                    best_theirs = max(best_theirs, best_rate(theirs, seconds) * batch)
+                    best_theirs = max(best_theirs, calls_per_second(theirs, seconds) * batch)
             row: dict[str, float | int | None] = {
                 "size": size,
                 "batch": batch,
@@ -156,11 +143,7 @@ def memory_4096() -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds per setting")
-    parser.add_argument("--seconds", type=float, default=0.4, help="length of one round")
-    parser.add_argument("--json", help="also write the results to this file")
-    args = parser.parse_args()
+    args = round_arguments(__doc__.splitlines()[0], 0.4)
     updates = measure(args.rounds, args.seconds)
     memory = memory_4096()
     print(f"4096x4096 soft-bounds tile with variations, one update and one forward: peak RSS of "

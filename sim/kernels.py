@@ -404,6 +404,18 @@ def _closed_form_trains_row(w, planes, fixed_planes, limits, positive, negative,
             w[i, j] = _closed_form_cell(cell, _expm1_polynomial, _expm1_polynomial)
 
 
+@_inline
+def _prepared(w, xs, ds, rate, desired_bl, management, bl_management, key, sparse_columns):  # type: ignore[no-untyped-def]
+    """What an update kernel needs before its rows: the trains' masks (``words < 0`` if an
+    input is not finite), the order of the directions, the firing columns and whether to
+    sweep the rows rather than visit those columns."""
+    positive, negative, words = _train_masks(xs, ds, rate, desired_bl, management,
+                                             bl_management, key)
+    active = _active_columns(positive, negative, w.shape[1])
+    return (positive, negative, words, _up_first(key), active,
+            active.size > sparse_columns * w.shape[1])
+
+
 @_kernel
 def closed_form_update(w, planes, fixed_up, fixed_down, limits, xs, ds, rate, desired_bl,
                        management, bl_management, contracting_up, contracting_down,
@@ -411,19 +423,16 @@ def closed_form_update(w, planes, fixed_up, fixed_down, limits, xs, ds, rate, de
     """One pulsed update of ``w`` in closed form: the trains of :func:`_train_masks`, then each
     row's coincidences, visiting only the columns that fire where they are at most a fraction
     ``sparse_columns`` of all. False (``w`` untouched) if an input is not finite."""
-    positive, negative, words = _train_masks(xs, ds, rate, desired_bl, management,
-                                             bl_management, key)
+    positive, negative, words, up_first, active, sweep = _prepared(
+        w, xs, ds, rate, desired_bl, management, bl_management, key, sparse_columns)
     if words < 0:
         return False
-    up_first, contracting = _up_first(key), (contracting_up, contracting_down)
-    fixed_planes = (fixed_up, fixed_down)
-    active = _active_columns(positive, negative, w.shape[1])
-    sweep = active.size > sparse_columns * w.shape[1]
+    contracting, fixed_planes = (contracting_up, contracting_down), (fixed_up, fixed_down)
     counts, scratch = _row_scratch(w.shape[1])
     for i in range(w.shape[0]):
         _closed_form_trains_row(w, planes, fixed_planes, limits, positive, negative, active,
-                                sweep, i, up_first,
-                                contracting, multiplicative, key, table, counts, scratch)
+                                sweep, i, up_first, contracting, multiplicative, key, table,
+                                counts, scratch)
     return True
 
 
@@ -432,19 +441,16 @@ def closed_form_update_parallel(w, planes, fixed_up, fixed_down, limits, xs, ds,
                                 desired_bl, management, bl_management, contracting_up,
                                 contracting_down, multiplicative, key, table, sparse_columns):  # type: ignore[no-untyped-def]
     """:func:`closed_form_update` with the rows shared among threads (the same result)."""
-    positive, negative, words = _train_masks(xs, ds, rate, desired_bl, management,
-                                             bl_management, key)
+    positive, negative, words, up_first, active, sweep = _prepared(
+        w, xs, ds, rate, desired_bl, management, bl_management, key, sparse_columns)
     if words < 0:
         return False
-    up_first, contracting = _up_first(key), (contracting_up, contracting_down)
-    fixed_planes = (fixed_up, fixed_down)
-    active = _active_columns(positive, negative, w.shape[1])
-    sweep = active.size > sparse_columns * w.shape[1]
+    contracting, fixed_planes = (contracting_up, contracting_down), (fixed_up, fixed_down)
     for i in prange(w.shape[0]):
         counts, scratch = _row_scratch(w.shape[1])
         _closed_form_trains_row(w, planes, fixed_planes, limits, positive, negative, active,
-                                sweep, i, up_first,
-                                contracting, multiplicative, key, table, counts, scratch)
+                                sweep, i, up_first, contracting, multiplicative, key, table,
+                                counts, scratch)
     return True
 
 
