@@ -10,9 +10,9 @@ a row's result does not depend on which thread computes it: serial and parallel 
 bit-identical weights.
 
 The numbers ``e - 1 = g**n - 1`` and ``(1 + u)**n - 1`` are ``expm1`` of ``n log g`` and
-``n log(1 + u)``, never ``e`` minus 1, so small increments keep their float32 precision; a row
-whose largest count keeps every argument within ``POLYNOMIAL_LIMIT`` uses a polynomial that
-vectorises, the others libm's expm1.
+``n log(1 + u)``, never ``e`` minus 1, so small increments keep their float32 precision: short
+Taylor polynomials in the vectorised loop, and libm's expm1 for the few steep cells whose
+arguments go beyond ``SMALL_LIMIT`` or ``TINY_LIMIT``.
 
 The closed form runs in float32, the dtype of the tile's state (a float64 tile, chosen for
 exactness, runs on the numpy engine).
@@ -36,13 +36,14 @@ _parallel = njit(cache=True, error_model="numpy", nogil=True, parallel=True)
 _inline = njit(cache=True, error_model="numpy", nogil=True, inline="always")
 
 _ZERO, _ONE, _TWO = np.float32(0), np.float32(1), np.float32(2)
-_C2, _C3, _C4, _C5, _C6, _C7 = (np.float32(1 / math.factorial(k)) for k in range(2, 8))
+_C2, _C3, _C4 = (np.float32(1 / math.factorial(k)) for k in range(2, 5))
 #: An update visits only the columns that fire where they are at most this fraction of the
 #: tile's columns (one cell at a time); else it sweeps every column (vectorised). Same numbers.
 SPARSE_COLUMNS = 0.25
-#: Largest ``|n log g|`` (and ``n log(1 + u)``) a row may reach for each polynomial of
-#: ``expm1`` below; cells beyond ``POLYNOMIAL_LIMIT`` use libm.
-POLYNOMIAL_LIMIT, SMALL_LIMIT, TINY_LIMIT = 0.5, 0.1, 1e-3
+#: Largest ``|n log g|`` and ``n log(1 + u)`` a cell may reach for the polynomials of
+#: ``expm1`` below; cells beyond them (steep cells: bounds near zero) use libm.
+SMALL_LIMIT, TINY_LIMIT = 0.1, 1e-3
+_SMALL, _TINY = np.float32(SMALL_LIMIT), np.float32(TINY_LIMIT)
 
 #: Keys of one update's independent streams, mixed from its key.
 _TRAINS, _NOISE, _ORDER = uint64(1), uint64(2), uint64(3)
@@ -158,16 +159,9 @@ def _up_first(key):  # type: ignore[no-untyped-def]
 
 
 @_inline
-def _expm1_polynomial(x):  # type: ignore[no-untyped-def]
-    """``exp(x) - 1`` of a float32 by its degree-7 Taylor polynomial: relative error below
-    ``|x|**7 / 8!``, 2e-7 for ``|x| <= POLYNOMIAL_LIMIT``; vectorises."""
-    return x * (_ONE + x * (_C2 + x * (_C3 + x * (_C4 + x * (_C5 + x * (_C6 + x * _C7))))))
-
-
-@_inline
 def _expm1_small(x):  # type: ignore[no-untyped-def]
-    """``exp(x) - 1`` by the degree-4 polynomial: relative error below ``|x|**4 / 5!``, 8e-7
-    for ``|x| <= SMALL_LIMIT``: most rows, at less than half the work of degree 7."""
+    """``exp(x) - 1`` of a float32 by its degree-4 Taylor polynomial: relative error below
+    ``|x|**4 / 5!``, 8e-7 for ``|x| <= SMALL_LIMIT``; vectorises."""
     return x * (_ONE + x * (_C2 + x * (_C3 + x * _C4)))
 
 
@@ -209,7 +203,8 @@ def _closed_form_row(w, planes, fixed_planes, limits, i, counts, up_first, contr
     it passed a bound, the second direction's with the first's variance carried through
     (times ``e**2``), then one table normal per cell and the bounds. A drift direction (not
     ``contracting``) holds the signed step where a contracting one holds its fixed point.
-    ``largest`` bounds every count of the row: it decides whether the polynomials are precise.
+    ``largest`` bounds every count of the row: where the polynomials are precise for any cell
+    it allows, no cell is checked; else the cells beyond them are computed again with libm.
     A cell that takes pulses of one sign only goes through both directions all the same: the
     loop has no branch, and the empty direction leaves mean and variance as they are. The
     arrays are indexed in place, not sliced: a slice costs reference counting per row.
@@ -218,41 +213,48 @@ def _closed_form_row(w, planes, fixed_planes, limits, i, counts, up_first, contr
     a, b = 2 * first, 2 * second
     fixed_a, fixed_b = fixed_planes[first], fixed_planes[second]
     growth_reach, noise_reach = _row_reach(limits, i, largest, multiplicative)
-    irregular = max(growth_reach, noise_reach) > POLYNOMIAL_LIMIT
+    steep = growth_reach > SMALL_LIMIT or noise_reach > TINY_LIMIT
     index, xi, before = scratch
     _row_normals(table, noise_key, i * w.shape[1], index, xi)
     contracting_1, contracting_2 = contracting[first], contracting[second]
     cols = w.shape[1]
-    if irregular:
+    if steep:
         for j in range(cols):
             before[j] = w[i, j]
-    cells = (w, planes, i, counts, first, second, a, b, fixed_a, fixed_b, xi, contracting_1,
-             contracting_2, multiplicative)
-    if growth_reach <= SMALL_LIMIT and noise_reach <= TINY_LIMIT:
-        _closed_form_cells(cells, _expm1_small, _expm1_tiny)
-    elif noise_reach <= TINY_LIMIT:
-        _closed_form_cells(cells, _expm1_polynomial, _expm1_tiny)
-    else:
-        _closed_form_cells(cells, _expm1_polynomial, _expm1_polynomial)
-    if not irregular:
+    _closed_form_cells((w, planes, i, counts, first, second, a, b, fixed_a, fixed_b, xi,
+                        contracting_1, contracting_2, multiplicative), _expm1_small, _expm1_tiny)
+    if not steep:
         return
-    for j in range(cols):  # again, exactly, the few cells beyond the polynomial's limit
-        n_1, n_2 = counts[first, j], counts[second, j]
-        reach = max(abs(n_1 * planes[a, i, j]), abs(n_2 * planes[b, i, j]))
-        if multiplicative:
-            reach = max(reach, n_1 * planes[a + 1, i, j], n_2 * planes[b + 1, i, j])
-        if reach > POLYNOMIAL_LIMIT:
+    flagged = index  # free again: the normals are drawn
+    for j in range(cols):  # which cells the polynomials do not fit (vectorised)
+        flagged[j] = _beyond_polynomials(counts[first, j], counts[second, j], planes[a, i, j],
+                                         planes[b, i, j], planes[a + 1, i, j],
+                                         planes[b + 1, i, j], multiplicative)
+    for j in range(cols):  # those few again, with libm
+        if flagged[j]:
             w[i, j] = _closed_form_cell(
-                (before[j], n_1, n_2, planes[fixed_a, i, j], planes[a, i, j],
-                 planes[a + 1, i, j], planes[fixed_b, i, j], planes[b, i, j], planes[b + 1, i, j],
-                 planes[B_MIN, i, j], planes[B_MAX, i, j], xi[j], contracting_1, contracting_2,
-                 multiplicative), _expm1_exact, _expm1_exact)
+                (before[j], counts[first, j], counts[second, j], planes[fixed_a, i, j],
+                 planes[a, i, j], planes[a + 1, i, j], planes[fixed_b, i, j], planes[b, i, j],
+                 planes[b + 1, i, j], planes[B_MIN, i, j], planes[B_MAX, i, j], xi[j],
+                 contracting_1, contracting_2, multiplicative), _expm1_exact, _expm1_exact)
+
+
+@_inline
+def _beyond_polynomials(n_1, n_2, log_1, log_2, noise_1, noise_2, multiplicative):  # type: ignore[no-untyped-def]
+    """1 where a cell's counts take ``n |log g|`` beyond ``SMALL_LIMIT`` or (multiplicative
+    noise) ``n log(1 + u)`` beyond ``TINY_LIMIT``, else 0: the cells that need libm. The same
+    float32 arithmetic wherever it is asked, so sweeping and visiting choose alike."""
+    count_1, count_2 = np.float32(n_1), np.float32(n_2)
+    growth = max(abs(count_1 * log_1), abs(count_2 * log_2))
+    noise = max(count_1 * noise_1, count_2 * noise_2)
+    beyond = growth > _SMALL or (multiplicative and noise > _TINY)
+    return np.uint32(1) if beyond else np.uint32(0)
 
 
 @_inline
 def _row_reach(limits, i, largest, multiplicative):  # type: ignore[no-untyped-def]
     """The largest ``|n log g|`` and ``n log(1 + u)`` any cell of row ``i`` can reach when no
-    count exceeds ``largest``: they choose the row's polynomials."""
+    count exceeds ``largest``: whether its cells need checking against the polynomials."""
     growth = largest * max(limits[i, 0], limits[i, 2])
     return growth, (largest * max(limits[i, 1], limits[i, 3]) if multiplicative else 0.0)
 
@@ -361,8 +363,8 @@ def _closed_form_trains_row(w, planes, fixed_planes, limits, positive, negative,
                             scratch):  # type: ignore[no-untyped-def]
     """Row ``i``'s coincidences applied in closed form: a ``sweep`` of every column,
     vectorised, or a visit of the cells in the ``active`` columns only (where few fire). Both
-    give the same numbers: every draw is indexed by its cell, and both choose the row's
-    polynomials (:func:`_row_reach`) and libm's cells alike."""
+    give the same numbers: every draw is indexed by its cell, and both send the same cells to
+    libm (:func:`_beyond_polynomials`)."""
     cols = w.shape[1]
     fires = _row_fires(positive, negative, cols + i)
     if fires == 0:
@@ -373,7 +375,6 @@ def _closed_form_trains_row(w, planes, fixed_planes, limits, positive, negative,
                          multiplicative, fires, mix(key, _NOISE), table, scratch)
         return
     first, second = (0, 1) if up_first else (1, 0)
-    growth_reach, noise_reach = _row_reach(limits, i, fires, multiplicative)
     noise_key = mix(key, _NOISE)
     for j in active:
         n_up, n_down = 0, 0
@@ -387,21 +388,14 @@ def _closed_form_trains_row(w, planes, fixed_planes, limits, positive, negative,
         n_1, n_2 = (n_up, n_down) if up_first else (n_down, n_up)
         log_1, noise_1 = planes[2 * first, i, j], planes[2 * first + 1, i, j]
         log_2, noise_2 = planes[2 * second, i, j], planes[2 * second + 1, i, j]
-        reach = max(abs(n_1 * log_1), abs(n_2 * log_2))
-        if multiplicative:
-            reach = max(reach, n_1 * noise_1, n_2 * noise_2)
         cell = (w[i, j], n_1, n_2, planes[fixed_planes[first], i, j], log_1, noise_1,
                 planes[fixed_planes[second], i, j], log_2, noise_2, planes[B_MIN, i, j],
                 planes[B_MAX, i, j], table_normal(table, noise_key, uint64(i * cols + j)),
                 contracting[first], contracting[second], multiplicative)
-        if reach > POLYNOMIAL_LIMIT:
+        if _beyond_polynomials(n_1, n_2, log_1, log_2, noise_1, noise_2, multiplicative):
             w[i, j] = _closed_form_cell(cell, _expm1_exact, _expm1_exact)
-        elif growth_reach <= SMALL_LIMIT and noise_reach <= TINY_LIMIT:
-            w[i, j] = _closed_form_cell(cell, _expm1_small, _expm1_tiny)
-        elif noise_reach <= TINY_LIMIT:
-            w[i, j] = _closed_form_cell(cell, _expm1_polynomial, _expm1_tiny)
         else:
-            w[i, j] = _closed_form_cell(cell, _expm1_polynomial, _expm1_polynomial)
+            w[i, j] = _closed_form_cell(cell, _expm1_small, _expm1_tiny)
 
 
 @_inline
