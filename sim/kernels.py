@@ -182,15 +182,14 @@ def _expm1_exact(x):  # type: ignore[no-untyped-def]
 def _mask_counts(positive, negative, row_line, counts):  # type: ignore[no-untyped-def]
     """Up and down coincidences of row line ``row_line`` with every column, into ``counts[0]``
     and ``counts[1]``: up where the row and column fire with opposite signs."""
-    for j in range(counts.shape[1]):
-        counts[0, j] = 0
-        counts[1, j] = 0
     for word in range(positive.shape[0]):
         row_up, row_down = positive[word, row_line], negative[word, row_line]
-        for j in range(counts.shape[1]):
+        for j in range(counts.shape[1]):  # the first word sets, the others add
             col_up, col_down = positive[word, j], negative[word, j]
-            counts[0, j] += _popcount(row_up & col_down) + _popcount(row_down & col_up)
-            counts[1, j] += _popcount(row_up & col_up) + _popcount(row_down & col_down)
+            up = _popcount(row_up & col_down) + _popcount(row_down & col_up)
+            down = _popcount(row_up & col_up) + _popcount(row_down & col_down)
+            counts[0, j] = up if word == 0 else counts[0, j] + up
+            counts[1, j] = down if word == 0 else counts[1, j] + down
 
 
 @_inline
