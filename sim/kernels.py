@@ -36,18 +36,14 @@ _parallel = njit(cache=True, error_model="numpy", nogil=True, parallel=True)
 _inline = njit(cache=True, error_model="numpy", nogil=True, inline="always")
 
 _ZERO, _ONE, _TWO = np.float32(0), np.float32(1), np.float32(2)
-_C2, _C3, _C4, _C5, _C6, _C7 = (np.float32(1 / math.factorial(k)) for k in range(2, 8))
+_C2, _C3, _C4 = (np.float32(1 / math.factorial(k)) for k in range(2, 5))
 #: An update visits only the columns that fire where they are at most this fraction of the
 #: tile's columns (one cell at a time); else it sweeps every column (vectorised). Same numbers.
 SPARSE_COLUMNS = 0.25
-#: Largest ``|n log g|`` and ``n log(1 + u)`` a cell may reach for the short polynomials of
-#: ``expm1`` below (``SMALL_LIMIT``, ``TINY_LIMIT``) and for the degree-7 one
-#: (``POLYNOMIAL_LIMIT``); cells beyond that (steep cells: bounds near zero) use libm.
-SMALL_LIMIT, TINY_LIMIT, POLYNOMIAL_LIMIT = 0.1, 1e-3, 0.5
-_SMALL, _TINY, _POLYNOMIAL = (np.float32(x) for x in (SMALL_LIMIT, TINY_LIMIT, POLYNOMIAL_LIMIT))
-#: A row takes the short polynomials, and the cells beyond them one by one, while at most this
-#: fraction of its cells is beyond them; else the degree-7 polynomial for all.
-FEW_BEYOND = 1 / 16
+#: Largest ``|n log g|`` and ``n log(1 + u)`` a cell may reach for the polynomials of
+#: ``expm1`` below; cells beyond them (steep cells: bounds near zero) use libm.
+SMALL_LIMIT, TINY_LIMIT = 0.1, 1e-3
+_SMALL, _TINY = np.float32(SMALL_LIMIT), np.float32(TINY_LIMIT)
 
 #: Keys of one update's independent streams, mixed from its key.
 _TRAINS, _NOISE, _ORDER = uint64(1), uint64(2), uint64(3)
@@ -163,13 +159,6 @@ def _up_first(key):  # type: ignore[no-untyped-def]
 
 
 @_inline
-def _expm1_polynomial(x):  # type: ignore[no-untyped-def]
-    """``exp(x) - 1`` of a float32 by its degree-7 Taylor polynomial: relative error below
-    ``|x|**7 / 8!``, 2e-7 for ``|x| <= POLYNOMIAL_LIMIT``; vectorises."""
-    return x * (_ONE + x * (_C2 + x * (_C3 + x * (_C4 + x * (_C5 + x * (_C6 + x * _C7))))))
-
-
-@_inline
 def _expm1_small(x):  # type: ignore[no-untyped-def]
     """``exp(x) - 1`` of a float32 by its degree-4 Taylor polynomial: relative error below
     ``|x|**4 / 5!``, 8e-7 for ``|x| <= SMALL_LIMIT``; vectorises."""
@@ -213,10 +202,8 @@ def _closed_form_row(w, planes, fixed_planes, limits, i, counts, up_first, contr
     it passed a bound, the second direction's with the first's variance carried through
     (times ``e**2``), then one table normal per cell and the bounds. A drift direction (not
     ``contracting``) holds the signed step where a contracting one holds its fixed point.
-    ``largest`` bounds every count of the row: where the short polynomials are precise for any
-    cell it allows, no cell is checked. Else each cell's tier is found (:func:`_tier`): a row
-    with few cells beyond the short polynomials takes them and fits those cells one by one; a
-    row with more takes degree 7, and the cells beyond it go to libm one by one.
+    ``largest`` bounds every count of the row: where the polynomials are precise for any cell
+    it allows, no cell is checked; else the cells beyond them are computed again with libm.
     A cell that takes pulses of one sign only goes through both directions all the same: the
     loop has no branch, and the empty direction leaves mean and variance as they are. The
     arrays are indexed in place, not sliced: a slice costs reference counting per row.
@@ -228,60 +215,39 @@ def _closed_form_row(w, planes, fixed_planes, limits, i, counts, up_first, contr
     steep = growth_reach > SMALL_LIMIT or noise_reach > TINY_LIMIT
     index, xi, before = scratch
     _row_normals(table, noise_key, i * w.shape[1], index, xi)
-    cells = (w, planes, i, counts, first, second, a, b, fixed_a, fixed_b, xi,
-             contracting[first], contracting[second], multiplicative)
-    if not steep:
-        _closed_form_cells(cells, _expm1_small, _expm1_tiny)
-        return
+    contracting_1, contracting_2 = contracting[first], contracting[second]
     cols = w.shape[1]
-    tiers = index  # free again: the normals are drawn
-    beyond = 0
-    for j in range(cols):  # which polynomial each cell needs (vectorised)
-        tiers[j] = _tier(counts[first, j], counts[second, j], planes[a, i, j], planes[b, i, j],
-                         planes[a + 1, i, j], planes[b + 1, i, j], multiplicative)
-        beyond += tiers[j] > 0
-        before[j] = w[i, j]
-    few = beyond <= FEW_BEYOND * cols
-    if few:
-        _closed_form_cells(cells, _expm1_small, _expm1_tiny)
-    else:
-        _closed_form_cells(cells, _expm1_polynomial, _expm1_polynomial)
-    for j in range(cols):  # the cells that loop did not fit, again, one by one
-        if tiers[j] == _LIBM or (few and tiers[j] == _DEGREE_7):
-            w[i, j] = _fitted_cell(
+    if steep:
+        for j in range(cols):
+            before[j] = w[i, j]
+    _closed_form_cells((w, planes, i, counts, first, second, a, b, fixed_a, fixed_b, xi,
+                        contracting_1, contracting_2, multiplicative), _expm1_small, _expm1_tiny)
+    if not steep:
+        return
+    flagged = index  # free again: the normals are drawn
+    for j in range(cols):  # which cells the polynomials do not fit (vectorised)
+        flagged[j] = _beyond_polynomials(counts[first, j], counts[second, j], planes[a, i, j],
+                                         planes[b, i, j], planes[a + 1, i, j],
+                                         planes[b + 1, i, j], multiplicative)
+    for j in range(cols):  # those few again, with libm
+        if flagged[j]:
+            w[i, j] = _closed_form_cell(
                 (before[j], counts[first, j], counts[second, j], planes[fixed_a, i, j],
                  planes[a, i, j], planes[a + 1, i, j], planes[fixed_b, i, j], planes[b, i, j],
                  planes[b + 1, i, j], planes[B_MIN, i, j], planes[B_MAX, i, j], xi[j],
-                 contracting[first], contracting[second], multiplicative), tiers[j], few)
-
-
-#: What :func:`_tier` says a cell needs.
-_SHORT, _DEGREE_7, _LIBM = np.uint32(0), np.uint32(1), np.uint32(2)
+                 contracting_1, contracting_2, multiplicative), _expm1_exact, _expm1_exact)
 
 
 @_inline
-def _tier(n_1, n_2, log_1, log_2, noise_1, noise_2, multiplicative):  # type: ignore[no-untyped-def]
-    """Which ``expm1`` fits a cell's counts: the short polynomials (``n |log g| <=
-    SMALL_LIMIT`` and, for multiplicative noise, ``n log(1 + u) <= TINY_LIMIT``), degree 7 (both
-    within ``POLYNOMIAL_LIMIT``) or libm. The same float32 arithmetic wherever it is asked, so
-    sweeping and visiting choose alike."""
+def _beyond_polynomials(n_1, n_2, log_1, log_2, noise_1, noise_2, multiplicative):  # type: ignore[no-untyped-def]
+    """1 where a cell's counts take ``n |log g|`` beyond ``SMALL_LIMIT`` or (multiplicative
+    noise) ``n log(1 + u)`` beyond ``TINY_LIMIT``, else 0: the cells that need libm. The same
+    float32 arithmetic wherever it is asked, so sweeping and visiting choose alike."""
     count_1, count_2 = np.float32(n_1), np.float32(n_2)
     growth = max(abs(count_1 * log_1), abs(count_2 * log_2))
-    noise = max(count_1 * noise_1, count_2 * noise_2) if multiplicative else _ZERO
-    if growth > _POLYNOMIAL or noise > _POLYNOMIAL:
-        return _LIBM
-    return _DEGREE_7 if growth > _SMALL or noise > _TINY else _SHORT
-
-
-@_inline
-def _fitted_cell(cell, tier, few):  # type: ignore[no-untyped-def]
-    """:func:`_closed_form_cell` with the ``expm1`` a cell's ``tier`` needs, in a row that takes
-    the short polynomials (``few`` cells beyond them) or degree 7."""
-    if tier == _LIBM:
-        return _closed_form_cell(cell, _expm1_exact, _expm1_exact)
-    if tier == _DEGREE_7 or not few:
-        return _closed_form_cell(cell, _expm1_polynomial, _expm1_polynomial)
-    return _closed_form_cell(cell, _expm1_small, _expm1_tiny)
+    noise = max(count_1 * noise_1, count_2 * noise_2)
+    beyond = growth > _SMALL or (multiplicative and noise > _TINY)
+    return np.uint32(1) if beyond else np.uint32(0)
 
 
 @_inline
@@ -396,8 +362,8 @@ def _closed_form_trains_row(w, planes, fixed_planes, limits, positive, negative,
                             scratch):  # type: ignore[no-untyped-def]
     """Row ``i``'s coincidences applied in closed form: a ``sweep`` of every column,
     vectorised, or a visit of the cells in the ``active`` columns only (where few fire). Both
-    give the same numbers: every draw is indexed by its cell, and both choose each cell's
-    ``expm1`` alike (:func:`_tier`, and the row's share of cells beyond the short ones)."""
+    give the same numbers: every draw is indexed by its cell, and both send the same cells to
+    libm (:func:`_beyond_polynomials`)."""
     cols = w.shape[1]
     fires = _row_fires(positive, negative, cols + i)
     if fires == 0:
@@ -408,41 +374,27 @@ def _closed_form_trains_row(w, planes, fixed_planes, limits, positive, negative,
                          multiplicative, fires, mix(key, _NOISE), table, scratch)
         return
     first, second = (0, 1) if up_first else (1, 0)
-    growth_reach, noise_reach = _row_reach(limits, i, fires, multiplicative)
-    few = True
-    if growth_reach > SMALL_LIMIT or noise_reach > TINY_LIMIT:  # as the sweep decides
-        beyond = 0
-        for j in active:
-            n_1, n_2 = _visited_counts(positive, negative, cols + i, j, up_first)
-            beyond += _tier(n_1, n_2, planes[2 * first, i, j], planes[2 * second, i, j],
-                            planes[2 * first + 1, i, j], planes[2 * second + 1, i, j],
-                            multiplicative) > 0
-        few = beyond <= FEW_BEYOND * cols
     noise_key = mix(key, _NOISE)
     for j in active:
-        n_1, n_2 = _visited_counts(positive, negative, cols + i, j, up_first)
-        if n_1 == 0 and n_2 == 0:
+        n_up, n_down = 0, 0
+        for word in range(positive.shape[0]):
+            row_up, row_down = positive[word, cols + i], negative[word, cols + i]
+            col_up, col_down = positive[word, j], negative[word, j]
+            n_up += int(_popcount(row_up & col_down) + _popcount(row_down & col_up))
+            n_down += int(_popcount(row_up & col_up) + _popcount(row_down & col_down))
+        if n_up == 0 and n_down == 0:
             continue
+        n_1, n_2 = (n_up, n_down) if up_first else (n_down, n_up)
         log_1, noise_1 = planes[2 * first, i, j], planes[2 * first + 1, i, j]
         log_2, noise_2 = planes[2 * second, i, j], planes[2 * second + 1, i, j]
         cell = (w[i, j], n_1, n_2, planes[fixed_planes[first], i, j], log_1, noise_1,
                 planes[fixed_planes[second], i, j], log_2, noise_2, planes[B_MIN, i, j],
                 planes[B_MAX, i, j], table_normal(table, noise_key, uint64(i * cols + j)),
                 contracting[first], contracting[second], multiplicative)
-        w[i, j] = _fitted_cell(cell, _tier(n_1, n_2, log_1, log_2, noise_1, noise_2,
-                                           multiplicative), few)
-
-
-@_inline
-def _visited_counts(positive, negative, row_line, j, up_first):  # type: ignore[no-untyped-def]
-    """One cell's coincidences, in the order its directions are applied."""
-    n_up, n_down = 0, 0
-    for word in range(positive.shape[0]):
-        row_up, row_down = positive[word, row_line], negative[word, row_line]
-        col_up, col_down = positive[word, j], negative[word, j]
-        n_up += int(_popcount(row_up & col_down) + _popcount(row_down & col_up))
-        n_down += int(_popcount(row_up & col_up) + _popcount(row_down & col_down))
-    return (n_up, n_down) if up_first else (n_down, n_up)
+        if _beyond_polynomials(n_1, n_2, log_1, log_2, noise_1, noise_2, multiplicative):
+            w[i, j] = _closed_form_cell(cell, _expm1_exact, _expm1_exact)
+        else:
+            w[i, j] = _closed_form_cell(cell, _expm1_small, _expm1_tiny)
 
 
 @_inline
