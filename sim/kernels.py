@@ -96,15 +96,14 @@ def _train_masks(xs, ds, rate, desired_bl, management, bl_management, key):  # t
     d_gain = np.zeros(samples)
     total = 0
     for s in range(samples):
-        x_max, x_sum = 0.0, 0.0
+        x_max, d_max, nothing = 0.0, 0.0, 0.0  # nothing stays 0 unless a value is not finite
         for j in range(cols):
             x_max = max(x_max, abs(xs[s, j]))
-            x_sum += xs[s, j]
-        d_max, d_sum = 0.0, 0.0
+            nothing += xs[s, j] * 0.0
         for i in range(rows):
             d_max = max(d_max, abs(ds[s, i]))
-            d_sum += ds[s, i]
-        if not np.isfinite(x_sum * 0 + d_sum * 0):  # a NaN or an infinity anywhere
+            nothing += ds[s, i] * 0.0
+        if nothing != 0.0:  # a NaN or an infinity (times 0: NaN); a sum could overflow
             return np.zeros((0, 0), np.uint64), np.zeros((0, 0), np.uint64), -1
         k = rate * x_max * d_max
         if k <= 0:
