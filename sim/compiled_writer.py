@@ -30,18 +30,20 @@ class CompiledWriter:
     Args:
         device: the tile's cells (float32).
         rng: the tile's write Generator; each call takes one key from it.
-        threads: threads of the cell kernels (1: the serial kernel).
+        update: the tile's update settings (bit length, management, threads of the cell
+            kernels: 1 runs the serial kernel).
         closed_form: as :class:`sim.pulse_engine.PulseWriter`: n same-sign pulses in closed form
             where the device is affine; else pulse by pulse.
     """
 
-    def __init__(self, device: DeviceModel, rng: np.random.Generator, threads: int = 1,
+    def __init__(self, device: DeviceModel, rng: np.random.Generator, update: UpdateConfig,
                  closed_form: bool = True) -> None:
         if device.dtype is not np.float32:
             raise ValueError("the compiled engine runs float32 tiles; use the numpy engine")
         self.device = device
         self.rng = rng
-        self.threads = min(threads, numba.config.NUMBA_NUM_THREADS)  # type: ignore[attr-defined]
+        self.threads = min(update.threads, numba.config.NUMBA_NUM_THREADS)  # type: ignore[attr-defined]
+        self._trains = (update.desired_bl, update.update_management, update.update_bl_management)
         #: Visit only the firing columns' cells where they are at most this fraction of all.
         self.sparse_columns = kernels.SPARSE_COLUMNS
         self._table = _quantile_table(np.float32)
@@ -55,11 +57,11 @@ class CompiledWriter:
             self._pulse_planes, self._constants, self._nodes = _pulse_constants(device)
 
     def update(self, weights: Planes, xs: NDArray[np.float64], ds: NDArray[np.float64],
-               rate: float, update: UpdateConfig) -> bool:
+               rate: float) -> bool:
         """One pulsed update of ``weights`` (in place) from the mini-batch ``xs``, ``ds`` at
         ``rate = lr / granularity``; False (nothing written) if an input is not finite."""
         key = stream_key(self.rng)
-        trains = (update.desired_bl, update.update_management, update.update_bl_management)
+        trains = self._trains
         parallel = self.threads > 1
         if parallel:
             numba.set_num_threads(self.threads)

@@ -82,7 +82,7 @@ class EmulatedTile:
             from sim.compiled_writer import CompiledWriter
             from sim.read_kernel import compiled_mvm
 
-            self._compiled = CompiledWriter(self.device, self._write_rng, config.update.threads,
+            self._compiled = CompiledWriter(self.device, self._write_rng, config.update,
                                             closed_form)
             self._mvm = compiled_mvm
         self._read_rng = np.random.default_rng(read_seed)
@@ -220,10 +220,10 @@ class EmulatedTile:
             x, d, lr = as_update(x, d, lr, self.shape)
         rate = lr / self.device.granularity()
         if update.aggregate_batch:
-            return self._compiled.update(self._w, x, d, rate, update)
+            return self._compiled.update(self._w, x, d, rate)
         x, d, lr = as_update(x, d, lr, self.shape)  # every sample checked before the first
         for i in range(x.shape[0]):
-            self._compiled.update(self._w, x[i : i + 1], d[i : i + 1], rate, update)
+            self._compiled.update(self._w, x[i : i + 1], d[i : i + 1], rate)
         return True
 
     def _pulsed_step(self, xs: Array, ds: Array, lr: float) -> None:
