@@ -12,31 +12,36 @@ from sim.instruments.pulse_generator import SimulatedPulseGenerator
 from sim.instruments.smu import SimulatedSmu
 
 
-@pytest.fixture
-def pg_sim(chip):
-    with SimulatedPulseGenerator(chip) as sim:
+def _simulated(twin, chip):
+    """A simulated instrument on ``chip`` for the test's life; no thread of it left after."""
+    with twin(chip) as sim:
         yield sim
     assert not sim.alive_threads()
+
+
+def _connected(driver, sim):
+    """The driver connected to ``sim`` with the tests' limits and short timeouts, closed after."""
+    inst = driver(sim.resource, LIMITS, **FAST)
+    inst.connect()
+    yield inst
+    inst.close()
+
+
+@pytest.fixture
+def pg_sim(chip):
+    yield from _simulated(SimulatedPulseGenerator, chip)
 
 
 @pytest.fixture
 def smu_sim(chip):
-    with SimulatedSmu(chip) as sim:
-        yield sim
-    assert not sim.alive_threads()
+    yield from _simulated(SimulatedSmu, chip)
 
 
 @pytest.fixture
 def pg(pg_sim):
-    inst = PulseGenerator(pg_sim.resource, LIMITS, **FAST)
-    inst.connect()
-    yield inst
-    inst.close()
+    yield from _connected(PulseGenerator, pg_sim)
 
 
 @pytest.fixture
 def smu(smu_sim):
-    inst = Smu(smu_sim.resource, LIMITS, **FAST)
-    inst.connect()
-    yield inst
-    inst.close()
+    yield from _connected(Smu, smu_sim)

@@ -61,6 +61,18 @@ def wait_until_pulsing(station: SimulatedStation, process: subprocess.Popen[str]
         time.sleep(0.05)
 
 
+def run_then_kill_links(station: SimulatedStation, station_file: Path, store: Path,
+                        steps: int) -> subprocess.Popen[str]:
+    """A bench run that is pulsing, with the pulse generator's and the SMU's connections then
+    killed under it."""
+    process = start_run(station_file, store, steps)
+    wait_until_pulsing(station, process)
+    assert station.pulse_generator is not None and station.smu is not None
+    station.pulse_generator.drop_connections()
+    station.smu.drop_connections()
+    return process
+
+
 def finish(process: subprocess.Popen[str]) -> tuple[int, str, str]:
     out, err = process.communicate(timeout=DEADLINE_S)
     assert "Traceback" not in err, err
@@ -129,11 +141,7 @@ def test_killed_links(bench, tmp_path: Path) -> None:
     reconnect (settings re-sent, no trigger replayed) and the run completes or stops with a
     pulse it cannot confirm; either way the bench ends safe."""
     station, path = bench
-    process = start_run(path, tmp_path / "store", steps=200)
-    wait_until_pulsing(station, process)
-    assert station.pulse_generator is not None and station.smu is not None
-    station.pulse_generator.drop_connections()
-    station.smu.drop_connections()
+    process = run_then_kill_links(station, path, tmp_path / "store", steps=200)
     returned, _, err = finish(process)
     assert returned in (0, 3), err
     assert_safe(station)
@@ -144,11 +152,7 @@ def test_killed_links_then_interrupted(bench, tmp_path: Path) -> None:
     the pulse the dead link left unconfirmed (3), whichever comes first; either way the safe
     state reconnects to make the instruments safe."""
     station, path = bench
-    process = start_run(path, tmp_path / "store", steps=100_000)
-    wait_until_pulsing(station, process)
-    assert station.pulse_generator is not None and station.smu is not None
-    station.pulse_generator.drop_connections()
-    station.smu.drop_connections()
+    process = run_then_kill_links(station, path, tmp_path / "store", steps=100_000)
     os.kill(process.pid, signal.SIGINT)
     returned, _, err = finish(process)
     assert returned in (3, 130), err
