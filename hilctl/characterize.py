@@ -3,7 +3,9 @@
 Every cell is programmed to one start weight, then ``up`` single up pulses are applied to all
 cells at once, and then ``down`` single down pulses; the weights are read after every pulse. The
 mean and the spread over the cells against the pulse number show the device's response function
-(how the step depends on the weight), its saturation, and its up/down asymmetry.
+(how the step depends on the weight), its saturation, and its up/down asymmetry. On request every
+cell's own trace is kept as well (:class:`CellTrace`), for fitting a device model to the
+cell-to-cell spread that the mean hides.
 
 Only the tile interface (:class:`hilctl.tile.Tile`) is used, so the same measurement runs on the
 emulator and on a chip on the bench (where each read is slow: pass a ``progress`` callback).
@@ -14,7 +16,7 @@ from __future__ import annotations
 import math
 import operator
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -23,6 +25,47 @@ from hilctl.tile import Tile
 
 #: ``progress(done, total)``: called after each pulse with the pulses applied so far.
 Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True, eq=False)
+class CellTrace:
+    """Every cell's weight after programming and after each pulse of a sweep.
+
+    Cells are flattened row-major (cell ``(r, c)`` is column ``r * cols + c``). Weights are in
+    weight units (the normalised conductance the tile exposes), float64. Kept as arrays, not
+    lists: a 64 x 64 tile swept with 400 pulses holds 1.6 million weights (13 MB). Compared by
+    identity (``eq=False``): equality of arrays is not one truth value.
+
+    Attributes:
+        rows: rows of the tile.
+        cols: columns of the tile.
+        start: shape ``(rows * cols,)``, each cell's weight read back after programming.
+        weights: shape ``(pulses, rows * cols)``, each cell's weight after each pulse, the up
+            pulses first (the order of :attr:`PulseResponse.mean`).
+    """
+
+    rows: int
+    cols: int
+    start: np.ndarray
+    weights: np.ndarray
+
+    def __post_init__(self) -> None:
+        cells = self.rows * self.cols
+        if self.start.shape != (cells,):
+            raise ValueError(f"start must have shape ({cells},); got {self.start.shape}")
+        if self.weights.ndim != 2 or self.weights.shape[1] != cells:
+            raise ValueError(f"weights must have shape (pulses, {cells}); "
+                             f"got {self.weights.shape}")
+
+    def as_json(self) -> dict[str, Any]:
+        """``{"rows", "cols", "start": [cells], "weights": [[cells] per pulse]}``, plain lists
+        of Python floats (the JSON record of ``characterize --per-cell``)."""
+        return {
+            "rows": self.rows,
+            "cols": self.cols,
+            "start": self.start.tolist(),
+            "weights": self.weights.tolist(),
+        }
 
 
 @dataclass(frozen=True)
@@ -40,6 +83,8 @@ class PulseResponse:
             first. Weight units (the normalised conductance the tile exposes).
         std: standard deviation over the cells (population, ``ddof=0``) after each pulse.
         cells: number of cells averaged over.
+        per_cell: every cell's trace, when :func:`measure_pulse_response` was asked for it
+            (``per_cell=True``), else None.
     """
 
     up: int
@@ -50,12 +95,16 @@ class PulseResponse:
     mean: list[float]
     std: list[float]
     cells: int
+    per_cell: CellTrace | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         for name in ("mean", "std"):
             if len(getattr(self, name)) != self.up + self.down:
                 raise ValueError(f"{name} must have up + down = {self.up + self.down} entries; "
                                  f"got {len(getattr(self, name))}")
+        if self.per_cell is not None and self.per_cell.weights.shape[0] != self.up + self.down:
+            raise ValueError(f"per_cell must hold up + down = {self.up + self.down} pulses; "
+                             f"got {self.per_cell.weights.shape[0]}")
 
     @property
     def pulses(self) -> int:
@@ -164,6 +213,7 @@ def measure_pulse_response(
     start: float,
     *,
     progress: Progress | None = None,
+    per_cell: bool = False,
 ) -> PulseResponse:
     """Program every cell of ``tile`` to ``start``, then apply ``up`` up pulses and ``down``
     down pulses to all cells, reading the weights after each pulse.
@@ -175,6 +225,8 @@ def measure_pulse_response(
         down: number of single down pulses (>= 0), applied after the up pulses.
         start: the weight every cell is programmed to first (weight units, finite).
         progress: called as ``progress(done, up + down)`` after each pulse.
+        per_cell: also keep every cell's weight after programming and after each pulse
+            (:attr:`PulseResponse.per_cell`; ``8 * rows * cols * (up + down + 1)`` bytes).
 
     Raises:
         ValueError: ``up`` or ``down`` negative, or ``start`` not finite.
@@ -189,15 +241,20 @@ def measure_pulse_response(
     means: list[float] = []
     stds: list[float] = []
     total = up + down
+    trace = np.empty((total, shape[0] * shape[1])) if per_cell else None
     for sign, count in ((1, up), (-1, down)):
         pulses = np.full(shape, sign, dtype=np.int64)
         for _ in range(count):
             tile.apply_pulses(pulses)
             weights = np.asarray(tile.read_weights(), dtype=np.float64)
+            if trace is not None:
+                trace[len(means)] = weights.reshape(-1)
             means.append(float(weights.mean()))
             stds.append(float(weights.std()))
             if progress is not None:
                 progress(len(means), total)
+    cells = None if trace is None else CellTrace(
+        rows=shape[0], cols=shape[1], start=reached.reshape(-1).copy(), weights=trace)
     return PulseResponse(
         up=up,
         down=down,
@@ -207,4 +264,5 @@ def measure_pulse_response(
         mean=means,
         std=stds,
         cells=shape[0] * shape[1],
+        per_cell=cells,
     )

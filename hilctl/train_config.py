@@ -97,6 +97,27 @@ def load_toml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+#: The sections of a config file that configure one tile (with the top-level ``seed``, what
+#: ``hilctl characterize --config`` reads); the other sections only a training run uses.
+TILE_SECTIONS = ("device", "update", "periphery")
+
+
+def load_tile_toml(path: str | Path) -> dict[str, Any]:
+    """The ``[device]``, ``[update]`` and ``[periphery]`` sections and the ``seed`` of a config
+    file, for a command that opens one tile.
+
+    The file is checked as :func:`load_toml` checks it, so a file written for ``hilctl train``
+    (or one holding only a ``[device]`` section) is accepted as is; its sections that only a
+    training run uses (``[task]``, ``[algorithm]``, ``[tile]``, ``[run]``) are left out
+    unvalidated. ``ConfigError`` names the file for an unknown section or a bad seed.
+    """
+    data = load_toml(path)
+    seed = data.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ConfigError(f"--config {path}: seed must be an integer >= 0; got {seed!r}")
+    return {key: value for key, value in data.items() if key in (*TILE_SECTIONS, "seed")}
+
+
 def resolve_train_config(
     *,
     file_values: Mapping[str, Any] | None = None,

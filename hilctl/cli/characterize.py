@@ -1,9 +1,12 @@
 """``hilctl characterize``: measure a tile's pulse response (:mod:`hilctl.characterize`) on any
-backend, print it, and plot it."""
+backend, print it, plot it, and write its JSON record to a file."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -17,7 +20,15 @@ from hilctl.cli.options import (
     set_keys_help,
     tile_config_from_args,
 )
-from hilctl.cli.output import EXIT_FAILURE, EXIT_OK, error, print_json, progress_for, say
+from hilctl.cli.output import (
+    EXIT_FAILURE,
+    EXIT_OK,
+    error,
+    json_ready,
+    print_json,
+    progress_for,
+    say,
+)
 from hilctl.cli.parsing import UsageError, finite_float, nonnegative_int
 from hilctl.errors import HilctlError
 from hilctl.plotting import plot_pulse_response, require_matplotlib
@@ -27,8 +38,10 @@ from hilctl.plotting import plot_pulse_response, require_matplotlib
 _DESCRIPTION = """\
 Measure the pulse response of a tile: program every cell to --start, apply --up single up
 pulses to all cells, then --down single down pulses, and read the weights after each pulse.
-Prints the mean and spread over the cells (a short summary, or every point with --json) and
-can plot the curve (--plot, needs matplotlib).
+Prints the mean and spread over the cells (a short summary, or every point with --json), can
+write that JSON record to a file (--out, with every cell's trace too with --per-cell) and can
+plot the curve (--plot, needs matplotlib). The device can come from a config file (--config,
+e.g. the [device] section of a 'hilctl train' config).
 
 On a bench: --backend lab --station FILE.toml [--tile NAME] measures the cells of that tile
 region of the station (the first region by default; --rows/--cols default to its size)."""
@@ -43,7 +56,7 @@ def register(subparsers: Any) -> None:
         epilog=set_keys_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    add_tile_arguments(parser)
+    add_tile_arguments(parser, config_file=True)
     sweep = parser.add_argument_group("sweep")
     sweep.add_argument("--up", type=nonnegative_int, default=500,
                        help="up pulses, applied first (default: %(default)s)")
@@ -55,6 +68,12 @@ def register(subparsers: Any) -> None:
     output = parser.add_argument_group("output")
     output.add_argument("--json", action="store_true",
                         help="print one JSON object with every point instead of the summary")
+    output.add_argument("--out", metavar="FILE.json", type=Path,
+                        help="also write the JSON record --json prints into FILE.json "
+                        "(replaced whole, never left half-written)")
+    output.add_argument("--per-cell", action="store_true",
+                        help="add every cell's weight after programming and after each pulse "
+                        "to the JSON record (key per_cell; needs --json or --out)")
     output.add_argument("--plot", metavar="FILE.png", type=Path,
                         help="draw mean +- 1 std against pulse number into a PNG file")
     parser.set_defaults(handler=run)
@@ -69,8 +88,49 @@ def _check_plot_path(path: Path) -> None:
     require_matplotlib()
 
 
+def _check_out_path(path: Path) -> None:
+    """Refuse an ``--out`` file that could not be written, before a run that may take hours."""
+    if path.suffix.lower() != ".json":
+        raise UsageError(f"--out: the file name must end in .json; got {str(path)!r}")
+    parent = path.parent
+    if not parent.is_dir():
+        raise UsageError(f"--out: directory {str(parent)!r} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"--out: directory {str(parent)!r} is not writable")
+    if path.is_dir():
+        raise UsageError(f"--out: {str(path)!r} is a directory")
+
+
+def _write_json(record: dict[str, Any], path: Path) -> None:
+    """Write ``record`` as strict JSON into ``path`` through a temporary file in the same
+    directory and one rename, so ``path`` holds either its old content or the whole record.
+
+    The file gets the permissions a plain ``open`` would give it (0666 less the umask), not
+    the owner-only ones of a temporary file."""
+    text = json.dumps(json_ready(record), allow_nan=False)
+    umask = os.umask(0)
+    os.umask(umask)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            os.fchmod(stream.fileno(), 0o666 & ~umask)
+            stream.write(text)
+            stream.write("\n")
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
 def run(args: argparse.Namespace) -> int:
     """``hilctl characterize``: see :data:`_DESCRIPTION`."""
+    if args.per_cell and not (args.json or args.out is not None):
+        raise UsageError("--per-cell: the traces go into the JSON record; add --json or "
+                         "--out FILE.json")
+    if args.out is not None:
+        _check_out_path(args.out)  # before a run that may take hours on a chip
     backend, options = backend_from_args(args)
     resolve_tile_shape(args, backend, options)
     try:
@@ -96,7 +156,7 @@ def run(args: argparse.Namespace) -> int:
             try:
                 tile = backend.open_tile(config, **options)
                 response = measure_pulse_response(tile, args.up, args.down, args.start,
-                                                  progress=progress)
+                                                  progress=progress, per_cell=args.per_cell)
             finally:
                 report = backend.report()
     finally:
@@ -120,7 +180,9 @@ def run(args: argparse.Namespace) -> int:
         except OSError as exc:  # report after the results, which are not lost
             plot_error = f"--plot: could not write {str(args.plot)!r}: {exc.strerror or exc}"
 
-    if args.json:
+    written: str | None = None
+    out_error: str | None = None
+    if args.json or args.out is not None:
         record = {
             "hilctl": __version__,
             "command": "characterize",
@@ -140,8 +202,16 @@ def run(args: argparse.Namespace) -> int:
             "plot": plotted,
             "mean": response.mean,
             "std": response.std,
+            **({"per_cell": response.per_cell.as_json()} if response.per_cell is not None else {}),
             **({"bench": report} if report else {}),
         }
+        if args.out is not None:
+            try:
+                _write_json(record, args.out)
+                written = str(args.out)
+            except OSError as exc:  # report after the results, which are not lost
+                out_error = f"--out: could not write {str(args.out)!r}: {exc.strerror or exc}"
+    if args.json:
         print_json(record)
     else:
         where = backend.tile_label(tile, config, options)
@@ -153,6 +223,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {line}")
         if plotted is not None:
             print(f"  plot written to {plotted}")
-    if plot_error is not None:
-        return error(plot_error, EXIT_FAILURE)
-    return EXIT_OK
+        if written is not None:
+            print(f"  record written to {written}")
+    for problem in (plot_error, out_error):
+        if problem is not None:
+            error(problem)
+    return EXIT_FAILURE if plot_error or out_error else EXIT_OK

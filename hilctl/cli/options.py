@@ -21,9 +21,10 @@ from hilctl.config import (
     tile_config,
 )
 from hilctl.errors import BackendError, ConfigError
+from hilctl.train_config import TILE_SECTIONS, load_tile_toml
 
 #: Sections that ``--set SECTION.KEY=VALUE`` accepts where one tile is configured.
-SET_SECTIONS: tuple[str, ...] = ("device", "update", "periphery")
+SET_SECTIONS: tuple[str, ...] = TILE_SECTIONS
 
 
 # ---------------------------------------------------------------------------------------------
@@ -136,11 +137,14 @@ def set_keys_help(width: int = 79) -> str:
     return "\n".join(lines)
 
 
-def add_tile_arguments(parser: argparse.ArgumentParser, *, rows: int = 32, cols: int = 32) -> None:
+def add_tile_arguments(parser: argparse.ArgumentParser, *, rows: int = 32, cols: int = 32,
+                       config_file: bool = False) -> None:
     """Add the options that choose a backend and configure one tile on it.
 
     ``--rows``/``--cols`` default to None: the backend's own tile shape where it has one (a
-    bench's tile region), else ``rows``/``cols`` (see :func:`resolve_tile_shape`).
+    bench's tile region), else ``rows``/``cols`` (see :func:`resolve_tile_shape`). With
+    ``config_file``, also ``--config FILE.toml`` (:func:`hilctl.train_config.load_tile_toml`),
+    and ``--seed`` defaults to None (the file's seed, else 0; see :func:`tile_config_from_args`).
     """
     group = parser.add_argument_group("tile")
     add_backend_arguments(parser, one_tile=True, group=group)
@@ -163,13 +167,22 @@ def add_tile_arguments(parser: argparse.ArgumentParser, *, rows: int = 32, cols:
         help="switch off every device-to-device and cycle-to-cycle variation of the device "
         "(applied before --set, which may turn single ones back on)",
     )
+    if config_file:
+        group.add_argument(
+            "--config",
+            metavar="FILE.toml",
+            help="read [device], [update], [periphery] and seed from a TOML file first, the "
+            "sections 'hilctl train --config' reads (a train file's [task], [algorithm], [tile] "
+            "and [run] are ignored); --device, --no-variation, --set and --seed override it",
+        )
     note = ", or the backend's own tile size where it has one (a bench's tile region)"
     group.add_argument("--rows", type=positive_int, default=None,
                        help=f"rows (outputs) of the tile (default: {rows}{note})")
     group.add_argument("--cols", type=positive_int, default=None,
                        help=f"columns (inputs) of the tile (default: {cols}{note})")
-    group.add_argument("--seed", type=nonnegative_int, default=0,
-                       help="seed of every random draw of the backend (default: %(default)s)")
+    group.add_argument("--seed", type=nonnegative_int, default=None if config_file else 0,
+                       help="seed of every random draw of the backend (default: 0"
+                       + (", or the config file's seed)" if config_file else ")"))
     parser.set_defaults(default_shape=(rows, cols))
 
 
@@ -206,27 +219,35 @@ def parse_sets(items: list[str], sections: tuple[str, ...]) -> dict[str, dict[st
 
 def tile_config_from_args(args: argparse.Namespace, backend: Backend) -> TileConfig:
     """The validated tile config of the options added by :func:`add_tile_arguments`; device
-    and periphery settings are refused on a physical ``backend``.
+    and periphery settings (of the command line or the ``--config`` file) are refused on a
+    physical ``backend``.
+
+    Precedence as in ``hilctl train``: ``--set`` over ``--no-variation`` over the file, and the
+    model from ``--device``, else the file's ``[device] model``, else soft-bounds; ``--seed``
+    over the file's ``seed`` over 0.
 
     Raises :class:`hilctl.errors.ConfigError` (a ``ValueError``) naming the field and what is
     allowed.
     """
     sections = parse_sets(args.set, SET_SECTIONS)
-    refuse_emulator_settings(backend, emulator_settings_given(args, sections))
-    device = args.device or "soft-bounds"
-    device_values = {**(no_variation(device) if args.no_variation else {}),
-                     **sections["device"]}
-    if "model" in device_values:
+    path = getattr(args, "config", None)
+    file_values = load_tile_toml(path) if path else {}
+    refuse_emulator_settings(backend, emulator_settings_given(args, sections, file_values))
+    if "model" in sections["device"]:
         raise ConfigError(
             "device.model: choose the model with --device, not --set; allowed: "
             + ", ".join(DEVICE_CONFIGS)
         )
-    return tile_config(
+    filed = {section: dict(file_values.get(section, {})) for section in SET_SECTIONS}
+    device = args.device or str(filed["device"].pop("model", "soft-bounds"))
+    filed["device"].pop("model", None)  # --device chose the model over the file's
+    variation = no_variation(device) if args.no_variation and device in DEVICE_CONFIGS else {}
+    return tile_config(  # an unknown model is reported here, naming device.model
         rows=args.rows,
         cols=args.cols,
         device=device,
-        device_values=device_values,
-        update_values=sections["update"],
-        periphery_values=sections["periphery"],
-        seed=args.seed,
+        device_values={**filed["device"], **variation, **sections["device"]},
+        update_values={**filed["update"], **sections["update"]},
+        periphery_values={**filed["periphery"], **sections["periphery"]},
+        seed=args.seed if args.seed is not None else file_values.get("seed", 0),
     )
