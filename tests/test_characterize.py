@@ -328,7 +328,7 @@ def test_a_failed_write_keeps_the_old_file_and_the_results(capsys, monkeypatch, 
     def refuse(source: object, target: object) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("hilctl.cli.characterize.os.replace", refuse)
+    monkeypatch.setattr("hilctl.cli.output.os.replace", refuse)
     code, out, err = run(capsys, "characterize", *SMALL, "--up", "2", "--down", "2", "--json",
                          "--out", str(path))
     assert code == 1

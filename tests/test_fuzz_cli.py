@@ -27,7 +27,7 @@ from hilctl.cli import main
 from hilctl.config import DEVICE_CONFIGS, PeripheryConfig, UpdateConfig
 from hilctl.tasks import TASKS
 from hilctl.train_config import TileSection
-from sim.instruments.station import dump_toml
+from protocols.toml_writer import dump_toml
 
 #: Wall time one invocation may take before it is interrupted (s).
 BUDGET_S = 2.0

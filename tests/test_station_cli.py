@@ -22,7 +22,8 @@ from drivers.station import load_station
 from hilctl.cli import main
 from hilctl.runs import RunStore
 from protocols.station import StationConfig
-from sim.instruments.station import SimulatedStation, dump_toml, load_sim_station
+from protocols.toml_writer import dump_toml
+from sim.instruments.station import SimulatedStation, load_sim_station
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "sim_station.toml"
 RESOURCE = re.compile(r"TCPIP0::127\.0\.0\.1::\d+::SOCKET")

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -23,11 +21,13 @@ from hilctl.cli.options import (
 from hilctl.cli.output import (
     EXIT_FAILURE,
     EXIT_OK,
+    check_output_path,
     error,
     json_ready,
     print_json,
     progress_for,
     say,
+    write_atomically,
 )
 from hilctl.cli.parsing import UsageError, finite_float, nonnegative_int
 from hilctl.errors import HilctlError
@@ -80,48 +80,13 @@ def register(subparsers: Any) -> None:
 
 
 def _check_plot_path(path: Path) -> None:
-    if path.suffix.lower() != ".png":
-        raise UsageError(f"--plot: the file name must end in .png; got {str(path)!r}")
-    parent = path.parent
-    if not parent.is_dir():
-        raise UsageError(f"--plot: directory {str(parent)!r} does not exist")
+    check_output_path(path, "--plot", ".png")
     require_matplotlib()
 
 
-def _check_out_path(path: Path) -> None:
-    """Refuse an ``--out`` file that could not be written, before a run that may take hours."""
-    if path.suffix.lower() != ".json":
-        raise UsageError(f"--out: the file name must end in .json; got {str(path)!r}")
-    parent = path.parent
-    if not parent.is_dir():
-        raise UsageError(f"--out: directory {str(parent)!r} does not exist")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise UsageError(f"--out: directory {str(parent)!r} is not writable")
-    if path.is_dir():
-        raise UsageError(f"--out: {str(path)!r} is a directory")
-
-
 def _write_json(record: dict[str, Any], path: Path) -> None:
-    """Write ``record`` as strict JSON into ``path`` through a temporary file in the same
-    directory and one rename, so ``path`` holds either its old content or the whole record.
-
-    The file gets the permissions a plain ``open`` would give it (0666 less the umask), not
-    the owner-only ones of a temporary file."""
-    text = json.dumps(json_ready(record), allow_nan=False)
-    umask = os.umask(0)
-    os.umask(umask)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            os.fchmod(stream.fileno(), 0o666 & ~umask)
-            stream.write(text)
-            stream.write("\n")
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    """Write ``record`` as strict JSON into ``path``, replaced whole (never half-written)."""
+    write_atomically(path, json.dumps(json_ready(record), allow_nan=False) + "\n")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -130,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--per-cell: the traces go into the JSON record; add --json or "
                          "--out FILE.json")
     if args.out is not None:
-        _check_out_path(args.out)  # before a run that may take hours on a chip
+        check_output_path(args.out, "--out", ".json")  # before a run that may take hours on a chip
     backend, options = backend_from_args(args)
     resolve_tile_shape(args, backend, options)
     try:

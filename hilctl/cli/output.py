@@ -14,10 +14,14 @@ import json
 import math
 import os
 import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Any, TextIO
 
 import numpy as np
+
+from hilctl.cli.parsing import UsageError
 
 PROG = "hilctl"
 
@@ -113,3 +117,38 @@ def progress_for(label: str, enabled: bool) -> StderrProgress | None:
         return None
     isatty = getattr(sys.stderr, "isatty", None)
     return StderrProgress(label) if isatty is not None and isatty() else None
+
+
+def check_output_path(path: Path, option: str, suffix: str) -> None:
+    """Refuse (:class:`UsageError`) a file ``option`` names that could not be written, before
+    work that may take hours: a wrong suffix, a missing or read-only directory, a directory."""
+    if path.suffix.lower() != suffix:
+        raise UsageError(f"{option}: the file name must end in {suffix}; got {str(path)!r}")
+    parent = path.parent
+    if not parent.is_dir():
+        raise UsageError(f"{option}: directory {str(parent)!r} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"{option}: directory {str(parent)!r} is not writable")
+    if path.is_dir():
+        raise UsageError(f"{option}: {str(path)!r} is a directory")
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write ``text`` into ``path`` through a temporary file in the same directory and one
+    rename, so ``path`` holds either its old content or all of ``text``.
+
+    The file gets the permissions a plain ``open`` would give it (0666 less the umask), not
+    the owner-only ones of a temporary file."""
+    umask = os.umask(0)
+    os.umask(umask)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            os.fchmod(stream.fileno(), 0o666 & ~umask)
+            stream.write(text)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
