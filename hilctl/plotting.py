@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
     from hilctl.characterize import PulseResponse
+    from hilctl.fitting.twin import Quality
     from hilctl.runs import RunRecord
 
 MATPLOTLIB_MISSING = (
@@ -85,6 +86,42 @@ def plot_pulse_response(response: PulseResponse, path: str | Path, title: str) -
     ax.set_title(title, fontsize="medium")
     ax.grid(True, alpha=0.3)
     ax.legend(loc="best", fontsize="small", framealpha=0.9)
+    return save(fig, path, dpi=150)
+
+
+def plot_fit(quality: Quality, path: str | Path, title: str) -> Path:
+    """Draw measured and emulated pulse responses of a fit into the PNG file ``path``.
+
+    Top: the mean weight over the cells against the pulse number, measured and emulated from
+    the fitted parameters, each with its +-1 std band. Bottom: the residuals, measured minus
+    emulated, of the mean and of the spread.
+    """
+    require_matplotlib()
+    from matplotlib.figure import Figure
+
+    measured, emulated = quality.measured, quality.emulated
+    pulses = np.arange(measured.mean.size)
+    fig = Figure(figsize=(8, 6.4), dpi=150, layout="constrained")
+    top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=(3, 1.4))
+    for traces, colour, label in ((measured, "tab:blue", "measured"),
+                                  (emulated, "tab:orange", "emulated from the fit")):
+        top.plot(pulses, traces.mean, color=colour, linewidth=1.5, label=f"{label}: mean")
+        top.fill_between(pulses, traces.mean - traces.std, traces.mean + traces.std,
+                         color=colour, alpha=0.2, linewidth=0, label=f"{label}: ±1 std")
+    top.set_ylabel("weight (normalised units)")
+    top.set_title(f"{title}\nquality: {quality.verdict} (mean off by "
+                  f"{quality.mean_residual:.1%} of the swing, spread by "
+                  f"{quality.spread_residual:.1%})", fontsize="medium")
+    top.grid(True, alpha=0.3)
+    top.legend(loc="best", fontsize="small", framealpha=0.9)
+    bottom.plot(pulses, measured.mean - emulated.mean, color="tab:green", label="mean")
+    bottom.plot(pulses, measured.std - emulated.std, color="tab:red", label="std")
+    bottom.axhline(0, color="0.3", linewidth=0.8)
+    bottom.set_xlim(0, max(pulses[-1], 1))
+    bottom.set_xlabel("pulse number")
+    bottom.set_ylabel("measured − emulated")
+    bottom.grid(True, alpha=0.3)
+    bottom.legend(loc="best", fontsize="small", framealpha=0.9)
     return save(fig, path, dpi=150)
 
 

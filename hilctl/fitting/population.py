@@ -1,0 +1,175 @@
+"""A device model's parameters from per-cell estimates: the means, the device-to-device spreads
+and the cycle-to-cycle noise, each with its standard error.
+
+The emulator draws each cell's parameters around the model's means (docs/emulator.md, section
+2.3); this module inverts those draws:
+
+- bounds: ``b_max = w_max (1 + w_max_dtod xi)``, so ``w_max`` is the centre of the cells' upper
+  bounds and ``w_max_dtod`` their spread relative to it (likewise ``w_min``);
+- steps: ``dw_up = dw_min (gain + r + up_bias)``, ``dw_down = dw_min (gain - r + down_bias)``
+  with ``gain = 1 + dw_min_dtod xi`` and ``r = up_down_dtod xi'``. So the half difference
+  ``(dw_up - dw_down) / 2 = dw_min (r + up_down / 2)`` gives ``up_down`` and ``up_down_dtod``,
+  and the mean ``(dw_up + dw_down) / 2 = dw_min (gain - |up_down| / 2)`` gives ``dw_min`` and
+  ``dw_min_dtod``. pow-step's exponents are drawn the same way around ``pow_gamma``.
+
+Centres and spreads are the median and the scaled median absolute deviation (consistent for the
+normal draws, and not thrown by the few cells a short sweep leaves poorly determined). Each
+cell's estimate carries its own estimation noise; a spread is reported with the mean squared
+standard error of the cells taken off its variance, so a noisy measurement does not read as
+device-to-device variation.
+
+Cycle-to-cycle noise: a step's residual ``e = step - expected`` has variance
+``dw_min_std^2 expected^2 + 2 sigma_read^2`` where readings carry noise ``sigma_read``; the readings
+of a cell resting at a hard bound show the read noise alone (:func:`noise`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from hilctl.fitting.cells import CellFit, resting
+from hilctl.fitting.data import PulseData
+
+Array = NDArray[np.float64]
+
+#: Scale of the median absolute deviation to the standard deviation of a normal distribution.
+MAD_TO_STD = 1.4826
+#: Standard error of a median over that of a mean, for normal samples (sqrt(pi / 2)).
+MEDIAN_EFFICIENCY = math.sqrt(math.pi / 2)
+#: Fewest resting steps from which the read noise is estimated.
+MIN_RESTING = 20
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A value and its standard error (``error`` is None where it cannot be given)."""
+
+    value: float
+    error: float | None
+
+
+def centre(values: Array, errors: Array | None = None) -> Estimate:
+    """The median of the cells' estimates, and its standard error."""
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return Estimate(float("nan"), None)
+    median = float(np.median(values))
+    scale = MAD_TO_STD * float(np.median(np.abs(values - median)))
+    return Estimate(median, MEDIAN_EFFICIENCY * scale / math.sqrt(values.size))
+
+
+def spread(values: Array, errors: Array) -> Estimate:
+    """The device-to-device standard deviation of the cells' estimates, with their estimation
+    noise (``errors``, per cell) taken off, and its standard error."""
+    keep = np.isfinite(values) & np.isfinite(errors)
+    values, errors = values[keep], errors[keep]
+    if values.size < 2:
+        return Estimate(0.0, None)
+    median = float(np.median(values))
+    observed = (MAD_TO_STD * float(np.median(np.abs(values - median)))) ** 2
+    noise = float(np.median(errors**2))
+    variance = max(observed - noise, 0.0)
+    # Standard error of a variance estimated from n normal samples: sqrt(2 / n) of it; the MAD
+    # is about 2.7 times less efficient than the sample variance.
+    error_variance = observed * math.sqrt(2.7 * 2 / values.size)
+    std = math.sqrt(variance)
+    error = error_variance / (2 * std) if std > 0 else math.sqrt(error_variance)
+    return Estimate(std, error)
+
+
+def ratio(numerator: Estimate, denominator: Estimate) -> Estimate:
+    """``numerator / |denominator|`` with errors added in quadrature (relative)."""
+    value = numerator.value / abs(denominator.value)
+    if numerator.error is None or denominator.error is None:
+        return Estimate(value, None)
+    relative = math.hypot(numerator.error / abs(numerator.value) if numerator.value else 0.0,
+                          denominator.error / abs(denominator.value))
+    error = abs(value) * relative if numerator.value else numerator.error / abs(denominator.value)
+    return Estimate(value, error)
+
+
+def bounds(fit: CellFit) -> dict[str, Estimate]:
+    """``w_max``, ``w_min`` and their relative spreads."""
+    c, e = fit.cells, fit.errors
+    w_max, w_min = centre(c["b_max"]), centre(c["b_min"])
+    return {
+        "w_max": w_max,
+        "w_min": w_min,
+        "w_max_dtod": ratio(spread(c["b_max"], e["b_max"]), w_max),
+        "w_min_dtod": ratio(spread(c["b_min"], e["b_min"]), w_min),
+    }
+
+
+def paired(up: Array, down: Array, up_error: Array, down_error: Array,
+           names: tuple[str, str, str, str]) -> dict[str, Estimate]:
+    """Scale, relative spread, imbalance and spread of the imbalance of a pair of per-cell
+    quantities drawn as ``scale (gain + r + bias)`` (steps, or pow-step exponents)."""
+    scale_name, dtod_name, imbalance_name, imbalance_dtod_name = names
+    mean, half_difference = (up + down) / 2, (up - down) / 2
+    pair_error = np.hypot(up_error, down_error) / 2
+    half = centre(half_difference)
+    scale = centre(mean)
+    scale = Estimate(scale.value + abs(half.value), None if scale.error is None or half.error is None
+                     else math.hypot(scale.error, half.error))
+    imbalance = ratio(Estimate(2 * half.value, None if half.error is None else 2 * half.error),
+                      scale)
+    return {
+        scale_name: scale,
+        dtod_name: ratio(spread(mean, pair_error), scale),
+        imbalance_name: Estimate(imbalance.value, imbalance.error),
+        imbalance_dtod_name: ratio(spread(half_difference, pair_error), scale),
+    }
+
+
+def noise(fit: CellFit, data: PulseData) -> tuple[Estimate, float | None]:
+    """``(dw_min_std, read_noise)``: the relative cycle-to-cycle noise of a pulse, and the read
+    noise of a reading (weight units) where the data show it, else None.
+
+    A hard-bounded cell resting at a bound moves only by read noise, so consecutive readings
+    there differ with variance ``2 read_noise^2``; a model without hard bounds has no such rest,
+    and its read noise is counted as pulse noise. The residuals are corrected for the numbers
+    fitted from them (they are smaller than the noise by ``(n - k) / n``).
+    """
+    read_variance = 0.0
+    read_noise: float | None = None
+    if fit.reached is not None:
+        rest = data.steps[resting(data)]
+        if rest.size >= MIN_RESTING:  # the median: the step onto the bound is among them
+            read_noise = MAD_TO_STD * float(np.median(np.abs(rest - np.median(rest)))) / math.sqrt(2)
+            read_variance = read_noise**2
+    residual = (data.steps - fit.expected)[fit.used]
+    expected = fit.expected[fit.used]
+    n = residual.size
+    bounds_read_off = 2 * data.devices if fit.reached is not None else 0
+    fitted = fit.parameters - bounds_read_off
+    total = float(np.sum(residual**2)) * n / max(n - fitted, 1)
+    relative = max(total - 2 * read_variance * n, 0.0) / float(np.sum(expected**2))
+    std = math.sqrt(relative)
+    return Estimate(std, std / math.sqrt(2 * max(n - fitted, 1))), read_noise
+
+
+def model_parameters(fit: CellFit, data: PulseData) -> tuple[dict[str, Estimate], float | None]:
+    """Every fitted parameter of ``fit.model`` by its aihwkit name, and the read noise."""
+    c, e = fit.cells, fit.errors
+    parameters = bounds(fit)
+    parameters.update(paired(c["dw_up"], c["dw_down"], e["dw_up"], e["dw_down"],
+                             ("dw_min", "dw_min_dtod", "up_down", "up_down_dtod")))
+    std, read_noise = noise(fit, data)
+    parameters["dw_min_std"] = std
+    if fit.model == "linear-step":
+        for name in ("gamma_up", "gamma_down"):
+            parameters[name] = centre(c[name])
+            parameters[f"{name}_dtod"] = spread(c[name], e[name])
+    elif fit.model == "pow-step":
+        parameters.update(paired(c["gamma_up"], c["gamma_down"], e["gamma_up"], e["gamma_down"],
+                                 ("pow_gamma", "pow_gamma_dtod", "pow_up_down",
+                                  "pow_up_down_dtod")))
+    for name, value in fit.shared.items():
+        error = fit.shared_errors.get(name)
+        parameters[name] = Estimate(value, error if error is not None and math.isfinite(error)
+                                    else None)
+    return parameters, read_noise
