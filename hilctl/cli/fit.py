@@ -45,7 +45,7 @@ The fit estimates the mean parameters (dw_min, up_down, w_max, w_min and the mod
 device-to-device spreads (*_dtod) and the cycle-to-cycle noise (dw_min_std), each with a
 standard error, then replays the measured pulses on the emulator with the fitted parameters and
 compares the mean and spread traces (the quality). --device auto fits every model and keeps the
-one with the lowest Bayesian information criterion (BIC) of the steps.
+one whose twin follows best (verdict), then the lowest Bayesian information criterion (BIC).
 
 Exit codes: 0 fitted; 2 the file is not a pulse response; 4 the fit did not converge (the best
 parameters so far are printed)."""
@@ -85,7 +85,7 @@ def device_toml(fit: DeviceFit, data: PulseData) -> str:
 
 
 def _record(fit: DeviceFit, data: PulseData, quality: Quality,
-            scores: dict[str, float | None] | None) -> dict[str, Any]:
+            scores: dict[str, dict[str, Any]] | None) -> dict[str, Any]:
     record: dict[str, Any] = {
         "hilctl": __version__,
         "command": "fit",
@@ -102,8 +102,8 @@ def _record(fit: DeviceFit, data: PulseData, quality: Quality,
         "seconds": fit.seconds,
     }
     if scores is not None:
-        record["selection"] = {"criterion": "BIC of the steps (lower is better)",
-                               "scores": scores}
+        record["selection"] = {"criterion": "the twin's verdict, then the BIC of the steps "
+                                            "(lower is better)", "scores": scores}
     if data.mapping is not None:
         low = data.mapping.to_conductance(fit.device["w_min"])
         high = data.mapping.to_conductance(fit.device["w_max"])
@@ -122,13 +122,14 @@ def _format(value: Any) -> str:
 
 
 def _print(fit: DeviceFit, data: PulseData, quality: Quality,
-           scores: dict[str, float | None] | None) -> None:
+           scores: dict[str, dict[str, Any]] | None) -> None:
     print(f"{data.source}: {data.devices} devices, {data.pulses} pulses; "
           f"{fit.model} fitted in {fit.seconds:.2f} s")
     if scores is not None:
-        ranked = sorted((s, m) for m, s in scores.items() if s is not None)
-        print("  model chosen by BIC of the steps (lower is better): "
-              + ", ".join(f"{m} {s:.4g}" for s, m in ranked))
+        print("  model chosen by the twin's verdict, then the BIC of the steps (lower is better):")
+        for name, score in scores.items():
+            bic = "did not fit" if score["bic"] is None else f"BIC {score['bic']:.6g}"
+            print(f"    {name:<14} {score['verdict'] or '-':<5} {bic}")
     width = max(len(k) for k in fit.device)
     for name, value in fit.device.items():
         if name == "model":
@@ -156,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
         check_output_path(args.plot, "--plot", ".png")
         require_matplotlib()
     data = load_pulse_data(args.data)
-    scores: dict[str, float | None] | None = None
+    scores: dict[str, dict[str, Any]] | None = None
     try:
         if args.device == "auto":
             fit, scores = choose_model(data, nodes=args.nodes)

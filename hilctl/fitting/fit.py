@@ -4,8 +4,9 @@ their uncertainties, and which model explains the data best.
 :func:`fit_device` runs the model's per-cell fit (:mod:`hilctl.fitting.cells`), turns it into the
 model's parameters (:mod:`hilctl.fitting.population`) and validates them as a device config, so
 what it returns is a ``[device]`` section that ``hilctl train`` and ``hilctl characterize`` take.
-:func:`choose_model` fits every model and keeps the one with the lowest Bayesian information
-criterion (BIC) of the steps, which weighs the residual against the number of fitted numbers.
+:func:`choose_model` fits every model and keeps the one whose emulated twin follows the
+measurement best, and among those the one with the lowest Bayesian information criterion (BIC) of
+the steps, which weighs the residual against the number of fitted numbers.
 """
 
 from __future__ import annotations
@@ -24,11 +25,14 @@ from hilctl.fitting import cells
 from hilctl.fitting.cells import CellFit, NotConverged
 from hilctl.fitting.data import PulseData
 from hilctl.fitting.population import Estimate, model_parameters
+from hilctl.fitting.twin import compare
 
 #: Significant digits kept of a fitted value in the ``[device]`` section.
 DIGITS = 5
 #: Nodes of a fitted piecewise table, per direction, unless asked otherwise.
 DEFAULT_NODES = 5
+#: Twin verdicts from best to worst (:data:`hilctl.fitting.twin.VERDICTS`).
+VERDICT_ORDER = ("good", "fair", "poor")
 #: exp-step's ``a`` and ``b`` only enter through ``gamma a`` and ``A exp(gamma b)``: they are
 #: held at aihwkit's defaults and the other four parameters fitted.
 EXP_HELD = ("a", "b")
@@ -90,7 +94,7 @@ def information_criterion(fit: CellFit, data: PulseData) -> float:
     before it and clipped to the cell's bounds as the device clips it."""
     predicted = np.clip(data.before + fit.expected, fit.cells["b_min"][:, None],
                         fit.cells["b_max"][:, None])
-    residual = data.weights[:, 1:] - predicted
+    residual = (data.weights[:, 1:] - predicted)[np.all(np.isfinite(predicted), axis=1)]
     n = residual.size
     rss = float(np.sum(residual**2))
     return n * math.log(max(rss, 1e-300) / n) + fit.parameters * math.log(n)
@@ -159,27 +163,41 @@ def fit_device(data: PulseData, model: str, *, nodes: int = DEFAULT_NODES) -> De
             uncertainty[name] = None
             held[name] = ("held at aihwkit's default: the response depends on it only through "
                           "A exp(gamma b) and gamma a")
+    if model == "piecewise":
+        device["up_down"] = 0.0
+        uncertainty["up_down"] = None
+        held["up_down"] = ("0 by definition: the down table is scaled so that the cells' up and "
+                           "down steps match, and the tables hold the asymmetry")
     if model in ("soft-bounds", "linear-step"):
         device["mult_noise"] = True
         uncertainty["mult_noise"] = None
     device = _valid(device, fit.problem)
-    return DeviceFit(model, device, uncertainty, fit, read_noise,
-                     information_criterion(fit, data), time.perf_counter() - began, held)
+    bic = information_criterion(fit, data)
+    return DeviceFit(model, device, uncertainty, fit, read_noise, bic,
+                     time.perf_counter() - began, held)
 
 
 def choose_model(data: PulseData, *, nodes: int = DEFAULT_NODES
-                 ) -> tuple[DeviceFit, dict[str, float | None]]:
-    """Fit every model; the one with the lowest BIC, and every model's BIC (None: the model
-    did not fit)."""
+                 ) -> tuple[DeviceFit, dict[str, dict[str, Any]]]:
+    """Fit every model and keep the one whose emulated twin follows the measurement best (by
+    verdict: good, fair, poor), and among those the lowest BIC; every model's verdict and BIC
+    (None: the model did not fit).
+
+    The BIC alone favours flexible models whose per-cell fits absorb noise (a piecewise table
+    draws soft bounds' line as well); the twin shows whether the fitted population also
+    reproduces the measured mean and spread."""
     fits: dict[str, DeviceFit] = {}
-    scores: dict[str, float | None] = {}
+    scores: dict[str, dict[str, Any]] = {}
     for model in DEVICE_CONFIGS:
         try:
-            fits[model] = fit_device(data, model, nodes=nodes)
-            scores[model] = fits[model].bic
+            fit = fit_device(data, model, nodes=nodes)
         except NotConverged:
-            scores[model] = None
+            scores[model] = {"verdict": None, "bic": None}
+            continue
+        fits[model] = fit
+        scores[model] = {"verdict": compare(data, fit.device).verdict, "bic": fit.bic}
     if not fits:
         raise NotConverged("auto", "no device model fitted the data")
-    best = min(fits.values(), key=lambda f: f.bic)
+    best = min(fits.values(), key=lambda f: (VERDICT_ORDER.index(scores[f.model]["verdict"]),
+                                             f.bic))
     return best, scores

@@ -141,8 +141,9 @@ def noise(fit: CellFit, data: PulseData) -> tuple[Estimate, float | None]:
         if rest.size >= MIN_RESTING:  # the median: the step onto the bound is among them
             read_noise = MAD_TO_STD * float(np.median(np.abs(rest - np.median(rest)))) / math.sqrt(2)
             read_variance = read_noise**2
-    residual = (data.steps - fit.expected)[fit.used]
-    expected = fit.expected[fit.used]
+    used = fit.used & np.isfinite(fit.expected)
+    residual = (data.steps - fit.expected)[used]
+    expected = fit.expected[used]
     n = residual.size
     bounds_read_off = 2 * data.devices if fit.reached is not None else 0
     fitted = fit.parameters - bounds_read_off
