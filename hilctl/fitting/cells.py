@@ -280,7 +280,7 @@ def fit_linear_step(data: PulseData) -> CellFit:
         "linear-step",
         {"dw_up": up.intercept, "dw_down": down.intercept, "b_max": top, "b_min": bottom,
          "gamma_up": gamma_up, "gamma_down": gamma_down},
-        {"dw_up": np.sqrt(up.var_intercept), "dw_down": np.sqrt(down.var_intercept),
+        {"dw_up": np.sqrt(np.abs(up.var_intercept)), "dw_down": np.sqrt(np.abs(down.var_intercept)),
          "b_max": zeros, "b_min": zeros,
          "gamma_up": se_gamma_up, "gamma_down": se_gamma_down},
         expected, used, 6 * data.devices, reached=reached)
@@ -299,7 +299,7 @@ def fit_soft_bounds(data: PulseData) -> CellFit:
     return CellFit(
         "soft-bounds",
         {"dw_up": up.intercept, "dw_down": down.intercept, "b_max": b_max, "b_min": b_min},
-        {"dw_up": np.sqrt(up.var_intercept), "dw_down": np.sqrt(down.var_intercept),
+        {"dw_up": np.sqrt(np.abs(up.var_intercept)), "dw_down": np.sqrt(np.abs(down.var_intercept)),
          "b_max": se_b_max, "b_min": se_b_min},
         expected, used, 4 * data.devices)
 
@@ -434,9 +434,56 @@ def _pow_steps(params: Array, before: Array, up: Mask) -> tuple[Array, Array]:
     return steps, jac
 
 
+class _PowCell:
+    """One cell's weighted pow-step residuals and their Jacobian, computed once per trial point
+    (the optimiser asks for both at the same point)."""
+
+    def __init__(self, before: Array, steps: Array, up: Mask, weight: Array) -> None:
+        self.before, self.steps, self.up, self.weight = before, steps, up, weight
+        self._at: Array | None = None
+        self._residuals = self._jacobian = np.empty(0)
+
+    def _evaluate(self, params: Array) -> None:
+        if self._at is None or not np.array_equal(params, self._at):
+            expected, jacobian = _pow_steps(params, self.before, self.up)
+            self._at = params.copy()
+            self._residuals = (expected - self.steps) * self.weight
+            self._jacobian = jacobian * self.weight[:, None]
+
+    def residuals(self, params: Array) -> Array:
+        self._evaluate(params)
+        return self._residuals
+
+    def jacobian(self, params: Array) -> Array:
+        self._evaluate(params)
+        return self._jacobian
+
+
+def _pow_start(start: CellFit, cell: int, before: Array) -> tuple[Array, Array, Array]:
+    """``(x0, lower, upper)`` of one cell's pow-step fit: its soft-bounds fit with exponent 1,
+    the bounds kept outside the readings (and not absurdly far)."""
+    s = start.cells
+    low, high = float(before.min()), float(before.max())
+    spread = max(high - low, 1e-12)
+    b_max = max(float(s["b_max"][cell]), high + 1e-3 * spread)
+    b_min = min(float(s["b_min"][cell]), low - 1e-3 * spread)
+    if not np.isfinite(b_max) or b_max > high + 10 * spread:
+        b_max = high + 0.1 * spread
+    if not np.isfinite(b_min) or b_min < low - 10 * spread:
+        b_min = low - 0.1 * spread
+    x0 = np.array([abs(float(s["dw_up"][cell])) * 2, abs(float(s["dw_down"][cell])) * 2,
+                   b_max, b_min, 1.0, 1.0])
+    lower = np.array([0, 0, high, low - 100 * spread, POW_EXPONENTS[0], POW_EXPONENTS[0]])
+    upper = np.array([np.inf, np.inf, high + 100 * spread, low, POW_EXPONENTS[1],
+                      POW_EXPONENTS[1]])
+    margin = 1e-9 * (b_max - b_min)
+    return np.clip(x0, lower + margin, upper - margin), lower, upper
+
+
 def fit_pow_step(data: PulseData) -> CellFit:
     """Each cell's scales, bounds and exponents by its own least-squares fit, started from its
-    soft-bounds fit (pow-step with exponent 1 is soft bounds)."""
+    soft-bounds fit (pow-step with exponent 1 is soft bounds). A pulse's noise scales with its
+    step, so each step is weighed by the inverse of its soft-bounds estimate."""
     start = fit_soft_bounds(data)
     up = data.directions > 0
     names = ["dw_up", "dw_down", "b_max", "b_min", "gamma_up", "gamma_down"]
@@ -444,31 +491,16 @@ def fit_pow_step(data: PulseData) -> CellFit:
     estimates = np.zeros((data.devices, 6))
     errors = np.zeros((data.devices, 6))
     expected = np.zeros(data.before.shape)
+    all_before, all_steps = data.before, data.steps
     for cell in range(data.devices):
-        before, steps = data.before[cell], data.steps[cell]
-        low, high = float(before.min()), float(before.max())
-        spread = max(high - low, 1e-12)
-        s = start.cells
-        b_max = max(float(s["b_max"][cell]), high + 1e-3 * spread)
-        b_min = min(float(s["b_min"][cell]), low - 1e-3 * spread)
-        if not np.isfinite(b_max) or b_max > high + 10 * spread:
-            b_max = high + 0.1 * spread
-        if not np.isfinite(b_min) or b_min < low - 10 * spread:
-            b_min = low - 0.1 * spread
-        span = b_max - b_min
-        x0 = np.array([abs(float(s["dw_up"][cell])) * 2, abs(float(s["dw_down"][cell])) * 2,
-                       b_max, b_min, 1.0, 1.0])
-        lower = np.array([0, 0, high, low - 100 * spread, POW_EXPONENTS[0], POW_EXPONENTS[0]])
-        upper = np.array([np.inf, np.inf, high + 100 * spread, low, POW_EXPONENTS[1],
-                          POW_EXPONENTS[1]])
-        x0 = np.clip(x0, lower + 1e-9 * span, upper - 1e-9 * span)
-        # a pulse's noise scales with its step: weigh each step by its soft-bounds estimate
+        before = all_before[cell]
+        x0, lower, upper = _pow_start(start, cell, before)
         guess = np.abs(start.expected[cell])
-        weight = 1 / np.maximum(guess, 0.1 * np.median(guess))
-        result = least_squares(
-            lambda p, b=before, s=steps, w=weight: (_pow_steps(p, b, up)[0] - s) * w, x0,
-            jac=lambda p, b=before, w=weight: _pow_steps(p, b, up)[1] * w[:, None],
-            bounds=(lower, upper), x_scale="jac", ftol=POW_TOLERANCE, xtol=POW_TOLERANCE)
+        problem = _PowCell(before, all_steps[cell], up,
+                           1 / np.maximum(guess, 0.1 * np.median(guess)))
+        result = least_squares(problem.residuals, x0, jac=problem.jacobian,
+                               bounds=(lower, upper), x_scale="jac", ftol=POW_TOLERANCE,
+                               xtol=POW_TOLERANCE)
         failed += not result.success
         estimates[cell] = result.x
         errors[cell] = list(_shared_errors(result, before.size, names).values())
