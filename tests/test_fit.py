@@ -20,13 +20,15 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hilctl.backends import open_tile
 from hilctl.characterize import measure_pulse_response
 from hilctl.cli import main
 from hilctl.config import device_config, tile_config
 from hilctl.fitting import fit_device, load_pulse_data
-from hilctl.fitting.data import PulseData
+from hilctl.fitting.data import DataError, PulseData
 
 SIZE = 32
 PULSES = 200
@@ -252,3 +254,61 @@ def test_a_model_that_cannot_fit_exits_4_with_the_best_parameters(capsys, tmp_pa
     code, _, err = run(capsys, "fit", str(path), "--device", "soft-bounds")
     assert code == 4
     assert "did not converge" in err and "best parameters so far" in err
+
+
+# ---------------------------------------------------------------------------------------------
+# The file readers never fail but with a DataError
+# ---------------------------------------------------------------------------------------------
+
+_cell = st.one_of(st.sampled_from(["up", "down", "UP", "", "nan", "inf", "1e999", "-0.5",
+                                   "0.1", "3", "x", "1,2"]),
+                  st.floats(allow_nan=True, allow_infinity=True).map(repr),
+                  st.integers(-3, 30).map(str), st.text(max_size=4))
+_header = st.lists(st.sampled_from(["device", "pulse", "direction", "weight", "conductance",
+                                    "cycle", "other"]), min_size=0, max_size=6)
+
+
+@settings(max_examples=150, deadline=None, derandomize=True)
+@given(header=_header, rows=st.lists(st.lists(_cell, min_size=0, max_size=7), max_size=14))
+def test_any_csv_is_read_or_refused_with_a_data_error(tmp_path_factory, header, rows) -> None:
+    path = tmp_path_factory.mktemp("csv") / "data.csv"
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+    try:
+        data = load_pulse_data(path)
+    except DataError as exc:
+        assert "\n" not in str(exc)
+        return
+    assert np.all(np.isfinite(data.weights)) and data.weights.shape[1] == data.pulses + 1
+
+
+_json_value = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(-5, 5), st.floats(allow_nan=True),
+              st.text(max_size=3)),
+    lambda inner: st.one_of(st.lists(inner, max_size=4),
+                            st.dictionaries(st.sampled_from(["up", "down", "rows", "cols",
+                                                             "start", "weights", "per_cell"]),
+                                            inner, max_size=6)),
+    max_leaves=20)
+
+
+@settings(max_examples=150, deadline=None, derandomize=True)
+@given(record=st.dictionaries(st.sampled_from(["up", "down", "per_cell", "mean"]), _json_value,
+                              max_size=4),
+       cells=st.one_of(st.none(), st.fixed_dictionaries({
+           "rows": st.integers(-1, 3), "cols": st.integers(-1, 3),
+           "start": st.lists(st.floats(allow_nan=True), max_size=9),
+           "weights": st.lists(st.lists(st.floats(allow_nan=True), max_size=9), max_size=8)})))
+def test_any_json_is_read_or_refused_with_a_data_error(tmp_path_factory, record, cells) -> None:
+    if cells is not None:
+        record = {**record, "per_cell": cells}
+    path = tmp_path_factory.mktemp("json") / "data.json"
+    path.write_text(json.dumps(record))
+    try:
+        data = load_pulse_data(path)
+    except DataError as exc:
+        assert "\n" not in str(exc)
+        return
+    assert np.all(np.isfinite(data.weights)) and data.weights.shape[1] == data.pulses + 1
