@@ -26,9 +26,10 @@ from hypothesis import strategies as st
 from hilctl.backends import open_tile
 from hilctl.characterize import measure_pulse_response
 from hilctl.cli import main
-from hilctl.config import device_config, tile_config
+from hilctl.config import DEVICE_CONFIGS, device_config, tile_config
 from hilctl.fitting import fit_device, load_pulse_data
 from hilctl.fitting.data import DataError, PulseData
+from hilctl.fitting.fit import CELL_FITS
 
 SIZE = 32
 PULSES = 200
@@ -70,6 +71,10 @@ def _close(name: str, fitted: float, true: float, error: float | None) -> bool:
         return abs(fitted - true) <= 0.2 * abs(true)
     within_error = error is not None and abs(fitted - true) <= 3 * error
     return within_error or (true != 0 and abs(fitted - true) <= 0.05 * abs(true))
+
+
+def test_every_device_model_has_a_fit_and_a_round_trip() -> None:
+    assert set(CELL_FITS) == set(DEVICE_CONFIGS) == set(TRUTH)
 
 
 @pytest.mark.parametrize("model", list(TRUTH))

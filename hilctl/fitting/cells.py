@@ -496,9 +496,9 @@ def fit_pow_step(data: PulseData) -> CellFit:
         before = all_before[cell]
         x0, lower, upper = _pow_start(start, cell, before)
         guess = np.abs(start.expected[cell])
-        problem = _PowCell(before, all_steps[cell], up,
-                           1 / np.maximum(guess, 0.1 * np.median(guess)))
-        result = least_squares(problem.residuals, x0, jac=problem.jacobian,
+        one_cell = _PowCell(before, all_steps[cell], up,
+                            1 / np.maximum(guess, 0.1 * np.median(guess)))
+        result = least_squares(one_cell.residuals, x0, jac=one_cell.jacobian,
                                bounds=(lower, upper), x_scale="jac", ftol=POW_TOLERANCE,
                                xtol=POW_TOLERANCE)
         failed += not result.success

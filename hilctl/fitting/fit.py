@@ -76,17 +76,20 @@ def _error(estimate: Estimate) -> float | None:
     return _rounded(estimate.error)
 
 
-def _cell_fit(model: str, data: PulseData, nodes: int) -> CellFit:
-    fits: dict[str, Callable[[], CellFit]] = {
-        "constant-step": lambda: cells.fit_constant_step(data),
-        "linear-step": lambda: cells.fit_linear_step(data),
-        "soft-bounds": lambda: cells.fit_soft_bounds(data),
-        "pow-step": lambda: cells.fit_pow_step(data),
-        "exp-step": lambda: cells.fit_exp_step(data, *(ExpStepConfig.model_fields[n].default
-                                                       for n in EXP_HELD)),
-        "piecewise": lambda: cells.fit_piecewise(data, nodes),
-    }
-    return fits[model]()
+def _fit_exp_step(data: PulseData, nodes: int) -> CellFit:
+    held = (ExpStepConfig.model_fields[name].default for name in EXP_HELD)
+    return cells.fit_exp_step(data, *held)
+
+
+#: The per-cell fit of every device model: ``fit(data, nodes)``.
+CELL_FITS: dict[str, Callable[[PulseData, int], CellFit]] = {
+    "constant-step": lambda data, nodes: cells.fit_constant_step(data),
+    "linear-step": lambda data, nodes: cells.fit_linear_step(data),
+    "soft-bounds": lambda data, nodes: cells.fit_soft_bounds(data),
+    "pow-step": lambda data, nodes: cells.fit_pow_step(data),
+    "exp-step": _fit_exp_step,
+    "piecewise": cells.fit_piecewise,
+}
 
 
 def information_criterion(fit: CellFit, data: PulseData) -> float:
@@ -153,7 +156,7 @@ def fit_device(data: PulseData, model: str, *, nodes: int = DEFAULT_NODES) -> De
         NotConverged: the optimiser did not converge or the result is not a valid device.
     """
     began = time.perf_counter()
-    fit = _cell_fit(model, data, nodes)
+    fit = CELL_FITS[model](data, nodes)
     estimates, read_noise = model_parameters(fit, data)
     device, uncertainty = _section(model, estimates)
     held: dict[str, str] = {}
