@@ -219,6 +219,13 @@ def _signed(data: PulseData, up_size: Array, down_size: Array) -> Array:
     return np.where(data.directions > 0, up_size, -down_size)
 
 
+def _line_steps(data: PulseData, up: _Line, down: _Line) -> Array:
+    """Signed expected steps of per-cell lines (non-finite for a cell whose line is)."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        return _signed(data, up.intercept[:, None] + up.slope[:, None] * data.before,
+                       down.intercept[:, None] + down.slope[:, None] * data.before)
+
+
 def _scale_by_projection(size: Array, response: Array, mask: Mask) -> tuple[Array, Array]:
     """Per-cell scale ``c`` minimising ``sum (size - c response)^2`` over ``mask``, with its
     standard error."""
@@ -274,8 +281,7 @@ def fit_linear_step(data: PulseData) -> CellFit:
     gamma_up, se_gamma_up = _relative_slope(up, w_max)
     gamma_down, se_gamma_down = _relative_slope(down, w_min)
     zeros = np.zeros_like(top)
-    expected = _signed(data, up.intercept[:, None] + up.slope[:, None] * data.before,
-                       down.intercept[:, None] + down.slope[:, None] * data.before)
+    expected = _line_steps(data, up, down)
     return CellFit(
         "linear-step",
         {"dw_up": up.intercept, "dw_down": down.intercept, "b_max": top, "b_min": bottom,
@@ -294,8 +300,7 @@ def fit_soft_bounds(data: PulseData) -> CellFit:
     up, down = _fit_lines(up_steps), _fit_lines(down_steps)
     b_max, se_b_max = _ratio(up)
     b_min, se_b_min = _ratio(down)
-    expected = _signed(data, up.intercept[:, None] + up.slope[:, None] * data.before,
-                       down.intercept[:, None] + down.slope[:, None] * data.before)
+    expected = _line_steps(data, up, down)
     return CellFit(
         "soft-bounds",
         {"dw_up": up.intercept, "dw_down": down.intercept, "b_max": b_max, "b_min": b_min},

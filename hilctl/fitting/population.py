@@ -131,8 +131,9 @@ def noise(fit: CellFit, data: PulseData) -> tuple[Estimate, float | None]:
 
     A hard-bounded cell resting at a bound moves only by read noise, so consecutive readings
     there differ with variance ``2 read_noise^2``; a model without hard bounds has no such rest,
-    and its read noise is counted as pulse noise. The residuals are corrected for the numbers
-    fitted from them (they are smaller than the noise by ``(n - k) / n``).
+    and its read noise is counted as pulse noise. Each cell's residuals give its own estimate,
+    corrected for the numbers fitted from them (residuals are smaller than the noise by
+    ``(n - k) / n``); the result is their median, which a few poorly fitted cells do not move.
     """
     read_variance = 0.0
     read_noise: float | None = None
@@ -142,15 +143,18 @@ def noise(fit: CellFit, data: PulseData) -> tuple[Estimate, float | None]:
             read_noise = MAD_TO_STD * float(np.median(np.abs(rest - np.median(rest)))) / math.sqrt(2)
             read_variance = read_noise**2
     used = fit.used & np.isfinite(fit.expected)
-    residual = (data.steps - fit.expected)[used]
-    expected = fit.expected[used]
-    n = residual.size
-    bounds_read_off = 2 * data.devices if fit.reached is not None else 0
-    fitted = fit.parameters - bounds_read_off
-    total = float(np.sum(residual**2)) * n / max(n - fitted, 1)
-    relative = max(total - 2 * read_variance * n, 0.0) / float(np.sum(expected**2))
-    std = math.sqrt(relative)
-    return Estimate(std, std / math.sqrt(2 * max(n - fitted, 1))), read_noise
+    n = used.sum(axis=1)
+    bounds_read_off = 2 if fit.reached is not None else 0
+    fitted_per_cell = (fit.parameters - bounds_read_off * data.devices) / data.devices
+    residual = np.where(used, data.steps - fit.expected, 0.0)
+    expected = np.where(used, fit.expected, 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        total = (residual**2).sum(axis=1) * n / (n - fitted_per_cell)
+        relative = (total - 2 * read_variance * n) / (expected**2).sum(axis=1)
+    per_cell = np.sqrt(np.maximum(relative[(n > fitted_per_cell + 1) & np.isfinite(relative)], 0))
+    if per_cell.size == 0:
+        return Estimate(float("nan"), None), read_noise
+    return centre(per_cell), read_noise
 
 
 def model_parameters(fit: CellFit, data: PulseData) -> tuple[dict[str, Estimate], float | None]:
