@@ -317,3 +317,14 @@ def test_any_json_is_read_or_refused_with_a_data_error(tmp_path_factory, record,
         assert "\n" not in str(exc)
         return
     assert np.all(np.isfinite(data.weights)) and data.weights.shape[1] == data.pulses + 1
+
+
+def test_a_sweep_from_zero_is_told_that_its_up_response_is_extrapolated(capsys, tmp_path) -> None:
+    path = tmp_path / "from-zero.json"
+    code, _, err = run(capsys, "characterize", "--rows", "8", "--cols", "8", "--up", "60",
+                       "--down", "120", "--set", "device.dw_min=0.02", "--per-cell", "--out",
+                       str(path))
+    assert code == 0, err
+    code, out, err = run(capsys, "fit", str(path), "--device", "soft-bounds")
+    assert code == 0, err
+    assert "the up pulses started from only" in out and "down pulses started" not in out

@@ -34,6 +34,10 @@ from hilctl.fitting import (
 from hilctl.plotting import plot_fit, require_matplotlib
 from protocols.toml_writer import dump_toml
 
+#: Share of the weight range each direction's pulses must start from before a note says the rest
+#: of its response is extrapolated.
+COVERED = 0.8
+
 _DESCRIPTION = """\
 Fit a device model to a measured pulse response and write it as a [device] section.
 
@@ -99,6 +103,7 @@ def _record(fit: DeviceFit, data: PulseData, quality: Quality,
         "held": fit.held,
         "read_noise": fit.read_noise,
         "bounds_reached": fit.cell_fit.reached,
+        "coverage": data.coverage(),
         "seconds": fit.seconds,
     }
     if scores is not None:
@@ -143,6 +148,11 @@ def _print(fit: DeviceFit, data: PulseData, quality: Quality,
     if fit.cell_fit.reached is not None and fit.cell_fit.reached < 0.9:
         print(f"  note: only {fit.cell_fit.reached:.0%} of the cells rested at both bounds; "
               "w_max and w_min are then too narrow: measure with more pulses")
+    for direction, share in data.coverage().items():
+        if share < COVERED:
+            print(f"  note: the {direction} pulses started from only {share:.0%} of the weight "
+                  f"range; the {direction} response is extrapolated over the rest: measure from "
+                  "the lower bound up and back (characterize --start at w_min)")
     if data.mapping is not None:
         print(f"  mapping (station [mapping]): g_ref = {data.mapping.g_ref:.6g} S, "
               f"g_scale = {data.mapping.g_scale:.6g} S, dw_min = {fit.device['dw_min']:.4g}")

@@ -102,6 +102,18 @@ class PulseData:
         """``(devices, pulses)`` the change of the weight by each pulse."""
         return np.diff(self.weights, axis=1)
 
+    def coverage(self) -> dict[str, float]:
+        """Share of the weight range (the mean over devices of lowest to highest reading) that
+        the up and the down pulses started from: below 1, the response of that direction is
+        extrapolated over the rest."""
+        low, high = self.weights.min(axis=1), self.weights.max(axis=1)
+        span = np.where(high > low, high - low, 1.0)
+        shares = {}
+        for sign, name in ((1, "up"), (-1, "down")):
+            before = self.before[:, self.directions == sign]
+            shares[name] = float(np.mean((before.max(axis=1) - before.min(axis=1)) / span))
+        return shares
+
     def sweep(self) -> tuple[int, int] | None:
         """``(up, down)`` where the sequence is up pulses then down pulses (a characterisation's
         sweep, which the emulated twin can repeat), else None."""
