@@ -140,10 +140,11 @@ def measured(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Path:
 
 def test_fit_json_holds_device_uncertainty_and_quality_and_the_toml_runs(
         capsys, tmp_path, measured) -> None:
-    toml = tmp_path / "device.toml"
+    toml, png = tmp_path / "device.toml", tmp_path / "fit.png"
     code, out, err = run(capsys, "fit", str(measured), "--device", "soft-bounds", "--json",
-                         "--out", str(toml))
+                         "--out", str(toml), "--plot", str(png))
     assert code == 0, err
+    assert png.read_bytes().startswith(b"\x89PNG")
     record = json.loads(out)
     assert record["device"]["model"] == "soft-bounds"
     assert set(record["uncertainty"]) == set(record["device"]) - {"model"}
