@@ -220,6 +220,7 @@ GOOD_ROWS = "".join(f"a,{k},{'up' if k <= 5 else 'down'},{0.1 * min(k, 10 - k)}\
     ("device,pulse,direction,weight\n" + "".join(
         f"a,{k},{'up' if k <= 5 else 'down'},0.2\n" for k in range(11)), "no device moved"),
     ("", "empty file"),
+    ("device,pulse,direction,weight,device\n" + GOOD_ROWS, "'device' appears more than once"),
 ])
 def test_a_file_that_is_not_a_pulse_response_is_refused_in_one_line(
         capsys, tmp_path, text, message) -> None:
@@ -274,6 +275,16 @@ _header = st.lists(st.sampled_from(["device", "pulse", "direction", "weight", "c
                                     "cycle", "other"]), min_size=0, max_size=6)
 
 
+def _read_or_refused(path: Path) -> None:
+    """``path`` is read as finite pulse data, or refused with a one-line DataError."""
+    try:
+        data = load_pulse_data(path)
+    except DataError as exc:
+        assert "\n" not in str(exc)
+        return
+    assert np.all(np.isfinite(data.weights)) and data.weights.shape[1] == data.pulses + 1
+
+
 @settings(max_examples=150, deadline=None, derandomize=True)
 @given(header=_header, rows=st.lists(st.lists(_cell, min_size=0, max_size=7), max_size=14))
 def test_any_csv_is_read_or_refused_with_a_data_error(tmp_path_factory, header, rows) -> None:
@@ -282,12 +293,7 @@ def test_any_csv_is_read_or_refused_with_a_data_error(tmp_path_factory, header, 
         writer = csv.writer(handle)
         writer.writerow(header)
         writer.writerows(rows)
-    try:
-        data = load_pulse_data(path)
-    except DataError as exc:
-        assert "\n" not in str(exc)
-        return
-    assert np.all(np.isfinite(data.weights)) and data.weights.shape[1] == data.pulses + 1
+    _read_or_refused(path)
 
 
 _json_value = st.recursive(
@@ -312,12 +318,7 @@ def test_any_json_is_read_or_refused_with_a_data_error(tmp_path_factory, record,
         record = {**record, "per_cell": cells}
     path = tmp_path_factory.mktemp("json") / "data.json"
     path.write_text(json.dumps(record))
-    try:
-        data = load_pulse_data(path)
-    except DataError as exc:
-        assert "\n" not in str(exc)
-        return
-    assert np.all(np.isfinite(data.weights)) and data.weights.shape[1] == data.pulses + 1
+    _read_or_refused(path)
 
 
 def test_a_sweep_from_zero_is_told_that_its_up_response_is_extrapolated(capsys, tmp_path) -> None:

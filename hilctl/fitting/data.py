@@ -213,7 +213,11 @@ def _columns(header: Sequence[str] | None, where: str) -> tuple[dict[str, int], 
     if not header:
         raise DataError(f"{where}: empty file; expected a header with columns "
                         "device, pulse, direction and weight or conductance")
-    index = {name.strip().lower(): i for i, name in enumerate(header)}
+    names = [name.strip().lower() for name in header]
+    twice = sorted({name for name in names if name and names.count(name) > 1})
+    if twice:
+        raise DataError(f"{where}: column {twice[0]!r} appears more than once in the header")
+    index = {name: i for i, name in enumerate(names)}
     missing = [c for c in _REQUIRED if c not in index]
     values = [c for c in _VALUES if c in index]
     if missing:
@@ -233,11 +237,13 @@ def from_csv(path: Path) -> PulseData:
     with path.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.reader(handle)
         index, unit = _columns(next(reader, None), where)
+        needed = 1 + max(index[c] for c in (*_REQUIRED, unit, *(("cycle",) if "cycle" in index
+                                                                   else ())))
         per_device: dict[str, list[tuple[int, int, int, float]]] = {}
         for line, row in enumerate(reader, start=2):
             if not any(cell.strip() for cell in row):
                 continue
-            if len(row) < len(index):
+            if len(row) < needed:
                 raise DataError(f"{where}, line {line}: {len(row)} fields, the header has "
                                 f"{len(index)}")
             direction = row[index["direction"]].strip().lower()
