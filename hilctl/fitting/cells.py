@@ -1,9 +1,10 @@
 """Each cell's own device parameters, fitted from its pulse-by-pulse steps.
 
-A pulse moves a cell by ``step(w)`` times ``1 + s xi`` (cycle-to-cycle noise), then clips it to the
-cell's bounds (docs/emulator.md, section 2.1). So every measured step ``w[k+1] - w[k]`` is a noisy
-observation of the model's step at the weight ``w[k]`` before it: a regression of the steps on
-the weights before them, per cell, with no trajectory to simulate. Each model has its own fit:
+A pulse moves a cell by ``step(w)`` times ``1 + s xi`` (cycle-to-cycle noise), then clips it to
+the cell's bounds (docs/emulator.md, section 2.1). So every measured step ``w[k+1] - w[k]`` is a
+noisy observation of the model's step at the weight ``w[k]`` before it: a regression of the steps
+on the weights before them, per cell, with no trajectory to simulate (docs/fitting.md, section
+2). Each model has its own fit:
 
 - ``constant-step``, ``linear-step``, ``soft-bounds``: the step is affine in ``w``, so each cell's
   up and down steps give an intercept and a slope by ordinary least squares (closed form, all
@@ -107,9 +108,14 @@ def _split(data: PulseData, used: Mask) -> tuple[_Steps, _Steps]:
 
 
 def _step_scale(data: PulseData) -> Array:
-    """Each cell's typical moving step (weight units): the 90th percentile of its step sizes, so
-    that the many zero steps of a cell resting at a bound do not count."""
-    return np.percentile(np.abs(data.steps), 90, axis=1)
+    """Each cell's typical moving step (weight units): the median of its steps larger than a
+    tenth of its largest, so that however long a cell rests at a bound (steps of read noise
+    only), those steps do not count."""
+    size = np.abs(data.steps)
+    moving = size > 0.1 * size.max(axis=1, keepdims=True)
+    masked = np.where(moving, size, np.nan)
+    masked[~moving.any(axis=1), 0] = 0.0  # a cell that never moved: scale 0
+    return np.nanmedian(masked, axis=1)
 
 
 def _hard_bounds(data: PulseData) -> tuple[Array, Array, Mask, float]:
