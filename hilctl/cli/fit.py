@@ -66,7 +66,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument("data", type=Path, metavar="DATA",
                         help="characterize --per-cell JSON, or a long-format CSV")
     parser.add_argument("--device", required=True, choices=[*DEVICE_CONFIGS, "auto"],
-                        help="device model to fit, or auto to choose the best by BIC")
+                        help="device model to fit, or auto: every model, keeping the one whose emulated "
+                        "twin follows best, then the lowest BIC")
     parser.add_argument("--nodes", type=positive_int, default=DEFAULT_NODES,
                         help="nodes per direction of a piecewise table (default: %(default)s)")
     output = parser.add_argument_group("output")
@@ -143,8 +144,7 @@ def _print(fit: DeviceFit, data: PulseData, quality: Quality,
         note = f"  ({fit.held[name]})" if name in fit.held else ""
         spread = f" +- {_format(error)}" if error is not None and not isinstance(error, list) else ""
         print(f"  {name:<{width}}  {_format(value)}{spread}{note}")
-    if fit.read_noise is not None:
-        print(f"  read noise of a reading: {fit.read_noise:.3g} (weight units)")
+    print(f"  read noise of a reading: {fit.read_noise:.3g} (weight units)")
     if fit.cell_fit.reached is not None and fit.cell_fit.reached < 0.9:
         print(f"  note: only {fit.cell_fit.reached:.0%} of the cells rested at both bounds; "
               "w_max and w_min are then too narrow: measure with more pulses")
@@ -182,7 +182,7 @@ def run(args: argparse.Namespace) -> int:
                 say("hilctl: the best parameters so far: " + ", ".join(
                     f"{k} = {_format(v)}" for k, v in exc.best.items()))
         return error(str(exc), EXIT_DIVERGED)
-    quality = compare(data, fit.device)
+    quality = compare(data, fit.device, fit.read_noise)
     if args.out is not None:
         write_atomically(args.out, device_toml(fit, data))
     if args.plot is not None:

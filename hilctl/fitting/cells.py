@@ -137,18 +137,6 @@ def _hard_bounds(data: PulseData) -> tuple[Array, Array, Mask, float]:
     return top, bottom, used, float(np.mean(sat_top & sat_bottom))
 
 
-def resting(data: PulseData) -> Mask:
-    """``(devices, pulses)`` pulses that found the cell at the bound they push towards and left
-    it there: the two readings differ by read noise only."""
-    top, bottom = data.weights.max(axis=1)[:, None], data.weights.min(axis=1)[:, None]
-    tolerance = AT_BOUND * _step_scale(data)[:, None]
-    after = data.weights[:, 1:]
-    up = data.directions > 0
-    at_top = (data.before >= top - tolerance) & (after >= top - tolerance)
-    at_bottom = (data.before <= bottom + tolerance) & (after <= bottom + tolerance)
-    return np.where(up, at_top, at_bottom)
-
-
 @dataclass(frozen=True)
 class _Line:
     """Per-cell least-squares line ``size = intercept + slope * w`` with its (co)variances."""

@@ -47,8 +47,7 @@ class DeviceFit:
         device: the ``[device]`` section: ``model`` and every parameter by its aihwkit name.
         uncertainty: standard error of each parameter (None where it is held or not known).
         cell_fit: the per-cell estimates behind it.
-        read_noise: the read noise found in the data (weight units), None where the data
-            cannot show it (no cell rested at a hard bound).
+        read_noise: the read noise of a reading found in the data (weight units).
         bic: Bayesian information criterion of the steps (lower explains more per parameter).
         seconds: time the fit took.
         held: parameters that are not fitted but held at a given value, with why.
@@ -58,7 +57,7 @@ class DeviceFit:
     device: dict[str, Any]
     uncertainty: dict[str, Any]
     cell_fit: CellFit
-    read_noise: float | None
+    read_noise: float
     bic: float
     seconds: float
     held: dict[str, str] = field(default_factory=dict)
@@ -139,7 +138,9 @@ def _valid(device: dict[str, Any], problem: str | None) -> dict[str, Any]:
         raise NotConverged(model, problem, best=device)
     for name, value in device.items():
         if isinstance(value, float) and not math.isfinite(value):
-            raise NotConverged(model, f"{name} came out as {value}", best=device)
+            raise NotConverged(model, f"{name} came out as {value}: the fit ended where the "
+                               "model's response vanishes or diverges, so the model does not "
+                               "describe these data", best=device)
     values = {k: v for k, v in device.items() if k != "model"}
     try:
         device_config(model, **values)
@@ -198,7 +199,8 @@ def choose_model(data: PulseData, *, nodes: int = DEFAULT_NODES
             scores[model] = {"verdict": None, "bic": None}
             continue
         fits[model] = fit
-        scores[model] = {"verdict": compare(data, fit.device).verdict, "bic": fit.bic}
+        scores[model] = {"verdict": compare(data, fit.device, fit.read_noise).verdict,
+                         "bic": fit.bic}
     if not fits:
         raise NotConverged("auto", "no device model fitted the data")
     best = min(fits.values(), key=lambda f: (VERDICT_ORDER.index(scores[f.model]["verdict"]),

@@ -19,8 +19,8 @@ standard error of the cells taken off its variance, so a noisy measurement does 
 device-to-device variation.
 
 Cycle-to-cycle noise: a step's residual ``e = step - expected`` has variance
-``dw_min_std^2 expected^2 + 2 sigma_read^2`` where readings carry noise ``sigma_read``; the readings
-of a cell resting at a hard bound show the read noise alone (:func:`noise`).
+``dw_min_std^2 expected^2 + 2 sigma_read^2`` where readings carry noise ``sigma_read``, and
+consecutive residuals share a reading, which separates the two (:func:`noise`).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from hilctl.fitting.cells import CellFit, resting
+from hilctl.fitting.cells import CellFit
 from hilctl.fitting.data import PulseData
 
 Array = NDArray[np.float64]
@@ -40,8 +40,6 @@ Array = NDArray[np.float64]
 MAD_TO_STD = 1.4826
 #: Standard error of a median over that of a mean, for normal samples (sqrt(pi / 2)).
 MEDIAN_EFFICIENCY = math.sqrt(math.pi / 2)
-#: Fewest resting steps from which the read noise is estimated.
-MIN_RESTING = 20
 
 
 @dataclass(frozen=True)
@@ -125,39 +123,43 @@ def paired(up: Array, down: Array, up_error: Array, down_error: Array,
     }
 
 
-def noise(fit: CellFit, data: PulseData) -> tuple[Estimate, float | None]:
+def noise(fit: CellFit, data: PulseData) -> tuple[Estimate, float]:
     """``(dw_min_std, read_noise)``: the relative cycle-to-cycle noise of a pulse, and the read
-    noise of a reading (weight units) where the data show it, else None.
+    noise of a reading (weight units).
 
-    A hard-bounded cell resting at a bound moves only by read noise, so consecutive readings
-    there differ with variance ``2 read_noise^2``; a model without hard bounds has no such rest,
-    and its read noise is counted as pulse noise. Each cell's residuals give its own estimate,
+    A step's residual ``e_k = step_k - expected_k`` holds the pulse noise and the read noise of
+    the two readings around it, so ``var(e_k) = dw_min_std^2 expected_k^2 + 2 read^2``, and two
+    consecutive residuals share a reading: ``cov(e_k, e_k+1) = -read^2``. A fit makes its own
+    residuals anticorrelated too, by about ``k / n`` of their variance (``k`` numbers fitted from
+    ``n`` steps), which is taken off. Each cell's residuals then give its own ``dw_min_std``,
     corrected for the numbers fitted from them (residuals are smaller than the noise by
     ``(n - k) / n``); the result is their median, which a few poorly fitted cells do not move.
     """
-    read_variance = 0.0
-    read_noise: float | None = None
-    if fit.reached is not None:
-        rest = data.steps[resting(data)]
-        if rest.size >= MIN_RESTING:  # the median: the step onto the bound is among them
-            read_noise = MAD_TO_STD * float(np.median(np.abs(rest - np.median(rest)))) / math.sqrt(2)
-            read_variance = read_noise**2
     used = fit.used & np.isfinite(fit.expected)
     n = used.sum(axis=1)
     bounds_read_off = 2 if fit.reached is not None else 0
     fitted_per_cell = (fit.parameters - bounds_read_off * data.devices) / data.devices
     residual = np.where(used, data.steps - fit.expected, 0.0)
     expected = np.where(used, fit.expected, 0.0)
+    same_direction = data.directions[1:] == data.directions[:-1]
+    pairs = used[:, 1:] & used[:, :-1] & same_direction
+    lagged = np.where(pairs, residual[:, 1:] * residual[:, :-1], 0.0).sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        # the fit's own share, per cell: k / n of the mean square, on each pair
+        own = np.where(n > 0, fitted_per_cell / n * (residual**2).sum(axis=1) / n, 0.0)
+    read_variance = max(-float(np.sum(lagged + own * pairs.sum(axis=1)))
+                        / max(int(pairs.sum()), 1), 0.0)
     with np.errstate(divide="ignore", invalid="ignore"):
         total = (residual**2).sum(axis=1) * n / (n - fitted_per_cell)
         relative = (total - 2 * read_variance * n) / (expected**2).sum(axis=1)
     per_cell = np.sqrt(np.maximum(relative[(n > fitted_per_cell + 1) & np.isfinite(relative)], 0))
+    read_noise = math.sqrt(read_variance)
     if per_cell.size == 0:
         return Estimate(float("nan"), None), read_noise
     return centre(per_cell), read_noise
 
 
-def model_parameters(fit: CellFit, data: PulseData) -> tuple[dict[str, Estimate], float | None]:
+def model_parameters(fit: CellFit, data: PulseData) -> tuple[dict[str, Estimate], float]:
     """Every fitted parameter of ``fit.model`` by its aihwkit name, and the read noise."""
     c, e = fit.cells, fit.errors
     parameters = bounds(fit)
