@@ -357,16 +357,17 @@ def _active_columns(positive, negative, cols):  # type: ignore[no-untyped-def]
 
 @_inline
 def _closed_form_trains_row(w, planes, fixed_planes, limits, positive, negative, active, sweep,
-                            i, up_first, contracting, multiplicative, key, table, counts,
+                            i, fires, up_first, contracting, multiplicative, key, table, counts,
                             scratch):  # type: ignore[no-untyped-def]
-    """Row ``i``'s coincidences applied in closed form: a ``sweep`` of every column,
-    vectorised, or a visit of the cells in the ``active`` columns only (where few fire). Both
-    give the same numbers: every draw is indexed by its cell, and both send the same cells to
-    libm (:func:`_beyond_polynomials`)."""
+    """Row ``i``'s coincidences applied in closed form, where the row fires (``fires`` > 0
+    slots): a ``sweep`` of every column, vectorised, or a visit of the cells in the ``active``
+    columns only (where few fire). Both give the same numbers: every draw is indexed by its
+    cell, and both send the same cells to libm (:func:`_beyond_polynomials`).
+
+    The callers skip the rows that do not fire before calling: entering an inlined body costs
+    about 0.1 us of reference counting of its array arguments, a third of a 64-column row's
+    work."""
     cols = w.shape[1]
-    fires = _row_fires(positive, negative, cols + i)
-    if fires == 0:
-        return
     if sweep:
         _mask_counts(positive, negative, cols + i, counts)
         _closed_form_row(w, planes, fixed_planes, limits, i, counts, up_first, contracting,
@@ -422,9 +423,11 @@ def closed_form_update(w, planes, fixed_up, fixed_down, limits, xs, ds, rate, de
     contracting, fixed_planes = (contracting_up, contracting_down), (fixed_up, fixed_down)
     counts, scratch = _row_scratch(w.shape[1])
     for i in range(w.shape[0]):
-        _closed_form_trains_row(w, planes, fixed_planes, limits, positive, negative, active,
-                                sweep, i, up_first, contracting, multiplicative, key, table,
-                                counts, scratch)
+        fires = _row_fires(positive, negative, w.shape[1] + i)
+        if fires:
+            _closed_form_trains_row(w, planes, fixed_planes, limits, positive, negative, active,
+                                    sweep, i, fires, up_first, contracting, multiplicative, key,
+                                    table, counts, scratch)
     return True
 
 
@@ -439,10 +442,12 @@ def closed_form_update_parallel(w, planes, fixed_up, fixed_down, limits, xs, ds,
         return False
     contracting, fixed_planes = (contracting_up, contracting_down), (fixed_up, fixed_down)
     for i in prange(w.shape[0]):
-        counts, scratch = _row_scratch(w.shape[1])
-        _closed_form_trains_row(w, planes, fixed_planes, limits, positive, negative, active,
-                                sweep, i, up_first, contracting, multiplicative, key, table,
-                                counts, scratch)
+        fires = _row_fires(positive, negative, w.shape[1] + i)
+        if fires:
+            counts, scratch = _row_scratch(w.shape[1])
+            _closed_form_trains_row(w, planes, fixed_planes, limits, positive, negative, active,
+                                    sweep, i, fires, up_first, contracting, multiplicative, key,
+                                    table, counts, scratch)
     return True
 
 
@@ -537,9 +542,9 @@ def _pulsed_cell(w, n_up, n_down, up_first, device, planes, i, j, constants, nod
 @_inline
 def _pulsed_row(w, positive, negative, i, up_first, device, planes, constants, nodes_up,
                 nodes_down, key, table, counts):  # type: ignore[no-untyped-def]
+    """Row ``i``'s coincidences, pulse by pulse; the callers skip rows that do not fire (see
+    :func:`_closed_form_trains_row`)."""
     cols = w.shape[1]
-    if _row_fires(positive, negative, cols + i) == 0:
-        return
     _mask_counts(positive, negative, cols + i, counts)
     noise_key = mix(key, _NOISE)
     for j in range(cols):
@@ -560,8 +565,9 @@ def pulsed_update(w, xs, ds, rate, desired_bl, management, bl_management, device
     up_first = _up_first(key)
     counts, _ = _row_scratch(w.shape[1])
     for i in range(w.shape[0]):
-        _pulsed_row(w, positive, negative, i, up_first, device, planes, constants, nodes_up,
-                    nodes_down, key, table, counts)
+        if _row_fires(positive, negative, w.shape[1] + i):
+            _pulsed_row(w, positive, negative, i, up_first, device, planes, constants, nodes_up,
+                        nodes_down, key, table, counts)
     return True
 
 
@@ -575,9 +581,10 @@ def pulsed_update_parallel(w, xs, ds, rate, desired_bl, management, bl_managemen
         return False
     up_first = _up_first(key)
     for i in prange(w.shape[0]):
-        counts, _ = _row_scratch(w.shape[1])
-        _pulsed_row(w, positive, negative, i, up_first, device, planes, constants, nodes_up,
-                    nodes_down, key, table, counts)
+        if _row_fires(positive, negative, w.shape[1] + i):
+            counts, _ = _row_scratch(w.shape[1])
+            _pulsed_row(w, positive, negative, i, up_first, device, planes, constants,
+                        nodes_up, nodes_down, key, table, counts)
     return True
 
 
