@@ -42,6 +42,8 @@ Array = NDArray[np.float64]
 MatrixVectorProduct = Callable[[NDArray[np.floating], Array, PeripheryConfig,
                                 np.random.Generator], Array]
 
+_FLOAT64 = np.dtype(np.float64)
+
 #: Below this many coincidences per cell of the tile, an update touches only the cells that take
 #: pulses (gathered); above it, it sweeps the whole tile in cache-sized blocks.
 SPARSE_FRACTION = 0.1
@@ -87,6 +89,9 @@ class EmulatedTile:
             self._mvm = compiled_mvm
         self._read_rng = np.random.default_rng(read_seed)
         self._w = np.zeros(shape, dtype=state_dtype)
+        # What the compiled update's fast path checks against, kept as plain attributes.
+        self._granularity = self.device.granularity()
+        self._input_shape, self._output_shape = (config.cols,), (config.rows,)
         # aihwkit's backward pass uses the tile's periphery with bound management off.
         self._backward_periphery = config.periphery.model_copy(update={"bound_management": "none"})
         self._reference: NDArray[np.floating] | None = None
@@ -213,12 +218,13 @@ class EmulatedTile:
         update = self.config.update
         if update.mode != "pulsed" or not (isinstance(lr, float | int) and 0 <= lr < math.inf):
             return False
-        if not (type(x) is np.ndarray and type(d) is np.ndarray and x.ndim == 2 and d.ndim == 2
-                and x.dtype == np.float64 and d.dtype == np.float64
-                and x.shape[1] == self.config.cols and d.shape[1] == self.config.rows
-                and x.shape[0] == d.shape[0] and x.flags.c_contiguous and d.flags.c_contiguous):
+        # The fast check of what as_update would accept unchanged: float64, C order, this shape.
+        if not (type(x) is np.ndarray and type(d) is np.ndarray and x.dtype is _FLOAT64
+                and d.dtype is _FLOAT64 and x.flags.c_contiguous and d.flags.c_contiguous
+                and x.shape[1:] == self._input_shape and d.shape[1:] == self._output_shape
+                and x.shape[0] == d.shape[0]):
             x, d, lr = as_update(x, d, lr, self.shape)
-        rate = lr / self.device.granularity()
+        rate = lr / self._granularity
         if update.aggregate_batch:
             return self._compiled.update(self._w, x, d, rate)
         x, d, lr = as_update(x, d, lr, self.shape)  # every sample checked before the first
