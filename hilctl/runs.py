@@ -2,7 +2,8 @@
 
 One database file (``runs.sqlite``) holds, per run, the resolved configuration (JSON), the
 backend, the code version and the host it ran on, its status, metrics per step, events
-(instrument and info messages) and the final metrics. Weight snapshots are ``.npy`` files
+(instrument and info messages), the final metrics and, for a run of a sweep, the sweep's id and
+the point's key (``hilctl sweep``). Weight snapshots are ``.npy`` files
 beside it, in ``snapshots/<run_id>/<step>_<name>.npy``, with one row each in the database;
 checkpoints (a run's whole state, :mod:`hilctl.checkpoints`) are ``.npz`` files in
 ``checkpoints/<run_id>/``, the last two of each run kept, until the run completes.
@@ -28,6 +29,8 @@ Robustness:
   checkpoint interval, at least ten minutes) is then stored as ``lost``, and files that a kill
   left half written (``.partial``) or unrecorded are removed. ``lost``, ``interrupted`` and
   ``failed`` runs can be resumed from their last checkpoint (:meth:`RunStore.resume_run`).
+* A run can also be recorded where no store is (a sweep's worker, :mod:`hilctl.run_log`) and
+  written into the store afterwards, with the times it ran at.
 * Leaving the ``with`` block by an exception records the status before re-raising:
   ``interrupted`` for ``KeyboardInterrupt``/``SystemExit`` (and the signal, for SIGTERM and
   SIGHUP), the exception's own ``run_status`` where it has one (``diverged``), ``failed`` (with
@@ -57,12 +60,13 @@ import sys
 import threading
 import time
 import traceback
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 import numpy as np
 
@@ -71,7 +75,7 @@ from hilctl.checkpoints import partial_files, write_atomically
 from hilctl.errors import HilctlError, Interrupted
 
 #: Version of the database layout; :data:`_MIGRATIONS` upgrades older stores to it.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 #: File name of the database inside the store directory.
 STORE_FILENAME = "runs.sqlite"
@@ -169,9 +173,18 @@ def _add_checkpoints(c: sqlite3.Connection) -> None:
     c.execute(_CHECKPOINTS_TABLE)
 
 
+def _add_sweeps(c: sqlite3.Connection) -> None:
+    """Version 3: the sweep a run belongs to and its point's key (``hilctl sweep``)."""
+    c.execute("ALTER TABLE runs ADD COLUMN sweep TEXT")
+    c.execute("ALTER TABLE runs ADD COLUMN point TEXT")
+    c.execute("CREATE INDEX IF NOT EXISTS runs_sweep ON runs (sweep)")
+
+
 #: ``version -> function(connection)`` upgrading a store from ``version`` to ``version + 1``,
-#: run inside the write transaction that then records the new version.
-_MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _add_checkpoints}
+#: run inside the write transaction that then records the new version. A new store is made at
+#: version 2 (:data:`_SCHEMA`) and upgraded from there.
+_MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _add_checkpoints,
+                                                                2: _add_sweeps}
 
 
 class RunStoreError(HilctlError):
@@ -208,6 +221,7 @@ class RunSummary:
         final: the final metrics given to :meth:`Run.finish` (empty if none).
         updated: the run's last write (its heartbeat while it runs).
         task, algorithm: their names in the config, where it has them.
+        sweep, point: for a run of a sweep, the sweep's id and the point's key.
     """
 
     run_id: str
@@ -221,6 +235,8 @@ class RunSummary:
     updated: datetime | None = None
     task: str | None = None
     algorithm: str | None = None
+    sweep: str | None = None
+    point: str | None = None
 
 
 @dataclass(frozen=True)
@@ -571,6 +587,8 @@ class RunStore:
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
                         c.execute(statement)
+                for version in range(2, SCHEMA_VERSION):
+                    _MIGRATIONS[version](c)
                 c.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
                 return
             found = c.execute("SELECT MAX(version) FROM schema_version").fetchone()[0]
@@ -655,11 +673,16 @@ class RunStore:
         backend: str | None = None,
         *,
         metadata: Mapping[str, Any] | None = None,
+        started: float | None = None,
+        sweep: str | None = None,
+        point: str | None = None,
     ) -> Run:
         """Record a new run with status ``running`` and return it (use it as a context manager).
 
         ``config`` (the resolved configuration) is stored as JSON; ``metadata`` adds to the
         recorded environment (code version, hostname, pid, python and numpy versions, ...).
+        ``started`` (Unix time) is when the run began, if not now (a run recorded where no
+        store was, written in afterwards); ``sweep`` and ``point`` tag a run of a sweep.
         """
         config_json = to_json(dict(config or {}))
         meta = run_metadata()
@@ -668,21 +691,24 @@ class RunStore:
         meta_json = to_json(meta)
         for _attempt in range(10):
             now = time.time()
-            run_id = new_run_id(now)
+            begun = now if started is None else float(started)
+            run_id = new_run_id(begun)
 
-            def insert(c: sqlite3.Connection, run_id: str = run_id, now: float = now) -> None:
+            def insert(c: sqlite3.Connection, run_id: str = run_id, begun: float = begun,
+                       now: float = now) -> None:
                 c.execute(
                     "INSERT INTO runs (run_id, command, backend, status, started, updated, config,"
-                    " metadata, hostname, pid) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (run_id, command, backend, RUNNING, now, now, config_json, meta_json,
-                     meta.get("hostname"), os.getpid()),
+                    " metadata, hostname, pid, sweep, point) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
+                    " ?, ?)",
+                    (run_id, command, backend, RUNNING, begun, now, config_json, meta_json,
+                     meta.get("hostname"), os.getpid(), sweep, point),
                 )
 
             try:
                 self._write(insert)
             except sqlite3.IntegrityError:  # the same id in the same second: draw again
                 continue
-            return Run(self, run_id, started=now)
+            return Run(self, run_id, started=begun)
         raise RunStoreError("could not draw an unused run id")  # pragma: no cover
 
     def snapshot_dir(self, run_id: str) -> Path:
@@ -780,18 +806,23 @@ class RunStore:
             return status, max(0.0, time.time() - started)
         return status, updated - started
 
-    def list_runs(self, limit: int | None = 20) -> list[RunSummary]:
-        """The newest ``limit`` runs (all if None), newest first."""
-        sql = ("SELECT run_id, command, backend, config, final, status, started, updated, ended,"
-               " hostname, pid, metadata FROM runs ORDER BY started DESC, run_id DESC")
+    def list_runs(self, limit: int | None = 20, *, sweep: str | None = None) -> list[RunSummary]:
+        """The newest ``limit`` runs (all if None), newest first; with ``sweep``, only the runs
+        of that sweep."""
+        sql = ("SELECT run_id, command, backend, config, final, sweep, point, status, started,"
+               " updated, ended, hostname, pid, metadata FROM runs")
         params: tuple[Any, ...] = ()
+        if sweep is not None:
+            sql += " WHERE sweep = ?"
+            params = (sweep,)
+        sql += " ORDER BY started DESC, run_id DESC"
         if limit is not None:
             sql += " LIMIT ?"
-            params = (max(0, int(limit)),)
+            params = (*params, max(0, int(limit)))
         with self._read() as c:
             rows = c.execute(sql, params).fetchall()
         out = []
-        for run_id, command, backend, config, final, *timing in rows:
+        for run_id, command, backend, config, final, sweep_id, point, *timing in rows:
             status, seconds = self._status_and_seconds(timing)
             parsed = _loads(config, {})
             out.append(RunSummary(
@@ -800,6 +831,7 @@ class RunStore:
                 final=_loads(final, {}) or {}, updated=_utc(timing[2]),
                 task=_describe_value(parsed.get("task")),
                 algorithm=_describe_value(parsed.get("algorithm")),
+                sweep=sweep_id, point=point,
             ))
         return out
 
@@ -883,11 +915,88 @@ class RunStore:
 # ---------------------------------------------------------------------------------------------
 
 
-class Run:
+def run_ending(exc_type: type[BaseException], exc: BaseException | None,
+               tb: TracebackType | None) -> tuple[str, str, str | None]:
+    """How a run that an exception ends is recorded: its status, its error text and, for a
+    failure, the traceback (an ``error`` event). See the module docstring."""
+    if issubclass(exc_type, KeyboardInterrupt | SystemExit):
+        if isinstance(exc, Interrupted):
+            return INTERRUPTED, f"interrupted by {exc}", None
+        cause = ("KeyboardInterrupt" if issubclass(exc_type, KeyboardInterrupt)
+                 else f"SystemExit: {exc}")
+        return INTERRUPTED, cause, None
+    if (status := getattr(exc, "run_status", None)) in FINAL_STATUSES:
+        return status, str(exc), None
+    text = "".join(traceback.format_exception_only(exc_type, exc)).strip()
+    return FAILED, text, "".join(traceback.format_exception(exc_type, exc, tb))
+
+
+class RecordingRun(ABC):
+    """What the training controller records a run through: a :class:`Run` of a store, or a
+    run recorded in memory where no store is (:class:`hilctl.run_log.LoggedRun`).
+
+    As a context manager it finishes the run when the block is left (see the module
+    docstring): completed, or as :func:`run_ending` says for the exception that left it.
+    """
+
+    #: The run's id in its store; None while it is recorded in memory only.
+    run_id: str | None
+
+    @property
+    @abstractmethod
+    def finished(self) -> bool:
+        """Whether the run's end has been recorded."""
+
+    @abstractmethod
+    def log_metrics(self, step: int, metrics: Mapping[str, float] | None = None, /,
+                    **values: float) -> None:
+        """Record metric values at ``step``."""
+
+    @abstractmethod
+    def log_event(self, kind: str, message: str, *, step: int | None = None,
+                  at: float | None = None) -> None:
+        """Record a message (at Unix time ``at``, default now)."""
+
+    @abstractmethod
+    def save_snapshot(self, step: int, name: str, array: Any) -> object:
+        """Keep ``array`` (a layer's weights) as the run's snapshot ``name`` at ``step``."""
+
+    @abstractmethod
+    def save_checkpoint(self, step: int, state: Mapping[str, Any]) -> object:
+        """Keep ``state`` to resume the run from."""
+
+    @abstractmethod
+    def heartbeat(self) -> None:
+        """Note that the run is alive."""
+
+    @abstractmethod
+    def finish(self, final: Mapping[str, Any] | None = None, status: str = COMPLETED,
+               error: str | None = None, *, ended: float | None = None) -> None:
+        """Record the end (at Unix time ``ended``, default now)."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if self.finished:
+            return
+        if exc_type is None:
+            self.finish()
+            return
+        status, text, trace = run_ending(exc_type, exc, tb)
+        if trace is not None:
+            self.log_event("error", trace)
+        self.finish(status=status, error=text)
+
+
+class Run(RecordingRun):
     """A run being recorded; made by :meth:`RunStore.start_run`. Safe to share between threads.
 
     As a context manager it finishes the run when the block is left (see the module docstring).
     """
+
+    run_id: str
 
     def __init__(self, store: RunStore, run_id: str, started: float) -> None:
         self.store = store
@@ -919,10 +1028,14 @@ class Run:
         Buffered; written in one transaction when ``flush_seconds`` have passed since the last
         write or ``flush_rows`` rows are waiting, and by :meth:`flush` and :meth:`finish`.
         """
+        self.log_metrics_at(time.time(), step, {**(metrics or {}), **values})
+
+    def log_metrics_at(self, when: float, step: int, items: Mapping[str, float]) -> None:
+        """Record metric values at ``step`` as logged at Unix time ``when`` (a run recorded
+        where no store was, written in afterwards); otherwise as :meth:`log_metrics`."""
         if isinstance(step, bool) or not isinstance(step, int | np.integer):
             raise TypeError(f"step must be an integer; got {step!r}")
-        items = {**(metrics or {}), **values}
-        now = time.time()
+        now = float(when)
         rows = []
         for name, value in items.items():
             if not isinstance(name, str) or not name:
@@ -960,10 +1073,11 @@ class Run:
             if self._buffer:
                 self._flush()
 
-    def log_event(self, kind: str, message: str, *, step: int | None = None) -> None:
+    def log_event(self, kind: str, message: str, *, step: int | None = None,
+                  at: float | None = None) -> None:
         """Record a message (``kind`` e.g. ``instrument``, ``info``, ``warning``) now, with the
-        buffered metrics."""
-        now = time.time()
+        buffered metrics; ``at`` is when it happened, if not now (Unix time)."""
+        now = time.time() if at is None else float(at)
 
         def insert(c: sqlite3.Connection) -> None:
             c.execute("INSERT INTO events (run_id, time, step, kind, message) VALUES (?, ?, ?, ?, ?)",
@@ -1054,17 +1168,17 @@ class Run:
     # -- the end ----------------------------------------------------------------------------
 
     def finish(self, final: Mapping[str, Any] | None = None, status: str = COMPLETED,
-               error: str | None = None) -> None:
+               error: str | None = None, *, ended: float | None = None) -> None:
         """Write the buffered metrics and record the end: ``final`` metrics, ``status``
-        (``completed``, ``failed``, ``interrupted``, ...) and, for a failure, the error text. A
-        completed run's checkpoints are deleted (its snapshots hold its weights); any other
-        keeps them, to be resumed."""
+        (``completed``, ``failed``, ``interrupted``, ...) and, for a failure, the error text;
+        ``ended`` is when the run ended, if not now (Unix time). A completed run's checkpoints
+        are deleted (its snapshots hold its weights); any other keeps them, to be resumed."""
         if status not in FINAL_STATUSES:
             raise ValueError(f"status must be one of {', '.join(FINAL_STATUSES)}; got {status!r}")
         final_json = to_json(dict(final)) if final is not None else None
         with self._lock:
             self._check_open()
-            now = time.time()
+            now = time.time() if ended is None else float(ended)
             dropped: list[str] = []
 
             def end(c: sqlite3.Connection) -> None:
@@ -1076,34 +1190,3 @@ class Run:
             self._flush(end)
             self.status = status
             _unlink(self.store.directory, dropped)
-
-    def __enter__(self) -> Run:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        if self.finished:
-            return
-        if exc_type is None:
-            self.finish()
-        elif issubclass(exc_type, KeyboardInterrupt | SystemExit):
-            if isinstance(exc, Interrupted):
-                cause = f"interrupted by {exc}"
-            else:
-                cause = ("KeyboardInterrupt" if issubclass(exc_type, KeyboardInterrupt)
-                         else f"SystemExit: {exc}")
-            self.finish(status=INTERRUPTED, error=cause)
-        elif (status := getattr(exc, "run_status", None)) in FINAL_STATUSES:
-            self.finish(status=status, error=str(exc))
-        else:
-            text = "".join(traceback.format_exception_only(exc_type, exc)).strip()
-            with self._lock:
-                now = time.time()
-                trace = "".join(traceback.format_exception(exc_type, exc, tb))
-
-                def record(c: sqlite3.Connection) -> None:
-                    c.execute("INSERT INTO events (run_id, time, kind, message) VALUES (?, ?, ?, ?)",
-                              (self.run_id, now, "error", trace))
-
-                self._flush(record)
-            self.finish(status=FAILED, error=text)

@@ -6,7 +6,9 @@ the run's seed.
 With a :class:`~hilctl.runs.RunStore`, the run is recorded as it goes (config, metrics,
 checkpoints, final figures, and the final weights of every layer as snapshots beside the
 database); an interrupted or failed run keeps its history and its last checkpoint, from which
-:func:`resume` continues it.
+:func:`resume` continues it. With a :class:`~hilctl.run_log.RunLog` instead (a sweep's
+worker, which has no store), the same record is kept in memory, to be written into a store by
+the process that holds it.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from hilctl.backends import Backend, ChipFacts, get_backend
 from hilctl.config import TileConfig
 from hilctl.errors import ConfigError, Diverged, Interrupted, NonFiniteValue
 from hilctl.mapping import mapped
-from hilctl.runs import RESUMABLE, Run, RunStore, to_json
+from hilctl.run_log import RunLog
+from hilctl.runs import RESUMABLE, RecordingRun, RunStore, to_json
 from hilctl.tasks import TaskResult, TaskRun
 from hilctl.tasks.base import require_finite
 from hilctl.tile import Tile
@@ -81,6 +84,14 @@ def recorded_config(config: TrainConfig, physical: bool) -> dict[str, Any]:
     return config.model_dump(mode="json", by_alias=True, exclude=exclude)
 
 
+def run_record_config(config: TrainConfig, backend: Backend,
+                      options: Mapping[str, Any]) -> dict[str, Any]:
+    """What the run store records as a run's config: :func:`recorded_config`, the backend's
+    name and its options as the backend describes them."""
+    return {**recorded_config(config, backend.physical), "backend": backend.name,
+            "backend_options": backend.describe(options)}
+
+
 class DivergedRun(Diverged):
     """A run's metrics became non-finite; :attr:`outcome` holds what it recorded until then."""
 
@@ -95,7 +106,7 @@ class _Reporter:
     boundaries writes checkpoints (every ``checkpoint_seconds``, at epoch ends, and before it
     stops on a signal) and heartbeats."""
 
-    def __init__(self, progress: ProgressCallback | None, run: Run | None,
+    def __init__(self, progress: ProgressCallback | None, run: RecordingRun | None,
                  on_metrics: MetricsCallback | None = None, session: Session | None = None,
                  checkpoint_seconds: float = 60.0) -> None:
         self._progress = progress
@@ -262,14 +273,15 @@ def train(
     config: TrainConfig,
     backend: Backend | str = "sim",
     *,
-    store: RunStore | None = None,
+    store: RunStore | RunLog | None = None,
     command: str = "train",
     progress: ProgressCallback | None = None,
     backend_options: Mapping[str, Any] | None = None,
     on_metrics: MetricsCallback | None = None,
 ) -> TrainOutcome:
     """Run one training of ``config`` on ``backend``; record it in ``store`` if given (with
-    checkpoints every ``config.run.checkpoint_seconds``, so it can be resumed).
+    checkpoints every ``config.run.checkpoint_seconds``, so it can be resumed), or in memory
+    if ``store`` is a :class:`~hilctl.run_log.RunLog`.
 
     ``backend`` is a :class:`Backend` (the caller closes it) or a registered name (opened for
     this run and closed at its end). ``progress`` hears (done, total) after every step;
@@ -282,9 +294,7 @@ def train(
     options = dict(backend_options or {})
     if store is None:
         return _execute(config, backend, options, None, Session(), progress, on_metrics)
-    config_json = {**recorded_config(config, backend.physical), "backend": backend.name,
-                   "backend_options": backend.describe(options)}
-    run = store.start_run(command, config_json, backend.name,
+    run = store.start_run(command, run_record_config(config, backend, options), backend.name,
                           metadata={"heartbeat_seconds": config.run.checkpoint_seconds})
     return _execute(config, backend, options, run, Session(), progress, on_metrics)
 
@@ -329,8 +339,8 @@ def resume(
         return _execute(config, backend, options, run, session, progress, on_metrics)
 
 
-def _execute(config: TrainConfig, backend: Backend, options: dict[str, Any], run: Run | None,
-             session: Session, progress: ProgressCallback | None,
+def _execute(config: TrainConfig, backend: Backend, options: dict[str, Any],
+             run: RecordingRun | None, session: Session, progress: ProgressCallback | None,
              on_metrics: MetricsCallback | None) -> TrainOutcome:
     """The run itself, recorded in ``run`` (or not), from ``session.resume`` (or from the
     start)."""
@@ -371,5 +381,5 @@ def _execute(config: TrainConfig, backend: Backend, options: dict[str, Any], run
     except Diverged as exc:
         heard = reporter.history.history
         last = {name: values[-1] for name, values in heard.items() if name != "step"}
-        recorded = f"; run {run.run_id} recorded as diverged" if run is not None else ""
+        recorded = f"; run {run.run_id} recorded as diverged" if run is not None and run.run_id else ""
         raise DivergedRun(f"{exc}{recorded}", outcome(last, heard, Diverged.run_status)) from None
