@@ -2,7 +2,8 @@
 
 Exit codes of the ``hilctl`` command (README, "Exit codes"): 0 done; 1 an internal error (a
 bug); 2 bad input, refused before any instrument is touched (:class:`HilctlError` and most of
-its subclasses); 3 an instrument or the bench failed (:class:`BenchError`); 4 the run diverged
+its subclasses); 3 an instrument or the bench failed (:class:`BenchError`), or a Dask
+scheduler could not be reached or lost a task (:class:`ClusterError`); 4 the run diverged
 (:class:`Diverged`); 128 + N interrupted by signal N (:class:`Interrupted`: 130 for Ctrl-C,
 143 for SIGTERM, 129 for SIGHUP).
 """
@@ -40,6 +41,13 @@ class BenchError(HilctlError):
 
     Its message names the instrument (resource or port) and the last command.
     """
+
+    exit_code = 3
+
+
+class ClusterError(HilctlError):
+    """The Dask scheduler a command was pointed at does not answer or has no worker, or the
+    cluster could not finish a task; the message names the scheduler's address or the task."""
 
     exit_code = 3
 

