@@ -21,14 +21,14 @@ from importlib.metadata import entry_points
 from typing import Any
 
 from hilctl import __version__
-from hilctl.cli import characterize, fit, reproduce, runs, train
+from hilctl.cli import characterize, fit, reproduce, runs, sweep, train
 from hilctl.cli.output import EXIT_FAILURE, EXIT_OK, PROG, error, say
 from hilctl.cli.parsing import ArgumentParser, UsageError
 from hilctl.cli.signals import exit_code, signals_as_interrupts
 from hilctl.errors import HilctlError
 
 #: The core's commands, in the order ``hilctl --help`` lists them.
-COMMANDS = (train, characterize, fit, runs, reproduce)
+COMMANDS = (train, sweep, characterize, fit, runs, reproduce)
 #: Entry-point group of the commands other packages add.
 ENTRY_POINT_GROUP = "hilctl.commands"
 

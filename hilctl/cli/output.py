@@ -1,9 +1,10 @@
 """What a command gives back: exit codes, one-line errors, JSON, and progress on stderr.
 
-Exit codes (:mod:`hilctl.errors`): 0 done; 1 an internal error, or output that could not be
-written; 2 the input was refused before any instrument was touched (bad argument, bad config
-value, unknown backend), reported as one line ``hilctl: error: ...`` on stderr; 3 an instrument
-or the bench failed; 4 the run diverged (or, for ``reproduce``, a claim did not hold); 128 + N
+Exit codes (:mod:`hilctl.errors`): 0 done; 1 an internal error, output that could not be
+written, or (``sweep``) a point that failed; 2 the input was refused before any instrument was
+touched (bad argument, bad config value, unknown backend), reported as one line
+``hilctl: error: ...`` on stderr; 3 an instrument or the bench failed, or a Dask scheduler did
+not answer; 4 the run diverged (or, for ``reproduce``, a claim did not hold); 128 + N
 interrupted by signal N (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP).
 """
 

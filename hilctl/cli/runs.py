@@ -1,9 +1,10 @@
 """``hilctl runs``: list, show and plot the runs recorded in the run store (:mod:`hilctl.runs`).
 
-``hilctl runs list`` prints the newest runs, ``hilctl runs show ID`` one run (config, status,
-final metrics, a summary of each metric, events) and ``hilctl runs plot ID`` draws its metrics
-against the step into a PNG file. ``ID`` is a run id or a unique prefix of one. The store is
-``--store PATH`` (a ``runs.sqlite`` file or the directory holding it), else the default of
+``hilctl runs list`` prints the newest runs (``--sweep ID``: those of one sweep), ``hilctl runs
+show ID`` one run (config, status, final metrics, a summary of each metric, events) and
+``hilctl runs plot ID`` draws its metrics against the step into a PNG file. ``ID`` is a run id
+or a unique prefix of one. The store is ``--store PATH`` (a ``runs.sqlite`` file or the
+directory holding it), else the default of
 :func:`hilctl.runs.default_store_path` (``$HILCTL_HOME``, ``$XDG_DATA_HOME/hilctl``,
 ``~/.local/share/hilctl``).
 """
@@ -54,8 +55,10 @@ def register(subparsers: Any) -> None:
 
     listing = sub.add_parser("list", help="list the newest runs, newest first",
                              description="List the newest runs, newest first.")
-    listing.add_argument("--limit", type=positive_int, default=20, metavar="N",
-                         help="show at most N runs (default: %(default)s)")
+    listing.add_argument("--limit", type=positive_int, metavar="N",
+                         help="show at most N runs (default: 20; with --sweep, all)")
+    listing.add_argument("--sweep", metavar="ID",
+                         help="only the runs of the sweep ID (as 'hilctl sweep' prints it)")
     listing.add_argument("--json", action="store_true",
                          help="print one JSON array of the runs instead of the table")
     _add_store(listing)
@@ -158,6 +161,7 @@ def _summary_json(run: RunSummary) -> dict[str, Any]:
         "status": run.status, "command": run.command, "backend": run.backend,
         "task": run.task, "algorithm": run.algorithm, "summary": run.summary,
         "updated": None if run.updated is None else run.updated.isoformat(), "final": run.final,
+        "sweep": run.sweep, "point": run.point,
     }
 
 
@@ -273,13 +277,15 @@ def _show_lines(record: RunRecord) -> list[str]:
 def run_list(args: argparse.Namespace) -> int:
     """``hilctl runs list``."""
     store = _open_store(args.store)
-    runs = store.list_runs(limit=args.limit) if store is not None else []
+    limit = args.limit if args.limit is not None or args.sweep is not None else 20
+    runs = store.list_runs(limit=limit, sweep=args.sweep) if store is not None else []
     if args.json:
         print_json([_summary_json(r) for r in runs])
         return EXIT_OK
     if not runs:
         where = store.path if store is not None else resolve_store_path(None)
-        print(f"no runs recorded in {where}")
+        of_sweep = f" of sweep {args.sweep}" if args.sweep is not None else ""
+        print(f"no runs{of_sweep} recorded in {where}")
         return EXIT_OK
     rows = [["ID", "STARTED", "TIME", "STATUS", "COMMAND", "TASK / ALGORITHM", "FINAL"]]
     for r in runs:

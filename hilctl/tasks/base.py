@@ -93,6 +93,8 @@ class TaskSettings(StrictModel):
     name: str
     #: The figure a comparison of algorithms reports for this task.
     final_metric: ClassVar[str]
+    #: Whether a larger :attr:`final_metric` is better (a sweep marks its best point by it).
+    higher_is_better: ClassVar[bool]
     #: What each metric of the task means, for summaries.
     metric_meanings: ClassVar[Mapping[str, str]]
 

@@ -42,6 +42,7 @@ class LeastSquaresConfig(TaskSettings):
     log_every: int = Field(50, ge=1, le=10**9, description="steps per recorded history point")
 
     final_metric: ClassVar[str] = "rel_err"
+    higher_is_better: ClassVar[bool] = False
     metric_meanings: ClassVar[Mapping[str, str]] = {
         "rel_err": "||W - W*||^2 / ||W*||^2, mean over the last steps"}
 

@@ -49,6 +49,7 @@ class ClassifierSettings(TaskSettings):
 
     batch: int
     final_metric: ClassVar[str] = "test_acc"
+    higher_is_better: ClassVar[bool] = True
     metric_meanings: ClassVar[Mapping[str, str]] = {
         "test_acc": "share of the test images classified right"}
 
