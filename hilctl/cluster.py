@@ -122,7 +122,7 @@ class Cluster:
         if self.scheduler is None:
             # Its HTTP server on a free port of 127.0.0.1: two sweeps at once do not collide
             # on Dask's default 8787. The workers' statistical profiler is off: no dashboard
-            # shows it here, and its sampling cost 4-5% of a least-squares training.
+            # shows it here, and its sampling cost about 5% of a least-squares training.
             with dask.config.set({"distributed.worker.profile.enabled": False}):
                 self._local = LocalCluster(
                     n_workers=self.workers, threads_per_worker=1, processes=True,
