@@ -22,6 +22,7 @@ Dask is the optional extra ``sweep``; it is imported only when a cluster is open
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import logging
 import os
@@ -86,10 +87,14 @@ def dask_setup(worker: Any) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+#: What a client call raises when the scheduler is gone (its futures are then cancelled).
+_TRANSPORT_ERRORS = (OSError, TimeoutError, concurrent.futures.CancelledError)
+
+
 @dataclass(frozen=True)
 class TaskLost:
-    """A task the cluster could not finish: every worker that ran it died, or it was
-    cancelled; ``error`` says which, as Dask reports it."""
+    """A task the cluster could not finish: every worker that ran it died; ``error`` says so,
+    as Dask reports it."""
 
     error: str
 
@@ -163,16 +168,30 @@ class Cluster:
             with contextlib.suppress(Exception):
                 local.close()
 
+    def _where(self) -> str:
+        return f"--scheduler {self.scheduler}" if self.scheduler else "the local cluster"
+
+    def _lost(self, exc: BaseException | None = None) -> ClusterError:
+        """The error for a cluster this client lost: the points recorded so far stay."""
+        cause = f" ({type(exc).__name__}: {' '.join(str(exc).split())})" if exc else ""
+        return ClusterError(f"{self._where()}: the connection to the scheduler was lost, or it "
+                            f"restarted{cause}")
+
     def threads(self) -> int:
         """How many tasks the cluster runs at once now (its workers' threads)."""
-        return int(sum(self._client.nthreads().values())) if self._client is not None else 0
+        if self._client is None:
+            return 0
+        try:
+            return int(sum(self._client.nthreads().values()))
+        except _TRANSPORT_ERRORS as exc:
+            raise self._lost(exc) from None
 
     def completed(self, fn: Callable[[T], R], items: Sequence[T],
                   name: str = "task") -> Iterator[tuple[int, R | TaskLost]]:
         """``fn(item)`` for every item on the cluster; yields ``(index, result)`` as each
-        ends, a :class:`TaskLost` for a task that could not be finished. ``fn`` must be a
+        ends, a :class:`TaskLost` for a task every worker that ran it died on. ``fn`` must be a
         module-level function and the items plain data (they are pickled). An exception that
-        ``fn`` raises is raised here."""
+        ``fn`` raises is raised here; a scheduler lost on the way is a :class:`ClusterError`."""
         from distributed import as_completed
 
         if self._client is None:
@@ -184,17 +203,25 @@ class Cluster:
         try:
             for future in as_completed(futures):
                 i = index[future.key]
-                if future.status == "finished":
-                    yield i, future.result()
-                elif future.status == "cancelled":
-                    yield i, TaskLost("cancelled")
-                else:
-                    error = future.exception()
-                    if type(error).__name__ != "KilledWorker":
-                        raise error
-                    yield i, TaskLost(f"every worker that ran it died: {error}")
+                if future.status == "cancelled":  # not by us: we cancel only after the loop
+                    raise self._lost()
+                if future.status != "error":
+                    yield i, self._fetch(future.result)
+                    continue
+                error = self._fetch(future.exception)
+                if type(error).__name__ != "KilledWorker":
+                    raise error
+                yield i, TaskLost(f"every worker that ran it died: {error}")
         finally:
-            self._client.cancel([f for f in futures if not f.done()])
+            with contextlib.suppress(Exception):  # a scheduler already gone has nothing to cancel
+                self._client.cancel([f for f in futures if not f.done()])
+
+    def _fetch(self, get: Callable[[], T]) -> T:
+        """``get()``, a client call; a scheduler gone meanwhile is a :class:`ClusterError`."""
+        try:
+            return get()
+        except _TRANSPORT_ERRORS as exc:
+            raise self._lost(exc) from None
 
     def map(self, fn: Callable[[T], R], items: Sequence[T], labels: Sequence[str],
             progress: Callable[[str], None]) -> list[R]:

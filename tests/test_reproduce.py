@@ -232,6 +232,15 @@ def test_workers_must_be_positive_and_jobs_is_their_alias(capsys) -> None:
     assert "--workers/--jobs" in capsys.readouterr().err
 
 
+def test_workers_without_dask_say_how_to_install_it(capsys, monkeypatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "distributed", None)  # import distributed fails
+    assert main(["reproduce", "fig1", "--quick", "--workers", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "pip install 'hilctl[sweep]'" in err
+
+
 def test_a_scheduler_that_does_not_answer_is_named(capsys, monkeypatch) -> None:
     from hilctl import cluster
 

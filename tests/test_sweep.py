@@ -28,6 +28,7 @@ import pytest
 from hilctl import cluster as cluster_module
 from hilctl.cli import main
 from hilctl.cluster import Cluster, TaskLost
+from hilctl.errors import ClusterError
 from hilctl.runs import COMPLETED, FAILED, RunStore
 from hilctl.sweep import runner
 from hilctl.sweep.spec import POINT_LIMIT, load_sweep
@@ -175,9 +176,11 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def dask_cluster(workers: int) -> Iterator[tuple[str, list[subprocess.Popen[bytes]]]]:
+def dask_cluster(workers: int) -> Iterator[tuple[str, subprocess.Popen[bytes],
+                                                  list[subprocess.Popen[bytes]]]]:
     """``dask scheduler`` and ``workers`` x ``dask worker --no-nanny`` (one process each, so
-    that killing one kills a worker) as subprocesses; yields the address and the workers."""
+    that killing one kills a worker) as subprocesses; yields the address, the scheduler and
+    the workers."""
     address = f"tcp://127.0.0.1:{_free_port()}"
     quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
     scheduler = subprocess.Popen([sys.executable, "-m", "dask", "scheduler", "--host",
@@ -191,7 +194,7 @@ def dask_cluster(workers: int) -> Iterator[tuple[str, list[subprocess.Popen[byte
 
         with Client(address, timeout=30) as client:
             client.wait_for_workers(workers, timeout=60)
-        yield address, started
+        yield address, scheduler, started
     finally:
         for process in [*started, scheduler]:
             process.kill()
@@ -200,7 +203,7 @@ def dask_cluster(workers: int) -> Iterator[tuple[str, list[subprocess.Popen[byte
 
 @pytest.fixture(scope="module")
 def scheduler() -> Iterator[str]:
-    with dask_cluster(2) as (address, _):
+    with dask_cluster(2) as (address, _, _):
         yield address
 
 
@@ -260,7 +263,7 @@ def test_a_killed_worker_costs_no_point_and_duplicates_none(tmp_path) -> None:
     sweep = load_sweep(write(tmp_path, text))
     store = RunStore(tmp_path / "store")
     killed: list[int] = []
-    with dask_cluster(2) as (address, workers):
+    with dask_cluster(2) as (address, _, workers):
         from distributed import Client
 
         with Client(address, timeout=30) as watcher:
@@ -293,6 +296,22 @@ def test_a_killed_worker_costs_no_point_and_duplicates_none(tmp_path) -> None:
 
     for result in results:
         assert result.final == train(result.point.config).final
+
+
+def test_a_scheduler_lost_mid_sweep_stops_it_and_keeps_what_is_done(tmp_path) -> None:
+    text = BASE.replace("steps = 300", "steps = 20000") + "[sweep]\nseeds = [0, 1, 2, 3]\n"
+    sweep = load_sweep(write(tmp_path, text))
+    store = RunStore(tmp_path / "store")
+    with dask_cluster(1) as (address, scheduler, _):
+
+        def kill_the_scheduler(progress: runner.Progress) -> None:
+            scheduler.kill()
+
+        with pytest.raises(ClusterError, match=f"--scheduler {address}: the connection to"):
+            runner.run_sweep(sweep, store, lambda _: Cluster(scheduler=address),
+                             kill_the_scheduler, lambda *_: None)
+    runs = store.list_runs(limit=None)
+    assert len(runs) == 1 and runs[0].status == COMPLETED  # no point recorded as failed
 
 
 def test_ctrl_c_cancels_the_sweep_and_keeps_what_is_done(tmp_path) -> None:

@@ -26,6 +26,7 @@ from hilctl.cli.output import (
 from hilctl.cli.parsing import UsageError, positive_int
 from hilctl.cli.signals import exit_code
 from hilctl.cluster import Cluster, check_address, local_cores, require_dask
+from hilctl.errors import ClusterError
 from hilctl.plotting import require_matplotlib
 from hilctl.runs import DIVERGED, FAILED, RunStore
 from hilctl.sweep.figures import plot_sweep
@@ -136,6 +137,9 @@ def run(args: argparse.Namespace) -> int:
             "are recorded, the running ones are cancelled; run the same command again to go on "
             "(points done are skipped)")
         return exit_code(exc)
+    except ClusterError as exc:
+        raise ClusterError(f"{exc}: {len(recorded)} point(s) of this run are recorded; run the "
+                           "same command again to go on") from None
     return _report(args, sweep, results, store)
 
 
