@@ -192,8 +192,9 @@ def dask_cluster(workers: int) -> Iterator[tuple[str, subprocess.Popen[bytes],
     try:
         from distributed import Client
 
-        with Client(address, timeout=30) as client:
-            client.wait_for_workers(workers, timeout=60)
+        with Client(address, timeout=30) as client:  # the scheduler is up
+            if workers:
+                client.wait_for_workers(workers, timeout=60)
         yield address, scheduler, started
     finally:
         for process in [*started, scheduler]:
@@ -296,6 +297,15 @@ def test_a_killed_worker_costs_no_point_and_duplicates_none(tmp_path) -> None:
 
     for result in results:
         assert result.final == train(result.point.config).final
+
+
+def test_a_scheduler_without_workers_is_named_in_one_line(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(cluster_module, "WORKERS_TIMEOUT", 0.5)
+    with dask_cluster(0) as (address, _, _):
+        code, out, err = invoke(["sweep", write(tmp_path, BASE + GRID), "--scheduler", address,
+                                 "--store", str(tmp_path / "store")])
+    assert code == 3 and out == "" and err.count("\n") == 1
+    assert f"the scheduler has no worker after 0.5 s; start some with 'dask worker {address}'" in err
 
 
 def test_a_scheduler_lost_mid_sweep_stops_it_and_keeps_what_is_done(tmp_path) -> None:

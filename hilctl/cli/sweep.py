@@ -125,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
 
     def progress(p: Progress) -> None:
         recorded.append(p.last)
-        left = "" if p.seconds_left is None else f", about {_duration(p.seconds_left)} left"
+        left = f", about {_duration(p.seconds_left)} left" if p.running else ""
         say(f"[{time.perf_counter() - begun:6.1f} s] {p.last.point.label()}: "
             f"{_status_text(p.last, sweep.metric)}   {p.done}/{p.total} done, {p.running} "
             f"running, {p.failed} failed{left}")

@@ -52,15 +52,13 @@ class PointResult:
 @dataclass(frozen=True)
 class Progress:
     """Where a sweep stands, after each point that ends: points done (by this run and
-    earlier ones), running, failed, and an estimate of the seconds left (None until a point
-    has ended)."""
+    earlier ones), running, failed (in this run), and an estimate of the seconds left."""
 
     total: int
     done: int
-    earlier: int
     running: int
     failed: int
-    seconds_left: float | None
+    seconds_left: float
     last: PointResult
 
 
@@ -116,8 +114,8 @@ def run_sweep(sweep: Sweep, store: RunStore, open_cluster: Callable[[int], Clust
                 failed += result.status == FAILED
                 left = len(todo) - finished
                 rate = finished / max(time.monotonic() - begun, 1e-9)
-                progress(Progress(len(sweep.points), len(results), len(sweep.points) - len(todo),
-                                  min(left, cluster.threads()), failed, left / rate, result))
+                progress(Progress(len(sweep.points), len(results), min(left, cluster.threads()),
+                                  failed, left / rate, result))
     return [results[point.key] for point in sweep.points]
 
 
