@@ -37,7 +37,8 @@ _inline = njit(cache=True, error_model="numpy", nogil=True, inline="always")
 #: The row loops of the serial kernels: compiled without the runtime's reference counting, which
 #: otherwise counts every array an inlined row body takes, on every row (about 0.1 us a row, a
 #: third of a 64-column row's work). They allocate nothing; their caller allocates for them.
-_rows = njit(cache=True, error_model="numpy", nogil=True, _nrt=False)
+#: (``_nrt`` is numba's own option, missing from its type stubs.)
+_rows = njit(cache=True, error_model="numpy", nogil=True, _nrt=False)  # type: ignore[call-overload]
 
 _ZERO, _ONE, _TWO = np.float32(0), np.float32(1), np.float32(2)
 _C2, _C3, _C4 = (np.float32(1 / math.factorial(k)) for k in range(2, 5))
