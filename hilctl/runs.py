@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import contextlib
 import difflib
-import functools
 import io
 import json
 import math
@@ -52,10 +51,8 @@ import os
 import platform
 import re
 import secrets
-import shutil
 import socket
 import sqlite3
-import subprocess
 import sys
 import threading
 import time
@@ -73,6 +70,7 @@ import numpy as np
 from hilctl import __version__, checkpoints
 from hilctl.checkpoints import partial_files, write_atomically
 from hilctl.errors import HilctlError, Interrupted
+from hilctl.version import FROM_NOWHERE, code_version, resolve_commit
 
 #: Version of the database layout; :data:`_MIGRATIONS` upgrades older stores to it.
 SCHEMA_VERSION = 3
@@ -338,37 +336,11 @@ def new_run_id(now: float | None = None) -> str:
     return f"{stamp:%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
 
 
-@functools.lru_cache(maxsize=1)
-def git_describe() -> str | None:
-    """``git describe --always --dirty --tags`` of the source tree hilctl runs from, or None.
-
-    Only asked when the directory holding the ``hilctl`` package is a git work tree's root (an
-    editable or source checkout), so an installed copy never reports an unrelated repository.
-    Never raises; gives up after 2 s; cached for the life of the process.
-    """
-    try:
-        root = Path(__file__).resolve().parent.parent
-        git = shutil.which("git")
-        if git is None or not (root / ".git").exists():
-            return None
-        done = subprocess.run(
-            [git, "-C", str(root), "describe", "--always", "--dirty", "--tags"],
-            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=2, check=False,
-        )
-        text = done.stdout.strip()
-        return text if done.returncode == 0 and text else None
-    except Exception:
-        return None
-
-
-def code_version() -> str:
-    """``hilctl <version>``, plus ``(git <describe>)`` when running from a git checkout."""
-    described = git_describe()
-    return f"{__version__} (git {described})" if described else __version__
-
-
 def run_metadata() -> dict[str, Any]:
-    """What is recorded of the environment of a run: code version, host, process, versions."""
+    """What is recorded of the environment of a run: code version (the commit from the live
+    checkout or, for an installed copy, from its build: :mod:`hilctl.version`), host, process,
+    versions."""
+    commit, source = resolve_commit()
     try:
         hostname = socket.gethostname()
     except OSError:
@@ -376,7 +348,8 @@ def run_metadata() -> dict[str, Any]:
     return {
         "code_version": code_version(),
         "hilctl": __version__,
-        "git": git_describe(),
+        "git": None if source == FROM_NOWHERE else commit,
+        "git_source": source,
         "hostname": hostname,
         "pid": os.getpid(),
         "process_start": process_start(os.getpid()),

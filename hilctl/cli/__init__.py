@@ -20,12 +20,12 @@ from collections.abc import Callable, Sequence
 from importlib.metadata import entry_points
 from typing import Any
 
-from hilctl import __version__
 from hilctl.cli import characterize, fit, reproduce, runs, sweep, train
 from hilctl.cli.output import EXIT_FAILURE, EXIT_OK, PROG, error, say
 from hilctl.cli.parsing import ArgumentParser, UsageError
 from hilctl.cli.signals import exit_code, signals_as_interrupts
 from hilctl.errors import HilctlError
+from hilctl.version import code_version
 
 #: The core's commands, in the order ``hilctl --help`` lists them.
 COMMANDS = (train, sweep, characterize, fit, runs, reproduce)
@@ -65,7 +65,7 @@ def build_parser() -> ArgumentParser:
         prog=PROG,
         description="Hardware-in-the-loop training on analog in-memory computing tiles.",
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {code_version()}")
     subparsers = parser.add_subparsers(title="commands", dest="command", metavar="COMMAND",
                                        parser_class=ArgumentParser)
     for register in [*(module.register for module in COMMANDS), *_added_commands()]:
