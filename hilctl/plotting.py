@@ -132,7 +132,8 @@ def use_log_scale(values: np.ndarray) -> bool:
 
 
 def plot_metrics(record: RunRecord, names: list[str], path: Path) -> Path:
-    """Draw the metrics ``names`` of ``record`` against the step, one panel each, into ``path``."""
+    """Draw the metrics ``names`` of ``record`` against the step (the epoch for a task that
+    records its metrics once an epoch), one panel each, with whole-number ticks, into ``path``."""
     require_matplotlib()
     from matplotlib.figure import Figure
 
@@ -146,7 +147,12 @@ def plot_metrics(record: RunRecord, names: list[str], path: Path) -> Path:
             ax.set_yscale("log")
         ax.set_ylabel(name)
         ax.grid(True, which="both", alpha=0.3)
-    axes[-1].set_xlabel("step")
+    from matplotlib.ticker import MaxNLocator
+
+    axes[-1].xaxis.set_major_locator(MaxNLocator(integer=True))  # steps and epochs are whole
+    task = record.config.get("task") if isinstance(record.config, dict) else None
+    per_epoch = isinstance(task, dict) and "epochs" in task  # an MNIST task logs once an epoch
+    axes[-1].set_xlabel("epoch" if per_epoch else "step")
     title = f"run {record.run_id}: {record.command}"
     if record.summary:
         title += f" ({record.summary})"

@@ -378,6 +378,10 @@ def _execute(config: TrainConfig, backend: Backend, options: dict[str, Any],
                     run.save_snapshot(last_step, name, array)
                 run.finish(final=result.final)
             return outcome(result.final, result.history)
+    except KeyboardInterrupt as exc:
+        if run is not None and run.run_id:
+            exc.run_id = run.run_id  # type: ignore[attr-defined]  # named in the Ctrl-C line
+        raise
     except Diverged as exc:
         heard = reporter.history.history
         last = {name: values[-1] for name, values in heard.items() if name != "step"}

@@ -123,7 +123,9 @@ def test_train_with_no_arguments_finishes_within_a_minute(capsys):
 
 
 def test_compare_json_rows(capsys, store_home):
-    record = run_json(capsys, "compare", "--seeds", "2", "--set", "task.steps=300")
+    # --device names a setting: just that one runs (one table, the old JSON shape).
+    record = run_json(capsys, "compare", "--device", "soft-bounds", "--seeds", "2", "--set",
+                      "task.steps=300")
     rows = record["rows"]
     assert [r["algorithm"] for r in rows] == ["digital-sgd", "analog-sgd", "tiki-taka"]
     runs = {r["run_id"]: r for r in record["runs"]}
@@ -146,7 +148,7 @@ def test_compare_json_rows(capsys, store_home):
 
 def test_compare_table(capsys):
     assert main(["compare", "--algorithms", "digital-sgd,analog-sgd", "--seeds", "2",
-                 "--seed", "4", *FAST]) == 0
+                 "--seed", "4", "--device", "soft-bounds", *FAST]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "least-squares on sim, device soft-bounds, 2 seed(s) from 4"
     assert lines[1].split() == ["algorithm", "rel_err", "loss", "seconds"]
@@ -370,6 +372,9 @@ class InterruptAfter:
         if done >= self.at:
             raise KeyboardInterrupt
 
+    def metric(self, step: int, values: dict) -> None:
+        pass
+
     def close(self) -> None:
         self.closed = True
 
@@ -377,8 +382,7 @@ class InterruptAfter:
 def interrupt_at(monkeypatch, at: int) -> list[InterruptAfter]:
     made: list[InterruptAfter] = []
 
-    def progress_for(label: str, enabled: bool) -> InterruptAfter:
-        # The real one returns None when stderr is not a terminal, as under pytest.
+    def progress_for(label: str, enabled: bool = True, **options) -> InterruptAfter:
         made.append(InterruptAfter(at))
         return made[-1]
 
@@ -392,10 +396,12 @@ def test_ctrl_c_marks_the_run_interrupted_with_its_history(capsys, monkeypatch, 
     out, err = capsys.readouterr()
     assert code == 130
     assert out == ""
-    assert err.count("\n") == 1 and "interrupted" in err and "hilctl runs list" in err
+    assert err.count("\n") == 1 and "interrupted" in err
     assert made[0].closed  # the progress line is cleared on the way out
     store = RunStore(store_home)
     (summary,) = store.list_runs()
+    # The line names the run and how to go on with it.
+    assert f"run {summary.run_id} " in err and f"hilctl runs resume {summary.run_id}" in err
     assert summary.status == "interrupted" and summary.final == {}
     record = store.get_run(summary.run_id)
     # Metrics are logged every 50 steps; the interrupt came at step 120.
@@ -411,18 +417,21 @@ def test_ctrl_c_marks_the_run_interrupted_with_its_history(capsys, monkeypatch, 
 def test_ctrl_c_in_compare_keeps_finished_runs(capsys, monkeypatch, store_home):
     labels: list[str] = []
 
-    def progress_for(label: str, enabled: bool) -> InterruptAfter:
+    def progress_for(label: str, enabled: bool = True, **options) -> InterruptAfter:
         labels.append(label)
         # Ctrl-C in the second algorithm's run only.
-        return InterruptAfter(100 if label.startswith("analog-sgd") else 10**9)
+        return InterruptAfter(100 if label.startswith("paper: analog-sgd") else 10**9)
 
     monkeypatch.setattr("hilctl.cli.train.progress_for", progress_for)
     code = main(["compare", "--set", "task.steps=150"])
     out, err = capsys.readouterr()
     assert code == 130 and out == ""
     assert err.count("\n") == 1 and "interrupted" in err
-    assert labels == ["digital-sgd seed 0", "analog-sgd seed 0"]  # tiki-taka never started
+    # The paper's setting runs first; its tiki-taka and the realistic setting never started.
+    assert labels == ["paper: digital-sgd seed 0", "paper: analog-sgd seed 0"]
     runs = RunStore(store_home).list_runs()
+    interrupted = next(r for r in runs if r.status == "interrupted")
+    assert f"hilctl runs resume {interrupted.run_id}" in err
     assert [(r.summary, r.status) for r in runs] == [
         ("least-squares / analog-sgd", "interrupted"),
         ("least-squares / digital-sgd", "completed"),

@@ -66,6 +66,9 @@ def register(subparsers: Any) -> None:
                        help="weight every cell is programmed to first, within the device "
                        "bounds [w_min, w_max] (default: %(default)s)")
     output = parser.add_argument_group("output")
+    output.add_argument("--quiet", action="store_true",
+                        help="no progress on stderr (by default a bar on a terminal, else a "
+                        "log line at most every 10 s)")
     output.add_argument("--json", action="store_true",
                         help="print one JSON object with every point instead of the summary")
     output.add_argument("--out", metavar="FILE.json", type=Path,
@@ -114,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
     if args.plot is not None:
         _check_plot_path(args.plot)  # before a run that may take hours on a chip
 
-    progress = progress_for("characterize", enabled=not args.json)
+    progress = progress_for("characterize", enabled=not args.quiet, unit="pulses")
     began = time.perf_counter()
     try:
         with backend:

@@ -10,6 +10,7 @@ interrupted by signal N (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP).
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import math
@@ -17,6 +18,7 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -80,44 +82,136 @@ def print_json(value: Any) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-class StderrProgress:
-    """A one-line ``label: done/total`` counter, redrawn at most every ``interval`` seconds.
+class Progress:
+    """Progress of a slow operation on stderr: one object for every command.
 
-    Use it as the ``progress`` callback of a slow operation, and call :meth:`close` at the end
-    (or on failure) to clear the line.
+    Call it as ``progress(done, total)`` (the ``progress`` callback of a training, a pulse
+    sweep or a resume) and, where metrics come, ``progress.metric(step, values)`` (the
+    ``on_metrics`` callback); call :meth:`close` at the end or on failure.
+
+    On a terminal it redraws one line at most every ``interval`` seconds (default 0.1): a bar,
+    done/total, the percentage, the rate, the time left and the latest metric; :meth:`close`
+    clears it. Elsewhere (a log file, ``nohup``, CI) it writes plain lines with the same facts,
+    at most one every ``interval`` seconds (default 10), one at each metric when
+    ``line_on_metrics`` (an MNIST epoch end), and a final one when the operation ran at least
+    one interval; an operation shorter than that writes nothing. ``clock`` (seconds, default
+    :func:`time.monotonic`) can be injected for tests.
     """
 
-    def __init__(self, label: str, stream: TextIO | None = None, interval: float = 0.1) -> None:
+    BAR = 24
+
+    def __init__(self, label: str, stream: TextIO | None = None, *, tty: bool | None = None,
+                 interval: float | None = None, unit: str = "steps",
+                 metric: str | None = None, line_on_metrics: bool = False,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.label = label
         self.stream = stream if stream is not None else sys.stderr
-        self.interval = interval
-        self._last = -math.inf
+        if tty is None:
+            isatty = getattr(self.stream, "isatty", None)
+            tty = bool(isatty is not None and isatty())
+        self.tty = tty
+        self.interval = interval if interval is not None else (0.1 if tty else 10.0)
+        self.unit = unit
+        self.metric_name = metric
+        self.line_on_metrics = line_on_metrics
+        self.clock = clock
+        self._start = clock()
+        self._last = -math.inf if tty else self._start
+        self._lines = 0
         self._width = 0
+        self._done = 0
+        self._total = 0
+        self._shown = -1
+        self._metric: tuple[str, float] | None = None
+        self._seen: collections.deque[tuple[float, int]] = collections.deque()
 
     def __call__(self, done: int, total: int) -> None:
-        now = time.monotonic()
-        if done < total and now - self._last < self.interval:
+        self._done, self._total = done, total
+        now = self.clock()
+        final = total > 0 and done >= total
+        if now - self._last < self.interval and not (final and (self.tty or self._lines)):
             return
-        self._last = now
+        if final and not self.tty and (self.line_on_metrics or (
+                now - self._start < self.interval and not self._lines)):
+            return  # the epoch's metrics bring the final line; a short run needs none
+        self._show(now)
+
+    def metric(self, step: int, values: Mapping[str, float]) -> None:
+        """Keep the latest value of the metric (the one named, else the first) for the line."""
+        del step
+        name = self.metric_name if self.metric_name in values else next(iter(values), None)
+        if name is None:
+            return
+        self._metric = (name, float(values[name]))
+        if self.line_on_metrics and not self.tty:
+            self._show(self.clock())
+
+    def text(self, now: float) -> str:
+        """The facts of one line: done/total, percentage, rate, time left, latest metric."""
+        done, total = self._done, self._total
         percent = 100 * done // total if total else 100
-        text = f"{self.label}: {done}/{total} ({percent}%)"
-        self._width = max(self._width, len(text))
-        self.stream.write("\r" + text.ljust(self._width))
-        self.stream.flush()
+        elapsed = now - self._start
+        since, done_then = self._seen[0] if self._seen else (self._start, 0)
+        rate = (done - done_then) / (now - since) if now > since else math.nan
+        parts = [f"{done}/{total} ({percent}%)"]
+        if math.isfinite(rate) and rate > 0:
+            parts.append(f"{_count(rate)} {self.unit}/s")
+            parts.append(f"{_duration((total - done) / rate)} left" if done < total
+                         else f"{_duration(elapsed)} in all")
+        if self._metric is not None:
+            parts.append(f"{self._metric[0]} {self._metric[1]:.4g}")
+        return ", ".join(parts)
+
+    def _show(self, now: float) -> None:
+        self._last = now
+        text = self.text(now)
+        # The rate over the last few lines: the first steps (compiling, loading) do not count
+        # for long in the time left.
+        self._seen.append((now, self._done))
+        while len(self._seen) > 1 and now - self._seen[0][0] > max(3 * self.interval, 5.0):
+            self._seen.popleft()
+        with contextlib.suppress(OSError, ValueError):
+            if self.tty:
+                filled = self.BAR * self._done // self._total if self._total else self.BAR
+                bar = "#" * filled + "." * (self.BAR - filled)
+                line = f"{self.label} [{bar}] {text}"
+                self._width = max(self._width, len(line))
+                self.stream.write("\r" + line.ljust(self._width))
+            else:
+                self.stream.write(f"{PROG}: {self.label}: {text}\n")
+                self._lines += 1
+            self._shown = self._done
+            self.stream.flush()
 
     def close(self) -> None:
+        """Clear a terminal's line; a plain log keeps its lines (and gets the final one if it
+        has lines but not that one yet)."""
+        if not self.tty and self._lines and self._shown != self._done:
+            self._show(self.clock())
         if self._width:
-            self.stream.write("\r" + " " * self._width + "\r")
-            self.stream.flush()
+            with contextlib.suppress(OSError, ValueError):
+                self.stream.write("\r" + " " * self._width + "\r")
+                self.stream.flush()
             self._width = 0
 
 
-def progress_for(label: str, enabled: bool) -> StderrProgress | None:
-    """A :class:`StderrProgress` when ``enabled`` and stderr is a terminal, else None."""
-    if not enabled:
-        return None
-    isatty = getattr(sys.stderr, "isatty", None)
-    return StderrProgress(label) if isatty is not None and isatty() else None
+def _count(rate: float) -> str:
+    return f"{rate:.0f}" if rate >= 10 else f"{rate:.2g}"
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+def progress_for(label: str, enabled: bool = True, **options: Any) -> Progress | None:
+    """A :class:`Progress` on stderr when ``enabled`` (not ``--quiet``), else None; ``options``
+    go to :class:`Progress` (``unit``, ``metric``, ``line_on_metrics``, ``interval``)."""
+    return Progress(label, **options) if enabled else None
 
 
 def check_output_path(path: Path, option: str, suffix: str) -> None:

@@ -72,6 +72,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--scheduler", metavar="ADDRESS",
                         help="run those trainings on the workers of a running Dask scheduler, "
                         "tcp://HOST:PORT (see docs/sweeps.md)")
+    parser.add_argument("--quiet", action="store_true",
+                        help="no progress lines on stderr")
     parser.set_defaults(handler=run)
 
 
@@ -99,6 +101,8 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
 
     def progress(message: str) -> None:
+        if args.quiet:
+            return
         print(f"[{time.perf_counter() - started:6.1f} s] {message}", file=sys.stderr, flush=True)
 
     def save(result: reproduce.ExperimentResult) -> None:

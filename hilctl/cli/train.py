@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import math
 import textwrap
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from hilctl.algorithms import ALGORITHMS
@@ -39,6 +41,33 @@ _METRIC_MEANING = {name: meaning for task in TASKS.values()
                    for name, meaning in task.metric_meanings.items()}
 
 
+class _Fields(dict[str, Any]):
+    def __missing__(self, key: str) -> str:
+        return "{" + key + "}"
+
+
+def metric_meaning(task: Any, name: str) -> str:
+    """What metric ``name`` of ``task`` means, with the task's own numbers filled in (the
+    steps ``rel_err`` averages over, ``task.eval_window``)."""
+    meaning = type(task).metric_meanings.get(name) or _METRIC_MEANING.get(name, "")
+    return meaning.format_map(_Fields({k: getattr(task, k) for k in type(task).model_fields}))
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One device setting the no-argument ``compare`` runs: a name, what it is, and the
+    command-line arguments that make it."""
+
+    name: str
+    title: str
+    args: argparse.Namespace
+
+
+#: The paper's setting: the ideal asymmetric linear device (soft bounds +-tau, no variation)
+#: read through a perfect periphery (the README's tuned compare; ``reproduce successors``).
+PAPER_SETS = ("device.tau=0.5", "periphery.is_perfect=true")
+
+
 def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     add_backend_arguments(parser)
     parser.add_argument("--task", choices=list(TASKS), help="task (default: least-squares)")
@@ -55,6 +84,9 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=nonnegative_int, help="seed of the run (default: 0)")
     parser.add_argument("--json", action="store_true",
                         help="print one JSON object on stdout and nothing else")
+    parser.add_argument("--quiet", action="store_true",
+                        help="no progress on stderr (by default a bar on a terminal, else a "
+                        "log line at most every 10 s and at each epoch end)")
     parser.add_argument("--store", metavar="PATH",
                         help="run store (default: $HILCTL_HOME or ~/.local/share/hilctl)")
 
@@ -75,7 +107,16 @@ def register(subparsers: Any) -> None:
     compare_parser = subparsers.add_parser(
         "compare", help="the same task and seeds under several algorithms, side by side",
         description="Run the same task with the same seeds under several algorithms and print "
-        "one table: the paper's headline (digital SGD vs Analog SGD vs Tiki-Taka).",
+        "one table: the paper's headline (digital SGD vs Analog SGD vs Tiki-Taka). With no "
+        "--task, --device, --no-variation, --config, other backend or --set outside task.* and "
+        "run.*, it runs two settings, one table each, and says what they show: the paper's "
+        "(the ideal asymmetric linear device: soft bounds with tau 0.5, no variation, perfect "
+        "periphery), where Tiki-Taka reaches digital SGD and Analog SGD keeps an error, and "
+        "the realistic default (aihwkit's soft-bounds device with its variations, noisy "
+        "periphery). With any of those options it runs just the setting asked for. --json "
+        "prints one object: for one setting {\"rows\": [...], \"runs\": [...]}; for the two "
+        "{\"settings\": [{\"name\", \"title\", \"rows\", \"runs\"}, ...], \"findings\": "
+        "[line, ...]}.",
     )
     _add_run_arguments(compare_parser)
     compare_parser.add_argument(
@@ -109,11 +150,13 @@ def _config(args: argparse.Namespace, backend: Backend, algorithm: str | None, s
 
 def _train(config: TrainConfig, args: argparse.Namespace, store: RunStore, label: str,
            command: str, backend: Backend, options: dict[str, Any]) -> TrainOutcome:
-    progress = progress_for(label, enabled=not args.json)
+    progress = progress_for(label, enabled=not args.quiet, metric=config.task.final_metric,
+                            line_on_metrics=hasattr(config.task, "epochs"))
     try:
         with backend:  # closed after each run: the next opens its tiles afresh (a bench's regions)
             return train(config, backend, store=store, command=command, progress=progress,
-                         backend_options=options)
+                         backend_options=options,
+                         on_metrics=None if progress is None else progress.metric)
     finally:
         if progress is not None:
             progress.close()
@@ -134,8 +177,7 @@ def report_run(run: Callable[[], TrainOutcome], as_json: bool) -> int:
     try:
         outcome = run()
     except KeyboardInterrupt as exc:
-        say(f"hilctl: interrupted ({exc or 'SIGINT'}); the run is recorded as interrupted with "
-            "its history so far and a checkpoint to resume from (see 'hilctl runs list')")
+        say(f"hilctl: interrupted ({exc or 'SIGINT'}); {interrupted_run(exc)}")
         return exit_code(exc)
     except DivergedRun as exc:
         if as_json:
@@ -149,13 +191,23 @@ def report_run(run: Callable[[], TrainOutcome], as_json: bool) -> int:
     return EXIT_OK
 
 
+def interrupted_run(exc: BaseException) -> str:
+    """What became of the run an interruption stopped, and how to go on with it."""
+    run_id = getattr(exc, "run_id", None)
+    if run_id is None:
+        return ("the run is recorded as interrupted with its history so far and a checkpoint "
+                "to resume from (see 'hilctl runs list')")
+    return (f"run {run_id} is recorded as interrupted with its history so far and a checkpoint; "
+            f"continue it with 'hilctl runs resume {run_id}'")
+
+
 def summary_lines(outcome: TrainOutcome) -> list[str]:
     """A readable account of one run."""
     config = outcome.config
     lines = [f"{config.summary(outcome.physical)} on {outcome.backend_label}, seed {config.seed}: "
              f"{config.task.length()} in {outcome.seconds:.1f} s"]
     for name, value in outcome.final.items():
-        meaning = _METRIC_MEANING.get(name, "")
+        meaning = metric_meaning(config.task, name)
         lines.append(f"  {name:<9} {value:.4g}" + (f"   ({meaning})" if meaning else ""))
     if outcome.run_id:
         lines.append(f"  run       {outcome.run_id}   (hilctl runs show {outcome.run_id})")
@@ -164,6 +216,28 @@ def summary_lines(outcome: TrainOutcome) -> list[str]:
               f"(weight units) since the checkpoint; {d['reprogrammed']} cell(s) written back"
               for d in outcome.drift]
     return lines
+
+
+def compare_settings(args: argparse.Namespace) -> list[Setting]:
+    """The settings ``compare`` runs: the paper's and the realistic default when the command
+    line names no setting of its own (no ``--task``, ``--device``, ``--no-variation``,
+    ``--config``, other backend, or ``--set`` outside ``task.*`` and ``run.*``), else just the
+    one asked for."""
+    sets = parse_sets(args.set, SECTIONS)
+    own = (args.task is not None or args.device is not None or args.no_variation
+           or args.config is not None or args.backend != "sim"
+           or any(values for section, values in sets.items() if section not in ("task", "run")))
+    if own:
+        return [Setting("", "", args)]
+    paper = copy.copy(args)
+    paper.no_variation = True
+    paper.set = [*args.set, *PAPER_SETS]
+    return [
+        Setting("paper", "asymmetric linear device (soft bounds, tau 0.5), no variation, "
+                "perfect periphery", paper),
+        Setting("realistic", "aihwkit's default soft-bounds device: variations, noisy "
+                "periphery", args),
+    ]
 
 
 def run_compare(args: argparse.Namespace) -> int:
@@ -180,40 +254,106 @@ def run_compare(args: argparse.Namespace) -> int:
                               "this key")
     backend, options = backend_from_args(args)
     first_seed = args.seed if args.seed is not None else 0
-    configs = {(name, s): _config(args, backend, name, first_seed + s, shared_algorithm_keys=True)
-               for name in names for s in range(args.seeds)}
+    settings = compare_settings(args)
+    plans = [(setting, {(name, s): _config(setting.args, backend, name, first_seed + s,
+                                           shared_algorithm_keys=True)
+                        for name in names for s in range(args.seeds)})
+             for setting in settings]  # every setting resolved before the first run
     store = RunStore(args.store)
-    outcomes: dict[tuple[str, int], TrainOutcome] = {}
+    results: list[tuple[Setting, list[dict[str, Any]], dict[tuple[str, int], TrainOutcome]]] = []
     diverged: list[str] = []
     try:
-        for (name, s), config in configs.items():
-            label = f"{name} seed {first_seed + s}"
-            try:
-                outcomes[(name, s)] = _train(config, args, store, label, "compare", backend,
-                                             options)
-            except DivergedRun as exc:  # the others still run: the table says which diverged
-                outcomes[(name, s)] = exc.outcome
-                diverged.append(f"{label}: {exc}")
+        for setting, configs in plans:
+            outcomes: dict[tuple[str, int], TrainOutcome] = {}
+            for (name, s), config in configs.items():
+                label = f"{setting.name + ': ' if setting.name else ''}{name} seed {first_seed + s}"
+                try:
+                    outcomes[(name, s)] = _train(config, args, store, label, "compare", backend,
+                                                 options)
+                except DivergedRun as exc:  # the others still run: the table says which diverged
+                    outcomes[(name, s)] = exc.outcome
+                    diverged.append(f"{label}: {exc}")
+            results.append((setting, comparison_table(names, args.seeds, outcomes), outcomes))
     except KeyboardInterrupt as exc:
-        say(f"hilctl: interrupted ({exc or 'SIGINT'}); finished runs are recorded, the current "
-            "one as interrupted")
+        run_id = getattr(exc, "run_id", None)
+        current = f"the current one ({run_id}) as interrupted; continue it with 'hilctl runs " \
+            f"resume {run_id}'" if run_id else "the current one as interrupted"
+        say(f"hilctl: interrupted ({exc or 'SIGINT'}); finished runs are recorded, {current}")
         return exit_code(exc)
-    table = comparison_table(names, args.seeds, outcomes)
     code = EXIT_DIVERGED if diverged else EXIT_OK
-    if args.json:
-        print_json({"rows": table, "runs": [o.as_json() for o in outcomes.values()]})
-        return code
-    sample = next(iter(configs.values()))
-    device = "chip" if backend.physical else sample.device.model
-    print(f"{sample.task.name} on {backend.label(options)}, device {device}, "
-          f"{args.seeds} seed(s) from {first_seed}")
-    for line in format_table(table):
-        print(line)
+    sample = next(iter(plans[0][1].values()))
     metric = sample.task.final_metric
-    print(textwrap.fill(f"{metric}: {_METRIC_MEANING[metric]}.", 90))
+    findings = [finding(setting, table, metric, sample.task.higher_is_better)
+                for setting, table, _ in results] if len(results) > 1 else []
+    findings = [line for line in findings if line]
+    if args.json:
+        if len(results) == 1:
+            _, table, outcomes = results[0]
+            print_json({"rows": table, "runs": [o.as_json() for o in outcomes.values()]})
+        else:
+            print_json({"settings": [{"name": setting.name, "title": setting.title, "rows": table,
+                                      "runs": [o.as_json() for o in outcomes.values()]}
+                                     for setting, table, outcomes in results],
+                        "findings": findings})
+        return code
+    for (setting, table, _), (_, configs) in zip(results, plans, strict=True):
+        config = next(iter(configs.values()))
+        device = "chip" if backend.physical else config.device.model
+        if setting.name:
+            print(f"{setting.name} setting: {setting.title}")
+        print(f"{config.task.name} on {backend.label(options)}, device {device}, "
+              f"{args.seeds} seed(s) from {first_seed}")
+        for line in format_table(table):
+            print(line)
+        if len(results) > 1:
+            print()
+    print(textwrap.fill(f"{metric}: {metric_meaning(sample.task, metric)}.", 90))
+    for line in findings:
+        print(line)
     for line in diverged:
         say(f"hilctl: {line}")
     return code
+
+
+_NAMES = {"digital-sgd": "digital SGD", "analog-sgd": "Analog SGD", "tiki-taka": "Tiki-Taka"}
+
+
+def finding(setting: Setting, rows: list[dict[str, Any]], metric: str,
+            higher_is_better: bool) -> str:
+    """One plain line on what a setting's table shows: which algorithms reach digital SGD
+    (within a factor 2 of its error, or 0.01 of its accuracy) and which do not, with the
+    numbers; empty without a completed digital SGD row to measure against."""
+    by_name = {row["algorithm"]: row for row in rows if "diverged" not in row}
+    digital = by_name.get("digital-sgd", {}).get(metric)
+    if digital is None or not math.isfinite(digital):
+        return ""
+
+    def reaches(value: float) -> bool:
+        return value >= digital - 0.01 if higher_is_better else value <= 2 * digital
+
+    reached: list[str] = []
+    missed: list[str] = []
+    for row in rows:
+        name = row["algorithm"]
+        if name == "digital-sgd":
+            continue
+        shown = _NAMES.get(name, name)
+        if "diverged" in row:
+            missed.append(f"{shown} (diverged)")
+        else:
+            (reached if reaches(row[metric]) else missed).append(f"{shown} ({row[metric]:.2g})")
+    target = f"digital SGD ({metric} {digital:.2g})"
+    if reached:
+        text = f"{' and '.join(reached)} reach{'es' if len(reached) == 1 else ''} {target}"
+        if missed:
+            text += f"; {' and '.join(missed)} {'does' if len(missed) == 1 else 'do'} not"
+    else:
+        text = (f"{'neither ' if len(missed) == 2 else ''}{' nor '.join(missed)} "
+                f"reach{'es' if len(missed) <= 2 else ''} {target}" if len(missed) <= 2
+                else f"none of {', '.join(missed)} reaches {target}")
+        if len(missed) == 1:
+            text = f"{missed[0]} does not reach {target}"
+    return f"{setting.name.capitalize()} setting: {text}."
 
 
 def comparison_table(names: list[str], seeds: int,

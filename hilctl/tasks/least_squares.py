@@ -44,7 +44,7 @@ class LeastSquaresConfig(TaskSettings):
     final_metric: ClassVar[str] = "rel_err"
     higher_is_better: ClassVar[bool] = False
     metric_meanings: ClassVar[Mapping[str, str]] = {
-        "rel_err": "||W - W*||^2 / ||W*||^2, mean over the last steps"}
+        "rel_err": "||W - W*||^2 / ||W*||^2, mean over the last {eval_window} steps"}
 
     def length(self) -> str:
         return f"{self.steps} steps"
