@@ -305,6 +305,30 @@ class RunRecord:
         return config_summary(self.config)
 
 
+@dataclass(frozen=True)
+class RunProgress:
+    """What a run recorded since a watcher last looked (:meth:`RunStore.follow`).
+
+    ``metrics`` are ``(step, name, value)`` in the order they were written (NaN for NaN);
+    ``events`` likewise. ``status`` is ``lost`` for a ``running`` run whose process is gone or
+    whose heartbeat is stale (see the module docstring). ``updated`` is the run's last write
+    (Unix time), ``heartbeat_seconds`` the interval it beats at. Pass ``metric_cursor`` and
+    ``event_cursor`` to the next call to get only what is newer.
+    """
+
+    run_id: str
+    status: str
+    updated: float
+    ended: float | None
+    error: str | None
+    heartbeat_seconds: float
+    final: dict[str, Any]
+    metrics: list[tuple[int, str, float]]
+    events: list[Event]
+    metric_cursor: int
+    event_cursor: int
+
+
 # ---------------------------------------------------------------------------------------------
 # Helpers.
 # ---------------------------------------------------------------------------------------------
@@ -842,6 +866,32 @@ class RunStore:
             hint = f"newest ids: {', '.join(ids[:5])}"
         raise UnknownRunError(f"no run {key!r} in {str(self.path)!r}; {hint} "
                               "(see 'hilctl runs list')")
+
+    def follow(self, run_id: str, metric_cursor: int = 0, event_cursor: int = 0) -> RunProgress:
+        """The run ``run_id``'s status and the metrics and events written after the cursors
+        (0: from the start), read in one transaction (``hilctl runs watch``)."""
+        with self._read() as c:
+            row = c.execute("SELECT final, error, status, started, updated, ended, hostname, pid,"
+                            " metadata FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+            if row is None:
+                raise UnknownRunError(f"no run {run_id!r} in {str(self.path)!r}")
+            metric_rows = c.execute("SELECT rowid, step, name, value FROM metrics WHERE run_id = ?"
+                                    " AND rowid > ? ORDER BY rowid", (run_id, metric_cursor)).fetchall()
+            event_rows = c.execute("SELECT id, time, kind, message, step FROM events WHERE "
+                                   "run_id = ? AND id > ? ORDER BY id", (run_id, event_cursor)).fetchall()
+        final, error, *timing = row
+        status, _seconds = self._status_and_seconds(timing)
+        metadata = _loads(timing[-1], {})
+        return RunProgress(
+            run_id=run_id, status=status, updated=timing[2], ended=timing[3], error=error,
+            heartbeat_seconds=float(metadata.get("heartbeat_seconds") or DEFAULT_HEARTBEAT_SECONDS),
+            final=_loads(final, {}) or {},
+            metrics=[(step, name, math.nan if value is None else float(value))
+                     for _rowid, step, name, value in metric_rows],
+            events=[Event(time=t, kind=k, message=m, step=st) for _id, t, k, m, st in event_rows],
+            metric_cursor=metric_rows[-1][0] if metric_rows else metric_cursor,
+            event_cursor=event_rows[-1][0] if event_rows else event_cursor,
+        )
 
     def get_run(self, id_or_prefix: str) -> RunRecord:
         """Everything recorded of the run ``id_or_prefix`` (a full id or a unique prefix)."""

@@ -2,7 +2,9 @@
 
 ``hilctl runs list`` prints the newest runs (``--sweep ID``: those of one sweep), ``hilctl runs
 show ID`` one run (config, status, final metrics, a summary of each metric, events) and
-``hilctl runs plot ID`` draws its metrics against the step into a PNG file. ``ID`` is a run id
+``hilctl runs plot ID`` draws its metrics against the step into a PNG file; ``hilctl runs watch
+ID`` (:mod:`hilctl.cli.runs_watch`) follows a run as it goes and ``hilctl runs export``
+(:mod:`hilctl.cli.runs_export`) writes runs into CSV or JSON files. ``ID`` is a run id
 or a unique prefix of one. The store is ``--store PATH`` (a ``runs.sqlite`` file or the
 directory holding it), else the default of
 :func:`hilctl.runs.default_store_path` (``$HILCTL_HOME``, ``$XDG_DATA_HOME/hilctl``,
@@ -22,6 +24,7 @@ import numpy as np
 
 from hilctl.cli.output import EXIT_FAILURE, EXIT_OK, error, json_ready, print_json, progress_for
 from hilctl.cli.parsing import ArgumentParser, UsageError, positive_float, positive_int
+from hilctl.cli.runs_watch import add_subcommand as add_watch
 from hilctl.cli.train import report_run
 from hilctl.plotting import plot_metrics, require_matplotlib
 from hilctl.runs import RunRecord, RunStore, RunStoreError, RunSummary, resolve_store_path
@@ -44,9 +47,10 @@ def _add_store(parser: argparse.ArgumentParser) -> None:
 
 
 def register(subparsers: Any) -> None:
-    """Add ``runs`` (with ``list``, ``show``, ``plot``) to the ``hilctl`` subcommands."""
+    """Add ``runs`` (with ``list``, ``show``, ``plot``, ``resume``, ``watch``, ``export``) to the
+    ``hilctl`` subcommands."""
     parser = subparsers.add_parser(
-        "runs", help="list, show and plot recorded runs", description=_DESCRIPTION,
+        "runs", help="list, show, plot, watch and export recorded runs", description=_DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.set_defaults(handler=_missing_subcommand)
@@ -100,9 +104,11 @@ def register(subparsers: Any) -> None:
     _add_store(resume)
     resume.set_defaults(handler=run_resume)
 
+    add_watch(sub, _add_store)
+
 
 def _missing_subcommand(args: argparse.Namespace) -> int:
-    raise UsageError("runs: a command is required; one of: list, show, plot, resume "
+    raise UsageError("runs: a command is required; one of: list, show, plot, resume, watch, export "
                      "(see 'hilctl runs --help')")
 
 
