@@ -893,6 +893,15 @@ class RunStore:
             event_cursor=event_rows[-1][0] if event_rows else event_cursor,
         )
 
+    def sweep_of(self, run_id: str) -> tuple[str | None, str | None]:
+        """The sweep run ``run_id`` belongs to and its point's key (None, None for a run of no
+        sweep)."""
+        with self._read() as c:
+            row = c.execute("SELECT sweep, point FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        if row is None:
+            raise UnknownRunError(f"no run {run_id!r} in {str(self.path)!r}")
+        return row[0], row[1]
+
     def get_run(self, id_or_prefix: str) -> RunRecord:
         """Everything recorded of the run ``id_or_prefix`` (a full id or a unique prefix)."""
         run_id = self.resolve_id(id_or_prefix)

@@ -163,3 +163,138 @@ def test_ctrl_c_stops_watching_quietly(tmp_path: Path, monkeypatch: pytest.Monke
     monkeypatch.setattr("hilctl.cli.runs_watch.time.sleep", interrupt)
     assert main(["runs", "watch", run.run_id, "--store", str(tmp_path)]) == 130
     assert capsys.readouterr().err == ""
+
+
+# ---------------------------------------------------------------------------------------------
+# export
+# ---------------------------------------------------------------------------------------------
+
+pd = pytest.importorskip("pandas")
+
+
+def _read_csv(path: object) -> object:
+    """pandas' reader, exact to the last bit (pandas 3's default; before it, round_trip)."""
+    exact = {} if int(pd.__version__.split(".")[0]) >= 3 else {"float_precision": "round_trip"}
+    return pd.read_csv(path, **exact)
+
+
+def _record(store: RunStore, seed: int, sweep: str | None = None, point: str | None = None) -> str:
+    config = {"task": {"name": "least-squares", "steps": 40, "lr": 0.1 / 3}, "seed": seed,
+              "algorithm": {"name": "tiki-taka", "gammas": [0.5, 0.25]}}
+    with store.start_run("train", config, backend="sim", sweep=sweep, point=point) as run:
+        for step in range(0, 40, 5):
+            run.log_metrics(step, loss=(seed + 1) / (step + 3), rel_err=2.0 ** -step / 7)
+        run.log_metrics(40, loss=float("nan"))  # NaN, and a metric missing at a step
+        run.log_metrics(40, {"eval/acc": 0.1 + seed})
+        run.log_metrics(40, {"eval/acc": 0.3 + seed})  # logged twice at one step
+        run.log_event("info", "a message, with a comma\nand a second line", step=5)
+        run.finish(final={"rel_err": 1e-3 * (seed + 1), "loss": 1 / 3})
+    return run.run_id
+
+
+def _logged(frame: object, run_id: str, name: str) -> tuple[list[int], list[float]]:
+    """One metric's (steps, values) in a history frame: the rows that hold a value."""
+    rows = frame[frame["run_id"] == run_id] if "run_id" in frame else frame  # type: ignore[operator,index]
+    kept = rows[rows[name].notna()]
+    return [int(s) for s in kept["step"]], [float(v) for v in kept[name]]
+
+
+def _stored(store: RunStore, run_id: str, name: str) -> tuple[list[int], list[float]]:
+    steps, values = store.get_run(run_id).metrics[name]
+    keep = values == values  # NaN is an empty cell, as a metric not logged at that step is
+    return steps[keep].tolist(), values[keep].tolist()
+
+
+def test_export_csv_round_trips_the_history_exactly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    store = RunStore(tmp_path / "store")
+    run_id = _record(store, seed=1)
+    monkeypatch.chdir(tmp_path)
+    assert main(["runs", "export", run_id[:17], "--store", str(tmp_path / "store")]) == 0
+    assert capsys.readouterr().out.startswith(f"wrote {run_id}.csv, {run_id}.runs.csv, {run_id}.events.csv")
+    metrics = _read_csv(f"{run_id}.csv")
+    assert list(metrics.columns) == ["run_id", "step", "eval/acc", "loss", "rel_err"]
+    assert metrics["step"].tolist() == [0, 5, 10, 15, 20, 25, 30, 35, 40, 40]  # one row per logged step
+    for name in ("eval/acc", "loss", "rel_err"):
+        assert _logged(metrics, run_id, name) == _stored(store, run_id, name)
+    assert pd.isna(metrics["loss"].iloc[-1]) and metrics["eval/acc"].iloc[-2:].tolist() == [1.1, 1.3]
+
+    runs = pd.read_csv(f"{run_id}.runs.csv")
+    assert runs["run_id"].tolist() == [run_id] and runs["status"].tolist() == ["completed"]
+    assert runs["final.loss"].iloc[0] == 1 / 3 and runs["config.task.lr"].iloc[0] == 0.1 / 3
+    assert runs["config.algorithm.gammas"].iloc[0] == "[0.5, 0.25]"
+    assert runs["git"].iloc[0] == store.get_run(run_id).metadata["git"]
+    events = pd.read_csv(f"{run_id}.events.csv")
+    assert events["message"].tolist() == ["a message, with a comma\nand a second line"]
+    assert events["step"].tolist() == [5] and events["kind"].tolist() == ["info"]
+    assert not list(tmp_path.glob(".*.tmp"))  # written through temporary files, renamed
+
+
+def test_export_json_is_one_object_with_the_history_exactly(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    store = RunStore(tmp_path)
+    run_id = _record(store, seed=2)
+    out = tmp_path / "run.json"
+    assert main(["runs", "export", run_id, "--store", str(tmp_path), "--format", "json",
+                 "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    import json
+
+    obj = json.loads(text)
+    record = store.get_run(run_id)
+    assert obj["run_id"] == run_id and obj["config"] == record.config and obj["final"] == record.final
+    assert obj["metadata"]["git"] == record.metadata["git"]
+    assert obj["events"][0]["message"].startswith("a message")
+    history = pd.DataFrame(obj["history"])
+    for name in ("eval/acc", "loss", "rel_err"):
+        assert _logged(history, run_id, name) == _stored(store, run_id, name)
+    capsys.readouterr()
+    assert main(["runs", "export", run_id, "--store", str(tmp_path), "--format", "json", "--out", "-"]) == 0
+    assert json.loads(capsys.readouterr().out) == obj
+
+
+def test_export_all_and_a_sweep(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    store = RunStore(tmp_path / "store")
+    first = _record(store, seed=0)
+    swept = [_record(store, seed=s, sweep="sw1", point=f"seed={s}") for s in (3, 4)]
+    args = ["--store", str(tmp_path / "store")]
+    assert main(["runs", "export", "--all", *args, "--out", str(tmp_path / "all.csv")]) == 0
+    metrics = _read_csv(tmp_path / "all.csv")
+    assert list(dict.fromkeys(metrics["run_id"])) == [first, *swept]  # oldest first
+    for run_id in (first, *swept):
+        assert _logged(metrics, run_id, "rel_err") == _stored(store, run_id, "rel_err")
+    runs = pd.read_csv(tmp_path / "all.runs.csv")
+    assert runs["sweep"].fillna("").tolist() == ["", "sw1", "sw1"]
+    assert runs["point"].fillna("").tolist() == ["", "seed=3", "seed=4"]
+    assert len(pd.read_csv(tmp_path / "all.events.csv")) == 3
+
+    import json
+
+    assert main(["runs", "export", "--sweep", "sw1", *args, "--format", "json",
+                 "--out", str(tmp_path / "sweep.json")]) == 0
+    obj = json.loads((tmp_path / "sweep.json").read_text())
+    assert obj["sweep"] == "sw1" and [r["run_id"] for r in obj["runs"]] == swept
+    assert [r["point"] for r in obj["runs"]] == ["seed=3", "seed=4"]
+
+    capsys.readouterr()
+    assert main(["runs", "export", "--sweep", "nosuch", *args]) == 2
+    assert "no runs of sweep 'nosuch'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["runs", "export"], "give a run ID, or --all, or --sweep"),
+    (["runs", "export", "x", "--all"], "give a run ID, or --all, or --sweep"),
+    (["runs", "export", "--all", "--out", "-"], "only --format json"),
+    (["runs", "export", "--all", "--out", "runs.txt"], "must end in .csv"),
+    (["runs", "export", "--all", "--format", "json", "--out", "nodir/x.json"], "does not exist"),
+    (["runs", "export", "nosuchrun"], "no run 'nosuchrun'"),
+])
+def test_export_refusals_are_one_line_and_exit_2(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        argv: list[str], message: str) -> None:
+    RunStore(tmp_path).start_run("train", {}).finish()
+    monkeypatch.chdir(tmp_path)
+    assert main([*argv, "--store", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and message in err

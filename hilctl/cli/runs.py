@@ -24,6 +24,7 @@ import numpy as np
 
 from hilctl.cli.output import EXIT_FAILURE, EXIT_OK, error, json_ready, print_json, progress_for
 from hilctl.cli.parsing import ArgumentParser, UsageError, positive_float, positive_int
+from hilctl.cli.runs_export import add_subcommand as add_export
 from hilctl.cli.runs_watch import add_subcommand as add_watch
 from hilctl.cli.train import report_run
 from hilctl.plotting import plot_metrics, require_matplotlib
@@ -105,6 +106,7 @@ def register(subparsers: Any) -> None:
     resume.set_defaults(handler=run_resume)
 
     add_watch(sub, _add_store)
+    add_export(sub, _add_store)
 
 
 def _missing_subcommand(args: argparse.Namespace) -> int:
