@@ -90,7 +90,7 @@ def test_a_line_at_each_epoch_end_with_the_epoch_metric():
 def test_the_terminal_bar_redraws_one_line_and_clears_it():
     clock = Clock()
     stream = io.StringIO()
-    progress = Progress("job", stream, tty=True, clock=clock)
+    progress = Progress("job", stream, tty=True, clock=clock, columns=200)
     assert progress.interval == 0.1
     for done in range(1, 101):
         clock.now += 0.0625
@@ -107,6 +107,14 @@ def test_the_terminal_bar_redraws_one_line_and_clears_it():
                         draws[24])  # drawn at steps 1, 3, 5, ...
     progress.close()
     assert stream.getvalue().endswith("\r")
+
+
+def test_the_bar_is_cut_to_the_terminal_width():
+    stream = io.StringIO()
+    progress = Progress("a long label " * 10, stream, tty=True, columns=60)
+    progress(1, 10)
+    line = stream.getvalue().split("\r")[-1]
+    assert len(line) == 59 and line.startswith("1/10 (10%) | a long label")
 
 
 # ---------------------------------------------------------------------------------------------

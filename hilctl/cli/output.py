@@ -15,6 +15,7 @@ import contextlib
 import json
 import math
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -95,7 +96,8 @@ class Progress:
     at most one every ``interval`` seconds (default 10), one at each metric when
     ``line_on_metrics`` (an MNIST epoch end), and a final one when the operation ran at least
     one interval; an operation shorter than that writes nothing. ``clock`` (seconds, default
-    :func:`time.monotonic`) can be injected for tests.
+    :func:`time.monotonic`) can be injected for tests, and ``columns`` (the terminal's width,
+    which a bar is cut to).
     """
 
     BAR = 24
@@ -103,7 +105,8 @@ class Progress:
     def __init__(self, label: str, stream: TextIO | None = None, *, tty: bool | None = None,
                  interval: float | None = None, unit: str = "steps",
                  metric: str | None = None, line_on_metrics: bool = False,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 columns: int | None = None) -> None:
         self.label = label
         self.stream = stream if stream is not None else sys.stderr
         if tty is None:
@@ -115,6 +118,8 @@ class Progress:
         self.metric_name = metric
         self.line_on_metrics = line_on_metrics
         self.clock = clock
+        #: A terminal's width: a longer bar would wrap and no longer redraw in place.
+        self.columns = columns or _columns(self.stream)
         self._start = clock()
         self._last = -math.inf if tty else self._start
         self._lines = 0
@@ -122,12 +127,15 @@ class Progress:
         self._done = 0
         self._total = 0
         self._shown = -1
+        self._first: tuple[float, int] | None = None
         self._metric: tuple[str, float] | None = None
         self._seen: collections.deque[tuple[float, int]] = collections.deque()
 
     def __call__(self, done: int, total: int) -> None:
         self._done, self._total = done, total
         now = self.clock()
+        if self._first is None:  # the rate counts from the first step, not from the setup
+            self._first = (now, done)
         final = total > 0 and done >= total
         if now - self._last < self.interval and not (final and (self.tty or self._lines)):
             return
@@ -151,7 +159,7 @@ class Progress:
         done, total = self._done, self._total
         percent = 100 * done // total if total else 100
         elapsed = now - self._start
-        since, done_then = self._seen[0] if self._seen else (self._start, 0)
+        since, done_then = self._seen[0] if self._seen else (self._first or (self._start, 0))
         rate = (done - done_then) / (now - since) if now > since else math.nan
         parts = [f"{done}/{total} ({percent}%)"]
         if math.isfinite(rate) and rate > 0:
@@ -174,7 +182,10 @@ class Progress:
             if self.tty:
                 filled = self.BAR * self._done // self._total if self._total else self.BAR
                 bar = "#" * filled + "." * (self.BAR - filled)
+                width = max(self.columns - 1, 20)
                 line = f"{self.label} [{bar}] {text}"
+                if len(line) > width:  # a narrow terminal: the facts before the bar and label
+                    line = f"{text} | {self.label}"[:width]
                 self._width = max(self._width, len(line))
                 self.stream.write("\r" + line.ljust(self._width))
             else:
@@ -193,6 +204,14 @@ class Progress:
                 self.stream.write("\r" + " " * self._width + "\r")
                 self.stream.flush()
             self._width = 0
+
+
+def _columns(stream: TextIO) -> int:
+    """The width of the terminal ``stream`` writes to (else $COLUMNS, else 100)."""
+    try:
+        return os.get_terminal_size(stream.fileno()).columns
+    except (AttributeError, OSError, ValueError):
+        return shutil.get_terminal_size((100, 24)).columns
 
 
 def _count(rate: float) -> str:
