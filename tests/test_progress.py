@@ -205,3 +205,19 @@ def test_no_argument_compare_prints_both_tables_and_what_they_show(capsys):
     last = out.splitlines()[-2:]
     assert last[0].startswith("Paper setting: ") and "digital SGD (rel_err " in last[0]
     assert last[1].startswith("Realistic setting: ")
+
+
+def test_reproduce_quiet_prints_no_progress(capsys, monkeypatch):
+    from hilctl import reproduce
+
+    def run_experiments(names, *, progress, **options):
+        progress("fig1: analog-sgd lr=0.1")
+        return []
+
+    monkeypatch.setattr(reproduce, "run_experiments", run_experiments)
+    monkeypatch.setattr(reproduce.report, "summary", lambda results: "summary")
+    main(["reproduce", "fig1", "--quick"])
+    assert "fig1: analog-sgd lr=0.1" in capsys.readouterr().err
+    main(["reproduce", "fig1", "--quick", "--quiet"])
+    out, err = capsys.readouterr()
+    assert err == "" and out == "summary\n"
