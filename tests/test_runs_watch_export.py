@@ -84,13 +84,14 @@ def test_watch_says_a_killed_run_is_lost(tmp_path: Path, capsys: pytest.CaptureF
     store = RunStore(tmp_path)
     run = store.start_run("train", {"task": "least-squares"}, backend="sim")
     run.log_metrics(10, loss=0.5)
-    run.flush()
+    run.log_event("info", "a message\non two lines", step=10)
     # The process recording it is killed: its pid is gone (and the run stays "running").
     store._write(lambda c: c.execute("UPDATE runs SET pid = ? WHERE run_id = ?",
                                      (_dead_pid(), run.run_id)))
     assert main(["runs", "watch", run.run_id, "--store", str(tmp_path), "--interval", "0.01"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "step 10  loss=0.5"
+    assert out[1].endswith(" step 10 [info] a message on two lines")
     assert out[-1].startswith(f"run {run.run_id} lost: its process is gone")
 
 
@@ -289,6 +290,7 @@ def test_export_all_and_a_sweep(tmp_path: Path, capsys: pytest.CaptureFixture[st
     (["runs", "export", "--all", "--out", "runs.txt"], "must end in .csv"),
     (["runs", "export", "--all", "--format", "json", "--out", "nodir/x.json"], "does not exist"),
     (["runs", "export", "nosuchrun"], "no run 'nosuchrun'"),
+    (["runs", "export", "--all", "--out", "a\x00b.csv"], "NUL"),
 ])
 def test_export_refusals_are_one_line_and_exit_2(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],

@@ -214,6 +214,8 @@ def run_export(args: argparse.Namespace) -> int:
     to_stdout = args.out == "-"
     if to_stdout and args.format != "json":
         raise UsageError("--out -: only --format json can be written to stdout")
+    if args.out is not None and "\x00" in args.out:
+        raise UsageError("--out: a file name cannot hold a NUL character")
     out = None if args.out is None or to_stdout else Path(args.out)
     if out is not None:
         check_output_path(out, "--out", suffix)

@@ -110,6 +110,14 @@ def _clock(moment: float) -> str:
     return datetime.fromtimestamp(moment).astimezone().strftime("%H:%M:%S")
 
 
+def _message(kind: str, message: str) -> str:
+    """An event's message on one line (of a traceback, its last line: what went wrong)."""
+    lines = message.strip().splitlines()
+    if kind == "error" and len(lines) > 1:
+        return lines[-1].strip()
+    return " ".join(" ".join(lines).split())
+
+
 def step_lines(rows: Sequence[tuple[int, str, float]]) -> list[str]:
     """One line per logged step: ``step N  name=value ...`` (rows as written, in order)."""
     lines: list[str] = []
@@ -193,10 +201,8 @@ class Watcher:
         lines = step_lines(progress.metrics)
         if backlog and len(lines) > BACKLOG_LINES:
             lines = [f"({len(lines) - BACKLOG_LINES} earlier steps not shown)", *lines[-BACKLOG_LINES:]]
-        events = [f"{_clock(e.time)}{f' step {e.step}' if e.step is not None else ''} [{e.kind}] "
-                  f"{e.message.rstrip().splitlines()[-1] if e.message.strip() else ''}"
-                  for e in progress.events]
-        lines.extend(events)
+        lines.extend(f"{_clock(e.time)}{f' step {e.step}' if e.step is not None else ''} "
+                     f"[{e.kind}] {_message(e.kind, e.message)}" for e in progress.events)
         quiet = now - progress.updated
         if progress.status == RUNNING and quiet > STALE_BEATS * progress.heartbeat_seconds:
             if not self._warned_stale:
