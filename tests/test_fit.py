@@ -330,3 +330,17 @@ def test_a_sweep_from_zero_is_told_that_its_up_response_is_extrapolated(capsys, 
     code, out, err = run(capsys, "fit", str(path), "--device", "soft-bounds")
     assert code == 0, err
     assert "the up pulses started from only" in out and "down pulses started" not in out
+
+
+def test_pow_step_cells_split_over_processes_give_the_same_fit(monkeypatch) -> None:
+    from hilctl.fitting import cells
+
+    data = characterised("pow-step", {**COMMON, **TRUTH["pow-step"]}, size=8)
+    serial = cells.fit_pow_step(data)
+    monkeypatch.setattr(cells, "POW_CELLS_PER_PROCESS", 16)
+    monkeypatch.setattr(cells.os, "cpu_count", lambda: 2)
+    assert cells._processes(data.devices) == 2
+    split = cells.fit_pow_step(data)
+    for name, values in serial.cells.items():
+        np.testing.assert_array_equal(split.cells[name], values)
+    np.testing.assert_array_equal(split.expected, serial.expected)
