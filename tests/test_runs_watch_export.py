@@ -173,6 +173,11 @@ def test_ctrl_c_stops_watching_quietly(tmp_path: Path, monkeypatch: pytest.Monke
 pd = pytest.importorskip("pandas")
 
 
+#: The runs table's text columns, read as text as the export's help says: a commit such as
+#: 559e915 would read as a number (infinity) otherwise.
+TEXT_COLUMNS = {"git": str, "code_version": str, "sweep": str}
+
+
 def _read_csv(path: object) -> object:
     """pandas' reader, exact to the last bit (pandas 3's default; before it, round_trip)."""
     exact = {} if int(pd.__version__.split(".")[0]) >= 3 else {"float_precision": "round_trip"}
@@ -220,7 +225,7 @@ def test_export_csv_round_trips_the_history_exactly(tmp_path: Path, monkeypatch:
         assert _logged(metrics, run_id, name) == _stored(store, run_id, name)
     assert pd.isna(metrics["loss"].iloc[-1]) and metrics["eval/acc"].iloc[-2:].tolist() == [1.1, 1.3]
 
-    runs = pd.read_csv(f"{run_id}.runs.csv")
+    runs = pd.read_csv(f"{run_id}.runs.csv", dtype=TEXT_COLUMNS)
     assert runs["run_id"].tolist() == [run_id] and runs["status"].tolist() == ["completed"]
     assert runs["final.loss"].iloc[0] == 1 / 3 and runs["config.task.lr"].iloc[0] == 0.1 / 3
     assert runs["config.algorithm.gammas"].iloc[0] == "[0.5, 0.25]"
@@ -265,7 +270,7 @@ def test_export_all_and_a_sweep(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert list(dict.fromkeys(metrics["run_id"])) == [first, *swept]  # oldest first
     for run_id in (first, *swept):
         assert _logged(metrics, run_id, "rel_err") == _stored(store, run_id, "rel_err")
-    runs = pd.read_csv(tmp_path / "all.runs.csv")
+    runs = pd.read_csv(tmp_path / "all.runs.csv", dtype=TEXT_COLUMNS)
     assert runs["sweep"].fillna("").tolist() == ["", "sw1", "sw1"]
     assert runs["point"].fillna("").tolist() == ["", "seed=3", "seed=4"]
     assert len(pd.read_csv(tmp_path / "all.events.csv")) == 3

@@ -35,7 +35,9 @@ CSV (--format csv, the default), --out FILE.csv:
   FILE.runs.csv    one row per run: run_id, command, backend, status, started, ended
                    (ISO 8601, UTC), seconds, sweep, point, code_version, git, error, then
                    final.<name> for each final figure and config.<section>.<key> for each
-                   setting (lists as JSON).
+                   setting (lists as JSON). Read the text columns as text: a commit such
+                   as 559e915 reads as a number otherwise (pandas.read_csv(...,
+                   dtype={"git": str, "code_version": str, "sweep": str})).
   FILE.events.csv  the events: run_id, time (ISO 8601, UTC), step, kind, message.
 JSON (--format json), --out FILE.json (or - for stdout): one object. For one run: run_id,
   command, backend, status, started, ended, seconds, sweep, point, summary, error, config,
