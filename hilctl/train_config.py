@@ -83,16 +83,20 @@ def _choose(kind: str, name: str, table: Mapping[str, Any]) -> str:
     return name
 
 
-def load_toml(path: str | Path) -> dict[str, Any]:
-    """The sections of a TOML config file; ``ConfigError`` names the file if it cannot be read."""
-    data = read_toml(path, "--config")
-    unknown = sorted(set(data) - {*SECTIONS, "seed"})
+def load_toml(path: str | Path, *, what: str = "--config",
+              extra: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The sections of a TOML config file (``what`` names it in messages; ``extra``: sections
+    a caller adds, such as a sweep's); ``ConfigError`` names the file if it cannot be read or
+    holds an unknown section."""
+    data = read_toml(path, what)
+    allowed = [*SECTIONS, "seed", *extra]
+    unknown = sorted(set(data) - set(allowed))
     if unknown:
-        raise ConfigError(f"--config {path}: unknown section {unknown[0]!r}; allowed: "
-                          f"{', '.join(SECTIONS)} and seed")
+        raise ConfigError(f"{what} {path}: unknown section {unknown[0]!r}; allowed: "
+                          f"{', '.join(allowed[:-1])} and {allowed[-1]}")
     for section in SECTIONS:
         if section in data and not isinstance(data[section], dict):
-            raise ConfigError(f"--config {path}: [{section}] must be a table of keys, "
+            raise ConfigError(f"{what} {path}: [{section}] must be a table of keys, "
                               f"got {data[section]!r}")
     return data
 

@@ -35,10 +35,9 @@ from pathlib import Path
 from typing import Any
 
 from hilctl.algorithms import ALGORITHMS
-from hilctl.config import read_toml
 from hilctl.errors import ConfigError
 from hilctl.tasks import TASKS
-from hilctl.train_config import SECTIONS, TrainConfig, resolve_train_config
+from hilctl.train_config import SECTIONS, TrainConfig, load_toml, resolve_train_config
 
 #: A sweep of more points than this runs only when confirmed (``hilctl sweep --yes``).
 POINT_LIMIT = 1000
@@ -108,15 +107,7 @@ def load_sweep(path: str | Path, *, confirmed: bool = False) -> Sweep:
     """Read, check and expand the sweep file ``path``. More than :data:`POINT_LIMIT` points are
     refused unless ``confirmed``."""
     where = f"sweep file {path}"
-    data = read_toml(path, "sweep file")
-    unknown = sorted(set(data) - {*SECTIONS, "seed", "sweep"})
-    if unknown:
-        raise ConfigError(f"{where}: unknown section {unknown[0]!r}; allowed: "
-                          f"{', '.join(SECTIONS)}, seed and sweep")
-    for section in SECTIONS:
-        if section in data and not isinstance(data[section], dict):
-            raise ConfigError(f"{where}: [{section}] must be a table of keys, "
-                              f"got {data[section]!r}")
+    data = load_toml(path, what="sweep file", extra=("sweep",))
     table = data.pop("sweep", None)
     if not isinstance(table, dict):
         raise ConfigError(f"{where}: no [sweep] table; add one, e.g. [sweep] seeds = [0, 1] and "
