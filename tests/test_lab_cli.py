@@ -53,6 +53,8 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     ["train", "--no-variation"],
     ["characterize", "--device", "soft-bounds"],
     ["characterize", "--set", "device.tau=0.5"],
+    ["train", "--set", "update.engine=numpy"],
+    ["characterize", "--set", "update.threads=2"],
 ])
 def test_device_settings_are_refused_on_the_lab(capsys, station, tmp_path, argv) -> None:
     sim, path = station
@@ -70,6 +72,17 @@ def test_a_config_files_device_section_is_refused_on_the_lab(capsys, station, tm
     code, _, err = run(capsys, "train", "--backend", "lab", "--station", str(path), "--config",
                        str(config))
     assert code == 2 and "[device] of" in err and "describes the chip" in err
+
+
+def test_a_config_files_engine_setting_is_refused_on_the_lab(capsys, station, tmp_path) -> None:
+    """The emulator's engine and threads mean nothing on a chip; the bench's own [update] keys
+    (bit length, management) still apply."""
+    _, path = station
+    config = tmp_path / "run.toml"
+    config.write_text('[update]\nengine = "numba"\n')
+    code, _, err = run(capsys, "train", "--backend", "lab", "--station", str(path), "--config",
+                       str(config))
+    assert code == 2 and "update.engine in" in err and "describes the chip" in err
 
 
 def test_characterize_on_the_lab_takes_the_stations_weight_range(capsys, station) -> None:

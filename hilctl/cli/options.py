@@ -86,27 +86,36 @@ def backend_from_args(args: argparse.Namespace) -> tuple[Backend, dict[str, Any]
     return backend, backend.resolve_options(given)
 
 
+#: ``[update]`` keys that choose how the emulator computes, with no meaning on a chip.
+EMULATOR_UPDATE_KEYS = ("engine", "threads")
+
+
 def refuse_emulator_settings(backend: Backend, given: list[str]) -> None:
-    """On a physical backend, refuse the device and periphery settings named in ``given``
-    (``--device``, ``device.dw_min``, ``[device] of run.toml``, ...): they describe an emulator,
-    and the chip has its own."""
+    """On a physical backend, refuse the device, periphery and emulator-engine settings named in
+    ``given`` (``--device``, ``device.dw_min``, ``update.engine``, ``[device] of run.toml``,
+    ...): they describe an emulator, and the chip has its own."""
     if backend.physical and given:
         source = f"{backend.chip_source} describes the chip" if backend.chip_source else \
             "the chip is real"
-        raise UsageError(f"{given[0]}: on --backend {backend.name} {source}; device and "
-                         "periphery settings describe an emulated tile (--backend sim) and do "
-                         "not apply")
+        raise UsageError(f"{given[0]}: on --backend {backend.name} {source}; device, "
+                         "periphery and engine settings describe an emulated tile (--backend "
+                         "sim) and do not apply")
 
 
 def emulator_settings_given(args: argparse.Namespace, sections: dict[str, dict[str, Any]],
                             file_values: dict[str, Any] | None = None) -> list[str]:
-    """Every device or periphery setting the command line (and a config file) gave."""
+    """Every device, periphery or emulator-engine setting the command line (and a config
+    file) gave."""
     given = ["--device"] if getattr(args, "device", None) is not None else []
     given += ["--no-variation"] if getattr(args, "no_variation", False) else []
     given += [f"{section}.{key}" for section in ("device", "periphery")
               for key in sections.get(section, {})]
     given += [f"[{section}] of {args.config}" for section in ("device", "periphery")
               if section in (file_values or {})]
+    given += [f"update.{key}" for key in EMULATOR_UPDATE_KEYS if key in sections.get("update", {})]
+    filed_update = (file_values or {}).get("update", {})
+    given += [f"update.{key} in {args.config}" for key in EMULATOR_UPDATE_KEYS
+              if isinstance(filed_update, dict) and key in filed_update]
     return given
 
 
