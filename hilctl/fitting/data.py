@@ -25,6 +25,7 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -97,9 +98,10 @@ class PulseData:
         """``(devices, pulses)`` the weight before each pulse."""
         return self.weights[:, :-1]
 
-    @property
+    @cached_property
     def steps(self) -> Array:
-        """``(devices, pulses)`` the change of the weight by each pulse."""
+        """``(devices, pulses)`` the change of the weight by each pulse (computed once: every
+        fit reads it several times)."""
         return np.diff(self.weights, axis=1)
 
     def coverage(self) -> dict[str, float]:

@@ -50,7 +50,7 @@ class Estimate:
     error: float | None
 
 
-def centre(values: Array, errors: Array | None = None) -> Estimate:
+def centre(values: Array) -> Estimate:
     """The median of the cells' estimates, and its standard error."""
     values = values[np.isfinite(values)]
     if values.size == 0:
@@ -113,12 +113,11 @@ def paired(up: Array, down: Array, up_error: Array, down_error: Array,
     scale = centre(mean)
     scale = Estimate(scale.value + abs(half.value), None if scale.error is None or half.error is None
                      else math.hypot(scale.error, half.error))
-    imbalance = ratio(Estimate(2 * half.value, None if half.error is None else 2 * half.error),
-                      scale)
+    difference = Estimate(2 * half.value, None if half.error is None else 2 * half.error)
     return {
         scale_name: scale,
         dtod_name: ratio(spread(mean, pair_error), scale),
-        imbalance_name: Estimate(imbalance.value, imbalance.error),
+        imbalance_name: ratio(difference, scale),
         imbalance_dtod_name: ratio(spread(half_difference, pair_error), scale),
     }
 
