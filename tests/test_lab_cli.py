@@ -65,24 +65,19 @@ def test_device_settings_are_refused_on_the_lab(capsys, station, tmp_path, argv)
     assert not sim.chip.ledger  # refused before any instrument was touched
 
 
-def test_a_config_files_device_section_is_refused_on_the_lab(capsys, station, tmp_path) -> None:
+@pytest.mark.parametrize(("text", "named"), [
+    ('[device]\nmodel = "soft-bounds"\n', "[device] of"),
+    # the emulator's engine means nothing on a chip; the bench's own [update] keys still apply
+    ('[update]\nengine = "numba"\n', "update.engine in"),
+])
+def test_a_config_files_emulator_settings_are_refused_on_the_lab(capsys, station, tmp_path,
+                                                                 text, named) -> None:
     _, path = station
     config = tmp_path / "run.toml"
-    config.write_text('[device]\nmodel = "soft-bounds"\n')
+    config.write_text(text)
     code, _, err = run(capsys, "train", "--backend", "lab", "--station", str(path), "--config",
                        str(config))
-    assert code == 2 and "[device] of" in err and "describes the chip" in err
-
-
-def test_a_config_files_engine_setting_is_refused_on_the_lab(capsys, station, tmp_path) -> None:
-    """The emulator's engine and threads mean nothing on a chip; the bench's own [update] keys
-    (bit length, management) still apply."""
-    _, path = station
-    config = tmp_path / "run.toml"
-    config.write_text('[update]\nengine = "numba"\n')
-    code, _, err = run(capsys, "train", "--backend", "lab", "--station", str(path), "--config",
-                       str(config))
-    assert code == 2 and "update.engine in" in err and "describes the chip" in err
+    assert code == 2 and named in err and "describes the chip" in err
 
 
 def test_characterize_on_the_lab_takes_the_stations_weight_range(capsys, station) -> None:
