@@ -127,12 +127,15 @@ class Cluster:
         if self.scheduler is None:
             # Its HTTP server on a free port of 127.0.0.1: two sweeps at once do not collide
             # on Dask's default 8787. The workers' statistical profiler is off: no dashboard
-            # shows it here, and its sampling cost about 5% of a least-squares training.
+            # shows it here, and its sampling cost about 5% of a least-squares training. Its
+            # processes log only what is critical: a task's failure reaches the client as an
+            # exception, and a cluster stopped by Ctrl-C would otherwise print a worker's
+            # failed heartbeat, traceback and all.
             with dask.config.set({"distributed.worker.profile.enabled": False}):
                 self._local = LocalCluster(
                     n_workers=self.workers, threads_per_worker=1, processes=True,
                     host="127.0.0.1", dashboard_address="127.0.0.1:0",
-                    silence_logs=logging.ERROR, preload=[__name__],
+                    silence_logs=logging.CRITICAL, preload=[__name__],
                     env={key: os.environ[key] for key in BLAS_THREADS if key in os.environ})
             self._client = Client(self._local)
             return self
