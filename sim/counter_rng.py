@@ -25,8 +25,9 @@ _TO_UNIT32 = np.float32(1.0 / (1 << 24))
 
 @njit(cache=True, inline="always")
 def mix(key: np.uint64, counter: np.uint64) -> np.uint64:
-    """64 random bits for draw ``counter`` of stream ``key``."""
-    z = key + (counter + uint64(1)) * _GAMMA
+    """64 random bits for draw ``counter`` of stream ``key`` (a ``uint64``, or the ``int64`` a
+    kernel receives for a :func:`stream_key`)."""
+    z = uint64(key) + (counter + uint64(1)) * _GAMMA
     z = (z ^ (z >> uint64(30))) * _M1
     z = (z ^ (z >> uint64(27))) * _M2
     return z ^ (z >> uint64(31))
@@ -44,6 +45,8 @@ def table_normal(table: np.ndarray, key: np.uint64, counter: np.uint64) -> np.fl
     return table[mix(key, counter) >> uint64(48)]
 
 
-def stream_key(rng: np.random.Generator) -> np.uint64:
-    """A fresh 64-bit key from ``rng``: one per kernel call."""
-    return np.uint64(rng.bit_generator.random_raw())
+def stream_key(rng: np.random.Generator) -> int:
+    """A fresh key from ``rng``, one per kernel call: 63 random bits as a Python int, which a
+    kernel receives as an ``int64`` (a ``numpy.uint64`` costs more to make and to pass than
+    the rest of a small update's call path; the key's mixing makes the lost bit immaterial)."""
+    return rng.bit_generator.random_raw() >> 1  # type: ignore[no-any-return]
