@@ -8,6 +8,8 @@ PulseWriter` (the numpy reference); serial and parallel runs agree bit for bit.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numba
 import numpy as np
 from numpy.typing import NDArray
@@ -53,13 +55,17 @@ class CompiledWriter:
             limits = _row_limits(planes)
             self._closed: tuple[Planes, tuple[int, int], Planes, tuple[bool, bool]] | None = (
                 planes, fixed, limits, (forms[0].contracting, forms[1].contracting))
-            # The update kernels' arguments before (xs, ds, rate) and between rate and key.
-            self._before = (planes, *fixed, limits)
-            self._after = (*self._trains, forms[0].contracting, forms[1].contracting,
-                           device.mult_noise)
+            # The update kernels (serial, parallel) and their arguments before (xs, ds, rate)
+            # and between rate and key, prepared once.
+            self._kernels: tuple[Callable[..., bool], Callable[..., bool]] = (
+                kernels.closed_form_update, kernels.closed_form_update_parallel)
+            self._before: tuple[object, ...] = (planes, *fixed, limits)
+            self._after: tuple[object, ...] = (*self._trains, forms[0].contracting,
+                                               forms[1].contracting, device.mult_noise)
         else:
             self._closed = None
             self._pulse_planes, self._constants, self._nodes = _pulse_constants(device)
+            self._kernels = (kernels.pulsed_update, kernels.pulsed_update_parallel)
             self._before = ()
             self._after = (*self._trains, self._code(), self._pulse_planes, self._constants,
                            *self._nodes)
@@ -72,19 +78,13 @@ class CompiledWriter:
         The call path is kept thin (argument tuples prepared once): at 64 x 64 and mini-batch 1
         the kernel's work is a few microseconds, so every Python step here shows."""
         key = stream_key(self.rng)
-        if self._closed is not None:
-            if self.threads > 1:
-                numba.set_num_threads(self.threads)
-                kernel = kernels.closed_form_update_parallel
-            else:
-                kernel = kernels.closed_form_update
-            return kernel(weights, *self._before, xs, ds, rate, *self._after, key,  # type: ignore[no-any-return]
-                          self._table, self.sparse_columns)
+        kernel = self._kernels[self.threads > 1]
         if self.threads > 1:
             numba.set_num_threads(self.threads)
-            return kernels.pulsed_update_parallel(weights, xs, ds, rate, *self._after, key,  # type: ignore[no-any-return]
-                                                  self._table)
-        return kernels.pulsed_update(weights, xs, ds, rate, *self._after, key, self._table)  # type: ignore[no-any-return]
+        if self._closed is not None:
+            return kernel(weights, *self._before, xs, ds, rate, *self._after, key, self._table,
+                          self.sparse_columns)
+        return kernel(weights, xs, ds, rate, *self._after, key, self._table)
 
     def apply_signed(self, weights: Planes, counts: NDArray[np.int64]) -> None:
         """Signed pulse counts (+ up, - down) per cell, applied to ``weights`` in place."""

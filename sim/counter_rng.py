@@ -24,7 +24,7 @@ _TO_UNIT32 = np.float32(1.0 / (1 << 24))
 
 
 @njit(cache=True, inline="always")
-def mix(key: np.uint64, counter: np.uint64) -> np.uint64:
+def mix(key: np.uint64 | int, counter: np.uint64) -> np.uint64:
     """64 random bits for draw ``counter`` of stream ``key`` (a ``uint64``, or the ``int64`` a
     kernel receives for a :func:`stream_key`)."""
     z = uint64(key) + (counter + uint64(1)) * _GAMMA
@@ -34,13 +34,13 @@ def mix(key: np.uint64, counter: np.uint64) -> np.uint64:
 
 
 @njit(cache=True, inline="always")
-def uniform32(key: np.uint64, counter: np.uint64) -> np.float32:
+def uniform32(key: np.uint64 | int, counter: np.uint64) -> np.float32:
     """A float32 uniform on [0, 1) with 24 random bits (the float32 mantissa)."""
     return np.float32(mix(key, counter) >> uint64(40)) * _TO_UNIT32
 
 
 @njit(cache=True, inline="always")
-def table_normal(table: np.ndarray, key: np.uint64, counter: np.uint64) -> np.floating:
+def table_normal(table: np.ndarray, key: np.uint64 | int, counter: np.uint64) -> np.floating:
     """A standard normal from the 2**16-level table (``sim.noise``): 16 random bits index it."""
     return table[mix(key, counter) >> uint64(48)]
 

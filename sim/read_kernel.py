@@ -122,7 +122,7 @@ def _dac(x: NDArray[np.float64], rows: NDArray[np.int64], reduction: float, abs_
 
 @njit(cache=True, error_model="numpy", nogil=True)
 def _adc(y: NDArray[np.floating], x_q: NDArray[np.float32], rows: NDArray[np.int64],
-         nm: NDArray[np.float64], reduction: float, may_repeat: bool, key: np.uint64,
+         nm: NDArray[np.float64], reduction: float, may_repeat: bool, key: int,
          first_draw: int, adc: NDArray[np.float64], table: NDArray[np.float32],
          out: NDArray[np.float64]) -> int:
     """Noise, the ADC and the bound test of the array outputs ``y = x_q W^T`` (rows x out) of
