@@ -21,6 +21,7 @@ _M1 = uint64(0xBF58476D1CE4E5B9)
 _M2 = uint64(0x94D049BB133111EB)
 #: 2**-24: a 24-bit integer to a float32 in [0, 1) exactly.
 _TO_UNIT32 = np.float32(1.0 / (1 << 24))
+_FIELD = uint64(0xFFFF)
 
 
 @njit(cache=True, inline="always")
@@ -41,8 +42,31 @@ def uniform32(key: np.uint64 | int, counter: np.uint64) -> np.float32:
 
 @njit(cache=True, inline="always")
 def table_normal(table: np.ndarray, key: np.uint64 | int, counter: np.uint64) -> np.floating:
-    """A standard normal from the 2**16-level table (``sim.noise``): 16 random bits index it."""
-    return table[mix(key, counter) >> uint64(48)]
+    """A standard normal from the 2**16-level table (``sim.noise``): 16 random bits index it.
+
+    One 64-bit mix serves four consecutive draws: draw ``counter`` takes the 16-bit field
+    ``counter % 4`` of ``mix(key, counter // 4)`` (:func:`table_indices` fills a row's indices
+    that way, a quarter of the hashing)."""
+    return table[_field(mix(key, counter >> uint64(2)), counter & uint64(3))]
+
+
+@njit(cache=True, inline="always")
+def _field(word: np.uint64, field: np.uint64) -> np.uint64:
+    """16-bit field ``field`` (0..3, least significant first) of ``word``."""
+    return (word >> (field << uint64(4))) & _FIELD
+
+
+@njit(cache=True, inline="always")
+def table_indices(key: np.uint64 | int, start: np.uint64, count: int, indices: np.ndarray
+                  ) -> None:
+    """The table indices of :func:`table_normal`'s draws ``start .. start + count - 1`` into
+    ``indices[:count]``; ``start`` a multiple of 4, ``indices`` at least ``count`` rounded up
+    to a multiple of 4 long (the last word's spare fields land there)."""
+    first = start >> uint64(2)
+    for quad in range((count + 3) >> 2):
+        word = mix(key, first + uint64(quad))
+        for field in range(4):
+            indices[4 * quad + field] = _field(word, uint64(field))
 
 
 def stream_key(rng: np.random.Generator) -> int:

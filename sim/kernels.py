@@ -27,7 +27,7 @@ from llvmlite import ir
 from numba import njit, prange, types, uint64
 from numba.extending import intrinsic
 
-from sim.counter_rng import mix, table_normal, uniform32
+from sim.counter_rng import mix, table_indices, table_normal, uniform32
 
 #: Compiled once and cached beside the module; ``error_model="numpy"`` drops the division
 #: checks that stop the vectoriser. ``_inline`` helpers are inlined into their callers.
@@ -218,7 +218,7 @@ def _closed_form_row(w, planes, fixed_planes, limits, i, counts, up_first, contr
     growth_reach, noise_reach = _row_reach(limits, i, largest, multiplicative)
     steep = growth_reach > SMALL_LIMIT or noise_reach > TINY_LIMIT
     index, xi, before = scratch
-    _row_normals(table, noise_key, i * w.shape[1], index, xi)
+    _row_normals(table, noise_key, _row_start(i, w.shape[1]), index, xi)
     contracting_1, contracting_2 = contracting[first], contracting[second]
     cols = w.shape[1]
     if steep:
@@ -325,24 +325,31 @@ def _row_fires(positive, negative, line):  # type: ignore[no-untyped-def]
 
 
 @_inline
+def _row_start(i, cols):  # type: ignore[no-untyped-def]
+    """The noise counter of row ``i``'s first cell: rows start on a multiple of 4, so that a
+    row's normals take whole words of :func:`~sim.counter_rng.table_indices`."""
+    return i * ((cols + 3) & ~3)
+
+
+@_inline
 def _row_normals(table, key, start, index, values):  # type: ignore[no-untyped-def]
     """Table normals of the cells ``start, start + 1, ...`` of a row, into ``values``.
 
-    The hashes (vectorised) and the table lookups (gathers, which stop the vectoriser) run as
-    two loops, so that the hashes stay vectorised; ``index`` is scratch.
+    The hashes (vectorised, one per four cells) and the table lookups (gathers, which stop
+    the vectoriser) run as two loops, so that the hashes stay vectorised; ``index`` is
+    scratch, ``values.size`` rounded up to 4 long.
     """
-    for j in range(values.size):
-        index[j] = mix(key, uint64(start + j)) >> uint64(48)
+    table_indices(key, uint64(start), values.size, index)
     for j in range(values.size):
         values[j] = table[index[j]]
 
 
 @_inline
 def _row_scratch(cols):  # type: ignore[no-untyped-def]
-    """Up and down counts of one row, and room for its normals: table indices, the normals
-    and a copy of the row's weights."""
-    return np.empty((2, cols), np.int32), (np.empty(cols, np.uint32), np.empty(cols, np.float32),
-                                           np.empty(cols, np.float32))
+    """Up and down counts of one row, and room for its normals: table indices (a multiple of
+    4 long), the normals and a copy of the row's weights."""
+    return np.empty((2, cols), np.int32), (np.empty((cols + 3) & ~3, np.uint32),
+                                           np.empty(cols, np.float32), np.empty(cols, np.float32))
 
 
 @_inline
@@ -394,7 +401,8 @@ def _closed_form_trains_row(w, planes, fixed_planes, limits, positive, negative,
         log_2, noise_2 = planes[2 * second, i, j], planes[2 * second + 1, i, j]
         cell = (w[i, j], n_1, n_2, planes[fixed_planes[first], i, j], log_1, noise_1,
                 planes[fixed_planes[second], i, j], log_2, noise_2, planes[B_MIN, i, j],
-                planes[B_MAX, i, j], table_normal(table, noise_key, uint64(i * cols + j)),
+                planes[B_MAX, i, j],
+                table_normal(table, noise_key, uint64(_row_start(i, cols) + j)),
                 contracting[first], contracting[second], multiplicative)
         if _beyond_polynomials(n_1, n_2, log_1, log_2, noise_1, noise_2, multiplicative):
             w[i, j] = _closed_form_cell(cell, _expm1_exact, _expm1_exact)
