@@ -12,11 +12,11 @@ The emulator draws each cell's parameters around the model's means (docs/emulato
   and the mean ``(dw_up + dw_down) / 2 = dw_min (gain - |up_down| / 2)`` gives ``dw_min`` and
   ``dw_min_dtod``. pow-step's exponents are drawn the same way around ``pow_gamma``.
 
-Centres and spreads are the median and the scaled median absolute deviation (consistent for the
-normal draws, and not thrown by the few cells a short sweep leaves poorly determined). Each
-cell's estimate carries its own estimation noise; a spread is reported with the mean squared
-standard error of the cells taken off its variance, so a noisy measurement does not read as
-device-to-device variation.
+Centres are medians (consistent for the normal draws, and not thrown by the few cells a short
+sweep leaves poorly determined). Each cell's estimate carries its own estimation noise, so a
+spread is the maximum-likelihood spread of estimates that are the cells' values plus noise of
+each cell's own standard error (:func:`spread`), over the cells within a few MADs of the
+median: a noisy measurement does not read as device-to-device variation.
 
 Cycle-to-cycle noise: a step's residual ``e = step - expected`` has variance
 ``dw_min_std^2 expected^2 + 2 sigma_read^2`` where readings carry noise ``sigma_read``, and
@@ -40,6 +40,9 @@ Array = NDArray[np.float64]
 MAD_TO_STD = 1.4826
 #: Standard error of a median over that of a mean, for normal samples (sqrt(pi / 2)).
 MEDIAN_EFFICIENCY = math.sqrt(math.pi / 2)
+#: A spread leaves out the cells this many scaled MADs from the median (poorly determined by a
+#: short sweep); a normal draw lies beyond 5 standard deviations once in 1.7 million.
+OUTLIER_MADS = 5.0
 
 
 @dataclass(frozen=True)
@@ -62,18 +65,36 @@ def centre(values: Array) -> Estimate:
 
 def spread(values: Array, errors: Array) -> Estimate:
     """The device-to-device standard deviation of the cells' estimates, with their estimation
-    noise (``errors``, per cell) taken off, and its standard error."""
+    noise (``errors``, per cell) taken off, and its standard error.
+
+    Each estimate is its cell's value plus noise of its own size, so the estimates are normal
+    with variance ``spread^2 + error_i^2``: the spread is the maximum-likelihood solution of
+    that model (the random-effects estimate of meta-analysis), over the cells within
+    ``OUTLIER_MADS`` scaled MADs of the median. Taking a typical squared error off the squared
+    MAD instead read pow-step's ``up_down_dtod`` 16% high where the errors are as large as the
+    spread: the MAD of such a mixture is not the root of the summed variances.
+    """
     keep = np.isfinite(values) & np.isfinite(errors)
     values, errors = values[keep], errors[keep]
     if values.size < 2:
         return Estimate(0.0, None)
     median = float(np.median(values))
-    observed = (MAD_TO_STD * float(np.median(np.abs(values - median)))) ** 2
-    noise = float(np.median(errors**2))
-    variance = max(observed - noise, 0.0)
-    # Standard error of a variance estimated from n normal samples: sqrt(2 / n) of it; the MAD
-    # is about 2.7 times less efficient than the sample variance.
-    error_variance = observed * math.sqrt(2.7 * 2 / values.size)
+    scale = MAD_TO_STD * float(np.median(np.abs(values - median)))
+    inside = np.abs(values - median) <= OUTLIER_MADS * scale
+    values, noise = values[inside], errors[inside] ** 2
+    variance = max(scale**2 - float(np.median(noise)), 0.0)
+    for _ in range(100):  # the likelihood's fixed point: a few steps from the MAD's start
+        weight = 1 / np.maximum(variance + noise, np.finfo(float).tiny)
+        centre = float(np.sum(weight * values) / np.sum(weight))
+        updated = max(float(np.sum(weight**2 * ((values - centre) ** 2 - noise))
+                            / np.sum(weight**2)), 0.0)
+        converged = abs(updated - variance) <= 1e-9 * (variance + float(np.median(noise)))
+        variance = updated
+        if converged:
+            break
+    # Standard error of a variance estimated from n normal samples: sqrt(2 / n) of it (with
+    # the noise the samples carry).
+    error_variance = (variance + float(np.median(noise))) * math.sqrt(2 / max(values.size, 1))
     std = math.sqrt(variance)
     error = error_variance / (2 * std) if std > 0 else math.sqrt(error_variance)
     return Estimate(std, error)
