@@ -80,6 +80,18 @@ at the last step before the wire."""
             self._polarity = polarity
         return self.generator
 
+    def _links(self) -> list[dict[str, float]]:
+        return [instrument.link_stats() for instrument in (self.board, self.generator, self.smu)
+                if instrument is not None]
+
+    def round_trips(self) -> int:
+        """Requests the instruments answered since they were opened (retries not again)."""
+        return sum(int(link["round_trips"]) for link in self._links())
+
+    def wait_seconds(self) -> float:
+        """Time spent in the instruments' request calls since they were opened (s)."""
+        return sum(float(link["wait_seconds"]) for link in self._links())
+
     def pulse_cells(self, rows: Index, cols: Index, polarity: int, counts: NDArray[np.int64]
                     ) -> None:
         write = self.station.write
