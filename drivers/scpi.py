@@ -26,12 +26,13 @@ Guarantees of every :class:`ScpiInstrument`:
   re-sends the settings written since the last answered query (they may have been lost with the
   connection; settings are idempotent) and repeats the call, at most ``retries`` times.
   :meth:`ScpiInstrument.link_stats` counts retries, timeouts, reconnects and uncertain triggers.
-- Accounting. :meth:`ScpiInstrument.link_stats` also counts ``round_trips``, the commands the
-  instrument took: each ``write`` and each answered ``query`` once, however many attempts it
-  took (the attempts beyond the first are ``retries``), and the ``*IDN?`` of each
-  :meth:`~ScpiInstrument.connect`; what a reconnect re-sends is recovery, counted by
-  ``reconnects``. ``wait_seconds`` is the time spent in those calls: on the wire, waiting for
-  replies, reconnecting and backing off.
+- Accounting. :meth:`ScpiInstrument.link_stats` also counts ``round_trips``, the messages that
+  completed on the wire: a command written, a query answered (the identification of each
+  connection and the settings a reconnect re-sends included). An attempt that failed is not
+  one (it is a ``timeout`` or a ``retry``): a query retried after its reply was lost counts
+  once, plus the ``*IDN?`` of the reconnect. ``wait_seconds`` is the time spent in
+  ``connect``, ``write`` and ``query``: on the wire, waiting for replies, reconnecting and
+  backing off.
 - ``connect()`` opens the resource (``TCPIP0::host::5025::SOCKET``, ``GPIB0::17::INSTR``, ...)
   with ``\\n`` read and write termination, without ``clear()`` (some instruments freeze on a
   device clear), and checks ``*IDN?`` against the expected model: a wrong or silent instrument is
@@ -292,7 +293,7 @@ class ScpiInstrument:
         self.link_retries = 0  # re-attempts of a call after a link failure
         self.timeouts = 0  # link failures that were timeouts
         self.uncertain_triggers = 0  # PulseUncertainError raised
-        self.round_trips = 0  # commands taken: writes, answered queries, connects' *IDN?
+        self.round_trips = 0  # messages completed on the wire: writes written, queries answered
         self.wait_seconds = 0.0  # s spent in wire calls (connect, write, query)
         self._waiting = 0  # depth of nested wire calls (a query inside connect counts once)
         #: what this driver last sent for each ``Setting.state`` key (None: not sent since connect)
@@ -320,7 +321,6 @@ class ScpiInstrument:
             except _LinkLost as exc:
                 raise InstrumentError(f"cannot connect: {exc}", resource=self.resource_name,
                                       command="*IDN?") from exc
-            self.round_trips += 1
             assert self.idn is not None
             self._unsynced.clear()
             self._unsynced_triggers.clear()
@@ -547,9 +547,7 @@ class ScpiInstrument:
 
     def _run(self, command: str, timeout_ms: int | None, *, expect_reply: bool) -> str:
         with self._on_the_wire():
-            reply = self._attempts(command, timeout_ms, expect_reply=expect_reply)
-        self.round_trips += 1
-        return reply
+            return self._attempts(command, timeout_ms, expect_reply=expect_reply)
 
     def _attempts(self, command: str, timeout_ms: int | None, *, expect_reply: bool) -> str:
         timeout = self.timeout_ms if timeout_ms is None else int(timeout_ms)
@@ -595,8 +593,9 @@ class ScpiInstrument:
                 raise
 
     def _send(self, command: str, timeout: int) -> None:
-        """The last step before the wire: :meth:`vet`, then write."""
-        self.vet(command)
+        """The last step before the wire: :meth:`vet`, then write (a command that is not a
+        query is one round trip once written)."""
+        query = self.vet(command).query
         assert self._res is not None
         self.log.debug("%s -> %r", self.name, command)
         try:
@@ -604,6 +603,8 @@ class ScpiInstrument:
             self._res.write(command)
         except _LINK_ERRORS as exc:
             raise _LinkLost(_describe(exc), timeout=_is_timeout(exc)) from exc
+        if not query:
+            self.round_trips += 1
 
     def _receive(self, timeout: int) -> str:
         assert self._res is not None
@@ -612,6 +613,7 @@ class ScpiInstrument:
             reply = self._res.read()
         except _LINK_ERRORS as exc:
             raise _LinkLost(_describe(exc), timeout=_is_timeout(exc)) from exc
+        self.round_trips += 1
         self.log.debug("%s <- %r", self.name, reply)
         return reply
 

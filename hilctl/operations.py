@@ -29,8 +29,8 @@ class Operations:
             pulse per crossing cell).
         cell_reads: cells read one by one (each cell of a read counts once).
         mvms: analog matrix-vector products (one per input vector).
-        round_trips: requests the instruments received and answered (a retry of a lost
-            request is not another one).
+        round_trips: exchanges completed with the instruments: a request answered, a command
+            written (an attempt that got no answer is not one; the driver counts it a retry).
         wait_seconds: wall time spent waiting on instruments (s).
     """
 
