@@ -16,9 +16,9 @@ A call that raises is timed but not counted: how much of it reached the chip is 
 transports' own counters say what went over the wire).
 
 Round trips and the time spent waiting on instruments come from the transports where the
-access can say: an access with ``round_trips()`` (the station's: the board client's and SCPI
-drivers' answered requests, retries not counted again) and ``wait_seconds()`` (the time inside
-the transports' request calls) is asked. Measured there, waiting means the wire and the
+access can say: an access with ``round_trips()`` (the station's: the exchanges its board
+client and SCPI drivers completed, a retried request once) and ``wait_seconds()`` (the time
+inside the transports' request calls) is asked. Measured there, waiting means the wire and the
 instruments, not the host's own work between requests (packing pulse trains, choosing cells),
 which is counted inside the access calls. An access without them (an instrument reached
 through its own library, such as pyarc2, has no transport of ours to count at) is charged one

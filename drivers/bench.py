@@ -85,7 +85,8 @@ at the last step before the wire."""
                 if instrument is not None]
 
     def round_trips(self) -> int:
-        """Requests the instruments answered since they were opened (retries not again)."""
+        """Exchanges completed with the instruments since they were opened: the sum of their
+        ``link_stats()["round_trips"]`` (a retried request counts once)."""
         return sum(int(link["round_trips"]) for link in self._links())
 
     def wait_seconds(self) -> float:
