@@ -6,12 +6,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
+from drivers.accounting import CountingAccess
 from drivers.bench import Bench
 from drivers.lab_tile import LabTile
 from drivers.station import load_station, region
 from hilctl.backends import Backend, BackendOption, ChipFacts
 from hilctl.config import TileConfig
 from hilctl.errors import BackendError, BenchError, ConfigError
+from hilctl.operations import REPORT_KEY, Operations
 from hilctl.tile import Tile
 from protocols.station import StationConfig
 
@@ -24,6 +26,8 @@ class LabBackend(Backend):
     The device model of a tile config does not apply (the chip is real); its update settings
     (bit length, update management) do. Every tile opened on one station shares that station's
     connections (a :class:`Bench`) until :meth:`close`, and takes the next free tile region.
+    The tiles of a bench reach it through one :class:`~drivers.accounting.CountingAccess`,
+    whose totals the report carries under ``operations``.
     """
 
     name: ClassVar[str] = "lab"
@@ -41,6 +45,8 @@ class LabBackend(Backend):
 
     def __init__(self) -> None:
         self._benches: dict[str, Bench] = {}
+        #: Each open bench's counted access, by ``id`` of the bench (held in ``_benches``).
+        self._counted: dict[int, CountingAccess] = {}
         #: Identity strings the instruments must give (a resumed run's), by station section.
         self._expected_identities: dict[str, str] = {}
 
@@ -73,9 +79,14 @@ class LabBackend(Backend):
 
     def report(self) -> dict[str, Any]:
         """Each instrument's identity and link counters (retries, timeouts, reconnects) and the
-        chip region of each tile, for the bench (or benches) this backend opened."""
+        chip region of each tile, for the bench (or benches) this backend opened; and the
+        operations of every bench's tiles so far, summed (:mod:`drivers.accounting`)."""
         reports = [bench.report() for bench in self._benches.values()]
-        return reports[0] if len(reports) == 1 else {"benches": reports} if reports else {}
+        if not reports:
+            return {}
+        report = reports[0] if len(reports) == 1 else {"benches": reports}
+        totals = sum((access.operations() for access in self._counted.values()), Operations())
+        return {**report, REPORT_KEY: totals.report_entry()}
 
     def report_lines(self, report: Mapping[str, Any]) -> list[str]:
         lines = []
@@ -142,12 +153,14 @@ class LabBackend(Backend):
             raise BackendError("backend 'lab' needs a station file: --station FILE.toml")
         bench = self.bench(station)
         chosen = bench.take_region(config.rows, config.cols, tile)
-        return LabTile(chosen, bench.access, bench.station.mapping, config.update, seed=config.seed)
+        counted = self._counted.setdefault(id(bench), CountingAccess(bench.access))
+        return LabTile(chosen, counted, bench.station.mapping, config.update, seed=config.seed)
 
     def close(self) -> None:
         """Put every bench this backend opened in its safe state and close it (each attempted);
         a :class:`~hilctl.errors.BenchError` names what could not be made safe."""
         benches, self._benches = list(self._benches.values()), {}
+        self._counted = {}
         unsafe = []
         for bench in benches:
             try:

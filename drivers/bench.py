@@ -80,6 +80,19 @@ at the last step before the wire."""
             self._polarity = polarity
         return self.generator
 
+    def _links(self) -> list[dict[str, float]]:
+        return [instrument.link_stats() for instrument in (self.board, self.generator, self.smu)
+                if instrument is not None]
+
+    def round_trips(self) -> int:
+        """Exchanges completed with the instruments since they were opened: the sum of their
+        ``link_stats()["round_trips"]`` (a retried request counts once)."""
+        return sum(int(link["round_trips"]) for link in self._links())
+
+    def wait_seconds(self) -> float:
+        """Time spent in the instruments' request calls since they were opened (s)."""
+        return sum(float(link["wait_seconds"]) for link in self._links())
+
     def pulse_cells(self, rows: Index, cols: Index, polarity: int, counts: NDArray[np.int64]
                     ) -> None:
         write = self.station.write

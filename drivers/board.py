@@ -32,7 +32,9 @@ Guarantees:
   retries) are discarded.
 - :meth:`BoardClient.reset` is the board's safe state: selection cleared, every line grounded,
   routes open, error queue cleared. :meth:`BoardClient.link_stats` gives the counters a run
-  reports.
+  reports, among them ``round_trips`` (requests the board answered, once each however many
+  attempts it took; the attempts beyond the first are ``retries``) and ``wait_seconds`` (time
+  spent in :meth:`BoardClient.request`, waiting on the board, retries and refusals included).
 
 A definite NACK (out of range, unsupported, bad payload, ...) raises :class:`BoardError`; no
 valid reply after all attempts raises :class:`BoardTimeout`. Both name the port and the command.
@@ -95,6 +97,8 @@ class BoardStats:
     transient_nacks: int = 0  # bad_crc / bad_frame / busy NACKs received
     discarded: int = 0  # valid frames with another sequence number (late duplicates) or wrong type
     serial_errors: int = 0
+    round_trips: int = 0  # requests answered (a reply or a NACK), once each whatever the attempts
+    wait_seconds: float = 0.0  # s spent in request(): on the wire and waiting for the reply
 
 
 TargetLike = pb.CellTarget | pb.MaskTarget | tuple[int, int]
@@ -218,9 +222,10 @@ class BoardClient:
         assert isinstance(reply, pb.ErrorsReply)
         return list(reply.errors)
 
-    def link_stats(self) -> dict[str, int]:
+    def link_stats(self) -> dict[str, float]:
         """Counters a run can report: ``retries``, ``timeouts``, ``reconnects`` (always 0: a serial
-        link is never reopened), and the other :class:`BoardStats` counters."""
+        link is never reopened), and the other :class:`BoardStats` counters (integers but for
+        ``wait_seconds``)."""
         return {"retries": self.stats.retries, "timeouts": self.stats.timeouts, "reconnects": 0,
                 **{k: v for k, v in dataclasses.asdict(self.stats).items()
                    if k not in ("retries", "timeouts")}}
@@ -298,7 +303,11 @@ class BoardClient:
             raise TypeError(f"not a board request: {message!r}")
         self._vet(message)
         shape = self._expected_shape(message) if isinstance(message, pb.Read) else None
-        reply = self._exchange(message, expected)
+        started = time.perf_counter()
+        try:
+            reply = self._exchange(message, expected)
+        finally:
+            self.stats.wait_seconds += time.perf_counter() - started
         self._check_reply(message, reply, shape)
         return reply
 
@@ -324,6 +333,7 @@ class BoardClient:
                 outcome = f"serial error: {exc}"
                 time.sleep(max(0.0, deadline - time.monotonic()))  # no tight loop on a dead port
             if isinstance(outcome, pb.Message):
+                self.stats.round_trips += 1
                 if isinstance(outcome, pb.Nack):
                     raise BoardError(
                         f"board {self.port}: {_name(message)} refused with NACK "

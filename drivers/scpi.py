@@ -26,6 +26,13 @@ Guarantees of every :class:`ScpiInstrument`:
   re-sends the settings written since the last answered query (they may have been lost with the
   connection; settings are idempotent) and repeats the call, at most ``retries`` times.
   :meth:`ScpiInstrument.link_stats` counts retries, timeouts, reconnects and uncertain triggers.
+- Accounting. :meth:`ScpiInstrument.link_stats` also counts ``round_trips``, the messages that
+  completed on the wire: a command written, a query answered (the identification of each
+  connection and the settings a reconnect re-sends included). An attempt that failed is not
+  one (it is a ``timeout`` or a ``retry``): a query retried after its reply was lost counts
+  once, plus the ``*IDN?`` of the reconnect. ``wait_seconds`` is the time spent in
+  ``connect``, ``write`` and ``query``: on the wire, waiting for replies, reconnecting and
+  backing off.
 - ``connect()`` opens the resource (``TCPIP0::host::5025::SOCKET``, ``GPIB0::17::INSTR``, ...)
   with ``\\n`` read and write termination, without ``clear()`` (some instruments freeze on a
   device clear), and checks ``*IDN?`` against the expected model: a wrong or silent instrument is
@@ -50,7 +57,7 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 import pyvisa
@@ -286,6 +293,9 @@ class ScpiInstrument:
         self.link_retries = 0  # re-attempts of a call after a link failure
         self.timeouts = 0  # link failures that were timeouts
         self.uncertain_triggers = 0  # PulseUncertainError raised
+        self.round_trips = 0  # messages completed on the wire: writes written, queries answered
+        self.wait_seconds = 0.0  # s spent in wire calls (connect, write, query)
+        self._waiting = 0  # depth of nested wire calls (a query inside connect counts once)
         #: what this driver last sent for each ``Setting.state`` key (None: not sent since connect)
         self.sent: dict[str, object] = {}
         self._rm = resource_manager
@@ -305,7 +315,7 @@ class ScpiInstrument:
         WARNING and kept in :attr:`stale_errors`, so they are not blamed on this session's
         commands (``safe_state`` or ``set`` right after connecting would raise them).
         """
-        with self._lock:
+        with self._lock, self._on_the_wire():
             try:
                 self._open()
             except _LinkLost as exc:
@@ -373,11 +383,25 @@ class ScpiInstrument:
                 raise InstrumentError(f"output not confirmed off: {confirm} answered {reply!r}",
                                       resource=self.resource_name, command=confirm)
 
-    def link_stats(self) -> dict[str, int]:
+    def link_stats(self) -> dict[str, float]:
         """Counters a run can report: ``retries`` (re-attempts after a link failure),
-        ``timeouts``, ``reconnects`` and ``uncertain_triggers`` (:class:`PulseUncertainError`)."""
+        ``timeouts``, ``reconnects``, ``uncertain_triggers`` (:class:`PulseUncertainError`),
+        ``round_trips`` and ``wait_seconds`` (module docstring, "Accounting")."""
         return {"retries": self.link_retries, "timeouts": self.timeouts, "reconnects": self.reconnects,
-                "uncertain_triggers": self.uncertain_triggers}
+                "uncertain_triggers": self.uncertain_triggers, "round_trips": self.round_trips,
+                "wait_seconds": self.wait_seconds}
+
+    @contextlib.contextmanager
+    def _on_the_wire(self) -> Iterator[None]:
+        """Add the time inside to :attr:`wait_seconds`, once for nested wire calls."""
+        self._waiting += 1
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._waiting -= 1
+            if not self._waiting:
+                self.wait_seconds += time.perf_counter() - started
 
     # -- the check every command passes ---------------------------------------------------------
 
@@ -522,6 +546,10 @@ class ScpiInstrument:
         """Hook: the error queue was empty, so every setting written before took effect."""
 
     def _run(self, command: str, timeout_ms: int | None, *, expect_reply: bool) -> str:
+        with self._on_the_wire():
+            return self._attempts(command, timeout_ms, expect_reply=expect_reply)
+
+    def _attempts(self, command: str, timeout_ms: int | None, *, expect_reply: bool) -> str:
         timeout = self.timeout_ms if timeout_ms is None else int(timeout_ms)
         self.last_command = command
         attempt = 0
@@ -565,8 +593,9 @@ class ScpiInstrument:
                 raise
 
     def _send(self, command: str, timeout: int) -> None:
-        """The last step before the wire: :meth:`vet`, then write."""
-        self.vet(command)
+        """The last step before the wire: :meth:`vet`, then write (a command that is not a
+        query is one round trip once written)."""
+        query = self.vet(command).query
         assert self._res is not None
         self.log.debug("%s -> %r", self.name, command)
         try:
@@ -574,6 +603,8 @@ class ScpiInstrument:
             self._res.write(command)
         except _LINK_ERRORS as exc:
             raise _LinkLost(_describe(exc), timeout=_is_timeout(exc)) from exc
+        if not query:
+            self.round_trips += 1
 
     def _receive(self, timeout: int) -> str:
         assert self._res is not None
@@ -582,6 +613,7 @@ class ScpiInstrument:
             reply = self._res.read()
         except _LINK_ERRORS as exc:
             raise _LinkLost(_describe(exc), timeout=_is_timeout(exc)) from exc
+        self.round_trips += 1
         self.log.debug("%s <- %r", self.name, reply)
         return reply
 

@@ -119,7 +119,9 @@ class Backend(ABC):
 
     def report(self) -> dict[str, Any]:
         """What a run records about the backend at its end (instruments, regions, link
-        trouble), JSON-ready; empty where there is nothing to say."""
+        trouble), JSON-ready; empty where there is nothing to say. A backend whose tiles drive
+        instruments puts its running totals of instrument work under ``operations``
+        (:mod:`hilctl.operations`); the controller reports a run's share of them."""
         return {}
 
     def report_lines(self, report: Mapping[str, Any]) -> list[str]:

@@ -27,6 +27,7 @@ from hilctl.backends import Backend, ChipFacts, get_backend
 from hilctl.config import TileConfig
 from hilctl.errors import ConfigError, Diverged, Interrupted, NonFiniteValue
 from hilctl.mapping import mapped
+from hilctl.operations import Operations
 from hilctl.run_log import RunLog
 from hilctl.runs import RESUMABLE, RecordingRun, RunStore, to_json
 from hilctl.tasks import TaskResult, TaskRun
@@ -59,6 +60,10 @@ class TrainOutcome:
     backend_lines: list[str] = field(default_factory=list)
     #: For a resumed run on a physical backend: each tile's drift from the checkpoint.
     drift: list[dict[str, Any]] = field(default_factory=list)
+    #: What the run cost the instruments (:meth:`Operations.as_json`), None without instruments.
+    operations: dict[str, Any] | None = None
+    #: Training steps done in this process (a resumed run: since the resume).
+    steps: int = 0
 
     def config_json(self) -> dict[str, Any]:
         """The config as recorded: without device and periphery where they did not apply."""
@@ -72,6 +77,7 @@ class TrainOutcome:
             "config": self.config_json(),
             "final": self.final,
             "history": self.history,
+            **({"operations": self.operations} if self.operations is not None else {}),
             **({"backend": self.backend_report} if self.backend_report else {}),
             **({"drift": self.drift} if self.drift else {}),
         }
@@ -102,9 +108,10 @@ class DivergedRun(Diverged):
 
 class _Reporter:
     """Forwards a task's progress and metrics to a callback and the run store, keeps the
-    history, stops a run whose metrics are no longer finite (:class:`Diverged`), and at step
-    boundaries writes checkpoints (every ``checkpoint_seconds``, at epoch ends, and before it
-    stops on a signal) and heartbeats."""
+    history, counts the training steps (:attr:`steps`: one progress report each), stops a run
+    whose metrics are no longer finite (:class:`Diverged`), and at step boundaries writes
+    checkpoints (every ``checkpoint_seconds``, at epoch ends, and before it stops on a signal)
+    and heartbeats."""
 
     def __init__(self, progress: ProgressCallback | None, run: RecordingRun | None,
                  on_metrics: MetricsCallback | None = None, session: Session | None = None,
@@ -116,8 +123,10 @@ class _Reporter:
         self._interval = checkpoint_seconds
         self._last_checkpoint = self._last_beat = time.monotonic()
         self.history = TaskResult(final={})
+        self.steps = 0
 
     def progress(self, done: int, total: int) -> None:
+        self.steps += 1
         if self._progress is not None:
             self._progress(done, total)
 
@@ -346,16 +355,29 @@ def _execute(config: TrainConfig, backend: Backend, options: dict[str, Any],
     start)."""
     make_weights = weight_factory(config, backend, options, session)
     chip = backend.chip(options)
+    before = Operations.in_report(backend.report())  # a backend kept open from an earlier run
     started = time.perf_counter()
     reporter = _Reporter(progress, run, on_metrics, session, config.run.checkpoint_seconds)
     resume_task = None if session.resume is None else session.resume["task"]
+    ended: list[tuple[dict[str, Any], dict[str, Any] | None]] = []
+
+    def at_end() -> tuple[dict[str, Any], dict[str, Any] | None]:
+        """The backend's report and the run's operations, taken once when the run ends."""
+        if not ended:
+            report = backend.report()
+            totals = Operations.in_report(report)
+            seconds = time.perf_counter() - started
+            ended.append((report, None if totals is None else
+                          totals.since(before).as_json(seconds)))
+        return ended[0]
 
     def outcome(final: dict[str, float], history: dict[str, list[float]],
                 status: str = "completed") -> TrainOutcome:
-        report = backend.report()
+        report, operations = at_end()
         return TrainOutcome(None if run is None else run.run_id, time.perf_counter() - started,
                             config, final, history, status, backend.physical, report,
-                            backend.label(options), backend.report_lines(report), session.drift)
+                            backend.label(options), backend.report_lines(report), session.drift,
+                            operations, reporter.steps)
 
     try:
         with stopping.deferring():
@@ -367,9 +389,12 @@ def _execute(config: TrainConfig, backend: Backend, options: dict[str, Any],
                 try:
                     result = run_task(config, make_weights, reporter, chip, resume_task)
                 finally:  # what the backend saw, even when the run failed or was interrupted
-                    report = backend.report()
+                    report, operations = at_end()
                     if report:
                         run.log_event("backend", to_json(report))
+                    if operations is not None:
+                        run.log_event("operations", to_json({**operations,
+                                                             "steps": reporter.steps}))
                     if session.drift:
                         run.log_event("drift", to_json(session.drift))
                 require_finite(result.final, "the end")

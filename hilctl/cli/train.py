@@ -24,6 +24,7 @@ from hilctl.cli.parsing import nonnegative_int, positive_int
 from hilctl.cli.signals import exit_code
 from hilctl.config import DEVICE_CONFIGS, no_variation
 from hilctl.errors import ConfigError
+from hilctl.operations import per_step_line
 from hilctl.runs import RunStore
 from hilctl.tasks import TASKS
 from hilctl.train_config import (
@@ -211,6 +212,8 @@ def summary_lines(outcome: TrainOutcome) -> list[str]:
         lines.append(f"  {name:<9} {value:.4g}" + (f"   ({meaning})" if meaning else ""))
     if outcome.run_id:
         lines.append(f"  run       {outcome.run_id}   (hilctl runs show {outcome.run_id})")
+    if outcome.operations is not None:
+        lines.append(f"  {per_step_line(outcome.operations, outcome.steps)}")
     lines += [f"  {line}" for line in outcome.backend_lines]
     lines += [f"  drift     tile {d['tile']}: largest {d['max']:.3g}, mean {d['mean']:.3g} "
               f"(weight units) since the checkpoint; {d['reprogrammed']} cell(s) written back"
