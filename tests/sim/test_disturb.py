@@ -79,6 +79,45 @@ def test_which_cells_are_half_selected_and_how_many(selection, bias, fraction) -
     np.testing.assert_allclose(rest, -1 / 3 if bias == "v/3" else 0.0)
 
 
+#: A pulse amplitude (V) at which every cell the scheme reaches sees at least the 0.8 V threshold.
+OVER_THRESHOLD = {"v/2": 2.0, "v/3": 2.7, "float": 2.0}
+
+
+@settings(max_examples=60, deadline=None)
+@given(selection=selections(), bias=st.sampled_from(BIAS_SCHEMES), polarity=st.sampled_from([-1, 1]),
+       count=st.integers(1, 3))
+def test_the_chip_moves_the_cells_of_the_driven_lines_as_the_scheme_says(selection, bias, polarity,
+                                                                          count) -> None:
+    """A cell pulse or a mask pulse (every crossing of the driven lines) through ``chip.pulse``,
+    loud enough that every reached cell switches: the targets are the pulse ledger; every other
+    cell took ``count`` device pulses of the sign of its row line minus its column line (float:
+    the pulse's sign on a driven line, nothing elsewhere), and only those, in the disturb
+    ledger, with that voltage."""
+    (rows, cols), driven_rows, driven_cols = selection
+    chip = chip_with(rows=rows, cols=cols, bias=bias, rate=1e-6, float_fraction=0.5)
+    volts = polarity * OVER_THRESHOLD[bias]
+    grid = np.meshgrid(driven_rows, driven_cols, indexing="ij")
+    targets = (grid[0].reshape(-1), grid[1].reshape(-1))
+    assert chip.pulse(targets, polarity, count, amplitude=abs(volts), width=1e-6)
+    on_row = np.isin(np.arange(rows), driven_rows)[:, None]
+    on_col = np.isin(np.arange(cols), driven_cols)[None, :]
+    if bias == "float":
+        seen = np.where(on_row ^ on_col, 0.5, 0.0) + np.where(on_row & on_col, 1.0, 0.0)
+    else:
+        third = bias == "v/3"
+        row_line = np.where(on_row, 1.0, 1 / 3 if third else 0.5)
+        col_line = np.where(on_col, 0.0, 2 / 3 if third else 0.5)
+        seen = row_line - col_line
+    assert chip.pulse_ledger() == {(int(r), int(c)): polarity * count for r, c in zip(*targets, strict=True)}
+    expected = {(r, c): int(np.sign(polarity * seen[r, c])) * count
+                for r in range(rows) for c in range(cols)
+                if seen[r, c] != 0 and not (on_row[r, 0] and on_col[0, c])}
+    assert chip.disturb_ledger() == expected
+    for entry in chip.disturbs:
+        assert entry.voltage == pytest.approx(volts * seen[entry.row, entry.col])
+    assert np.array_equal(np.sign(chip.weights()), np.sign(polarity * seen))
+
+
 def test_an_unknown_bias_scheme_is_refused_with_the_allowed_ones() -> None:
     with pytest.raises(ValueError, match="v/2, v/3, float"):
         line_fractions((2, 2), np.array([0]), np.array([0]), "ground")
