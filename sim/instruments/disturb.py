@@ -16,9 +16,8 @@ scheme        driven row, other column   other row, driven column     other row,
 ``f`` is the station's ``float_fraction``: an ``R x C`` array of equal linear conductances
 puts a single cell's half-selected neighbours at ``(R-1)/(R+C-1)`` of ``V`` on its row and
 ``(C-1)/(R+C-1)`` on its column, about 1/2 for a square array, and every other cell at
-``-V/(R+C-1)``, which is neglected.) Cells at a crossing of a
-driven row and a driven column see the full ``V``. The derivation is in ``docs/emulator.md``,
-section 9.
+``-V/(R+C-1)``, which is neglected.) Cells at a crossing of a driven row and a driven column
+see the full ``V``. The derivation is in ``docs/emulator.md``, section 9.
 
 A cell that sees ``|v| >= set_threshold`` takes one device pulse of ``sign(v)`` per pulse, as the
 target does. A sub-threshold cell takes each pulse, independently, as one device pulse of
@@ -34,12 +33,13 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import Field
 
+from protocols.board import Bias
 from protocols.schema import StrictModel
 
 __all__ = ["BIAS_SCHEMES", "DisturbSettings", "disturb_counts", "line_fractions"]
 
-#: The bias schemes of the unselected lines (``protocols.board.Bias`` values).
-BIAS_SCHEMES = ("v/2", "v/3", "float")
+#: The bias schemes of the unselected lines, as the board's ``Select`` names them.
+BIAS_SCHEMES = tuple(scheme.value for scheme in Bias)
 
 
 class DisturbSettings(StrictModel):
@@ -48,7 +48,8 @@ class DisturbSettings(StrictModel):
 
     rate: float = Field(0.0, ge=0, le=1, description="probability that a half-selected cell at "
                         "the set threshold takes a pulse as one device pulse (0: off)")
-    exponent: float = Field(8.0, gt=0, description="steepness k of p = rate * (|v|/set_threshold)^k")
+    exponent: float = Field(8.0, gt=0, le=100,
+                            description="steepness k of p = rate * (|v|/set_threshold)^k")
     float_fraction: float = Field(0.5, ge=0, le=1, description="share of the pulse voltage a "
                                   "half-selected cell sees when the unselected lines float")
 
@@ -68,8 +69,8 @@ def line_fractions(shape: tuple[int, int], rows: NDArray[np.intp], cols: NDArray
     driven_row[rows] = True
     driven_col[cols] = True
     on_row, on_col = np.meshgrid(driven_row, driven_col, indexing="ij")
-    half = {"v/2": 0.5, "v/3": 1.0 / 3.0, "float": float_fraction}[bias]
-    rest = -1.0 / 3.0 if bias == "v/3" else 0.0
+    half = {Bias.V_HALF: 0.5, Bias.V_THIRD: 1.0 / 3.0, Bias.FLOAT: float_fraction}[Bias(bias)]
+    rest = -1.0 / 3.0 if bias == Bias.V_THIRD else 0.0
     fractions = np.where(on_row | on_col, half, rest)
     fractions[on_row & on_col] = 1.0
     return fractions
