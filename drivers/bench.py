@@ -6,7 +6,9 @@ and takes the next free tile region. Every pulse and read setting is checked aga
 station's limits before anything is sent.
 
 The board selects a cell (``select``) and routes the pulse generator's or the SMU's line to it
-(``route``); a routed row reaches the selected cell of that row.
+(``route``); a routed row reaches the selected cell of that row. Every select carries the
+station's bias scheme of the unselected lines (``write.bias``), which the board keeps in force
+for its own pulses too: before the first on-board pulse the access selects once to set it.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ at the last step before the wire."""
                                and Capability.PARALLEL_READ in capabilities)
         read = station.read
         self._polarity = 0  # the generator's armed polarity (0: not armed yet)
+        self._bias_sent = False  # the board holds write.bias (the bench resets it only at open)
         if smu is not None and read.via == "smu":
             smu.configure_read(read.voltage, read.compliance, read.nplc)
             smu.output(True)
@@ -70,6 +73,13 @@ at the last step before the wire."""
         """Select the cell (unselected lines biased as the station says) and route ``line``."""
         self.board.select("cell", row, col, self.station.write.bias)
         self.board.route(**{line: ("row", row)})
+
+    def _send_bias(self, row: int, col: int) -> None:
+        """Before the first on-board pulse: select a cell it drives, so the board biases the
+        unselected lines of every later pulse as the station says (``write.bias``)."""
+        if not self._bias_sent:
+            self.board.select("cell", row, col, self.station.write.bias)
+            self._bias_sent = True
 
     def _arm_generator(self, polarity: int) -> PulseGenerator:
         assert self.generator is not None
@@ -96,6 +106,8 @@ at the last step before the wire."""
     def pulse_cells(self, rows: Index, cols: Index, polarity: int, counts: NDArray[np.int64]
                     ) -> None:
         write = self.station.write
+        if self._by_board and rows.size:
+            self._send_bias(int(rows[0]), int(cols[0]))
         for row, col, count in zip(rows.tolist(), cols.tolist(), counts.tolist(), strict=True):
             if not self._by_board:
                 generator = self._arm_generator(polarity)
@@ -109,6 +121,8 @@ at the last step before the wire."""
 
     def pulse_masks(self, rows: Index, cols: Index, polarity: int) -> None:
         write = self.station.write
+        if rows.size and cols.size:
+            self._send_bias(int(rows[0]), int(cols[0]))
         self.board.pulse_masks(rows.tolist(), cols.tolist(), polarity, 1,
                                amplitude=write.amplitude, width=write.width)
 

@@ -117,6 +117,9 @@ def _print_addresses(source: str, station: SimulatedStation, out: Path, temporar
     ]
     print(f"simulated station of {source}: {spec.chip.rows} x {spec.chip.cols} chip, "
           f"{spec.device.model} cells, tiles {', '.join(t.name for t in spec.tiles)}")
+    if spec.disturb.enabled:
+        print(f"  half-select disturb on: rate {spec.disturb.rate:g}, exponent "
+              f"{spec.disturb.exponent:g}, under the station's bias {spec.write.bias}")
     width = max(len(label) for label, _, _ in rows)
     value_width = max(len(value) for _, value, _ in rows)
     for label, value, note in rows:
@@ -138,7 +141,12 @@ def _serve(seconds: float | None) -> None:
 
 
 def _traffic(station: SimulatedStation) -> str:
-    assert station.board and station.pulse_generator and station.smu  # started
-    return (f"board {station.board.stats.frames_in} frame(s), pulse generator "
-            f"{station.pulse_generator.message_count} message(s), smu "
-            f"{station.smu.message_count} message(s) served")
+    assert station.board and station.pulse_generator and station.smu and station.chip  # started
+    served = (f"board {station.board.stats.frames_in} frame(s), pulse generator "
+              f"{station.pulse_generator.message_count} message(s), smu "
+              f"{station.smu.message_count} message(s) served")
+    if not station.spec.disturb.enabled:
+        return served
+    disturbed = station.chip.disturb_ledger()
+    return (f"{served}; disturb moved {len(disturbed)} cell(s) by "
+            f"{sum(e.count for e in station.chip.disturbs)} device pulse(s)")

@@ -45,6 +45,7 @@ DEFAULT_STATION: dict[str, Any] = {
                "dw_min_std": 0.0, "up_down_dtod": 0.0, "w_max_dtod": 0.0, "w_min_dtod": 0.0},
     "conductance": {"g_ref": 50e-6, "g_scale": 50e-6, "read_noise": 1e-9, "set_threshold": 0.8,
                     "min_width": 10e-9},
+    "disturb": {"rate": 0.0, "exponent": 8.0, "float_fraction": 0.5},
     "faults": {"board_drop": 0.0, "board_corrupt": 0.0, "board_delay": 0.0,
                "scpi_reply_delay": 0.0, "seed": 0},
     "board": {"timeout": 0.2, "retries": 20},

@@ -146,6 +146,17 @@ def test_sim_serve_default_station_file_is_temporary(capsys):
     assert path.endswith(".toml") and not os.path.exists(path)  # removed at stop
 
 
+def test_sim_serve_says_when_half_select_disturb_is_on(capsys, tmp_path):
+    served = tmp_path / "disturbed.toml"
+    served.write_text(EXAMPLE.read_text().replace("rate = 0.0", "rate = 0.2"))
+    code, out, err = run(capsys, "sim", "serve", str(served), "--seconds", "0.2")
+    assert code == 0, err
+    assert "half-select disturb on: rate 0.2, exponent 8, under the station's bias v/2" in out
+    assert "disturb moved 0 cell(s) by 0 device pulse(s)" in out
+    code, out, err = run(capsys, "sim", "serve", str(EXAMPLE), "--seconds", "0.2")
+    assert code == 0 and "half-select" not in out and "disturb moved" not in out
+
+
 def test_sim_serve_refuses_a_missing_file(capsys, tmp_path):
     err = refused(capsys, "sim", "serve", str(tmp_path / "nope.toml"))
     assert "nope.toml" in err

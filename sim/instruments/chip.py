@@ -5,13 +5,17 @@ physics). The chip exposes what a bench sees:
 
 - ``pulse(cells, polarity, count, amplitude, width)``: voltage pulses on some cells. A pulse
   moves a cell only if ``|amplitude| >= set_threshold`` (volts) and ``width >= min_width``
-  (seconds); then each pulse is one device pulse of the given polarity (+ up, - down).
+  (seconds); then each pulse is one device pulse of the given polarity (+ up, - down). With
+  half-select disturb on (``disturb.rate > 0``, :mod:`sim.instruments.disturb`), such a pulse
+  also drives the rows and columns of ``cells``, the other lines sit at the bias scheme the
+  board set (``routing.bias``), and the other cells on them may move.
 - ``current(cells, voltage)``: the read current ``I = G V + noise`` in amperes, with
   ``G = g_ref + g_scale * w`` (siemens) for device weight ``w``.
 
 Which cell a pulse generator or an SMU reaches is the board's routing (``route_*``); the board
 itself pulses and reads through the same two methods. Every pulse that reaches a cell is written
-to the ledger, so a test can compare what a controller intended with what the chip received.
+to the ledger, so a test can compare what a controller intended with what the chip received;
+what half-select disturb did to the other cells goes to a ledger of its own (``disturbs``).
 The chip is shared by instrument threads and guards its state with a lock.
 """
 
@@ -26,9 +30,11 @@ from pydantic import Field
 
 from hilctl.config import DeviceConfig, SoftBoundsConfig, TileConfig
 from protocols.schema import StrictModel
+from sim.instruments.disturb import DisturbSettings, disturb_counts, line_fractions
 from sim.tile import EmulatedTile
 
 Cells = tuple[NDArray[np.intp], NDArray[np.intp]]  # (rows, cols) index arrays of equal length
+_NO_CELLS: Cells = (np.empty(0, dtype=np.intp), np.empty(0, dtype=np.intp))
 
 
 class ConductanceSettings(StrictModel):
@@ -49,6 +55,7 @@ class ChipConfig(ConductanceSettings):
     cols: int = Field(8, ge=1, le=4096)
     device: DeviceConfig = Field(default_factory=SoftBoundsConfig)
     seed: int = Field(0, ge=0)
+    disturb: DisturbSettings = Field(default_factory=DisturbSettings)
 
 
 @dataclass(frozen=True)
@@ -61,12 +68,25 @@ class LedgerEntry:
     count: int
 
 
+@dataclass(frozen=True)
+class DisturbEntry:
+    """Device pulses a half-selected cell took from one pulse event (``voltage``: what it saw, V)."""
+
+    row: int
+    col: int
+    polarity: int
+    count: int
+    voltage: float
+
+
 @dataclass
 class Routing:
-    """Which cell the pulse-generator line and the SMU line reach (None: not connected)."""
+    """Which cell the pulse-generator line and the SMU line reach (None: not connected), and the
+    bias scheme of the lines a pulse does not drive (``v/2``, ``v/3`` or ``float``)."""
 
     pulse_cell: tuple[int, int] | None = None
     smu_cell: tuple[int, int] | None = None
+    bias: str = "v/2"
 
 
 class EmulatedChip:
@@ -78,9 +98,13 @@ class EmulatedChip:
                                              device=config.device, seed=config.seed),
                                   dtype=np.float64)
         self._read_rng = np.random.default_rng([config.seed, 99])
+        self._disturb_rng = np.random.default_rng([config.seed, 7])
         self._lock = threading.Lock()
         self.routing = Routing()
         self.ledger: list[LedgerEntry] = []
+        #: half-select disturb events, each a cell that moved without being the target
+        self.disturbs: list[DisturbEntry] = []
+        self._disturb_shift = np.zeros(self.shape)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -98,7 +122,9 @@ class EmulatedChip:
 
     def pulse(self, cells: Cells, polarity: int, count: int, amplitude: float,
               width: float) -> bool:
-        """Apply ``count`` pulses of ``polarity`` to ``cells``; False if too weak to move them."""
+        """Apply ``count`` pulses of ``polarity`` to ``cells``; False if too weak to move them.
+        With disturb on, the other cells on the rows and columns of ``cells`` (under ``v/3``
+        every cell) may move too (:mod:`sim.instruments.disturb`)."""
         if polarity not in (-1, 1) or count < 0:
             raise ValueError(f"polarity must be +1 or -1 and count >= 0; got {polarity}, {count}")
         if abs(amplitude) < self.config.set_threshold or width < self.config.min_width:
@@ -107,10 +133,38 @@ class EmulatedChip:
         counts = np.zeros(self.shape, dtype=np.int64)
         counts[rows, cols] = polarity * count
         with self._lock:
+            moved = self._disturb(cells, counts, polarity, count, abs(amplitude))
+            before = self._tile.device_weights()[moved] if moved[0].size else None
             self._tile.apply_pulses(counts)
             self.ledger.extend(LedgerEntry(int(r), int(c), polarity, count)
                                for r, c in zip(rows, cols, strict=True))
+            if before is not None:
+                self._disturb_shift[moved] += self._tile.device_weights()[moved] - before
         return True
+
+    def _disturb(self, cells: Cells, counts: NDArray[np.int64], polarity: int, count: int,
+                 amplitude: float) -> Cells:
+        """Add the half-selected cells' device pulses to ``counts`` and record them; the cells
+        that move (none when disturb is off)."""
+        settings = self.config.disturb
+        if not settings.enabled or count == 0:
+            return _NO_CELLS
+        rows, cols = cells
+        fractions = line_fractions(self.shape, rows, cols, self.routing.bias,
+                                   settings.float_fraction)
+        targets = np.zeros(self.shape, dtype=bool)
+        targets[rows, cols] = True
+        extra = disturb_counts(fractions, targets, polarity, count, amplitude,
+                               self.config.set_threshold, settings, self._disturb_rng)
+        moved_rows, moved_cols = np.nonzero(extra)
+        moved = (moved_rows.astype(np.intp), moved_cols.astype(np.intp))
+        counts[moved] = extra[moved]
+        self.disturbs.extend(
+            DisturbEntry(int(r), int(c), int(np.sign(n)), int(abs(n)),
+                         float(polarity * amplitude * fractions[r, c]))
+            for r, c, n in zip(moved[0].tolist(), moved[1].tolist(), extra[moved].tolist(),
+                               strict=True))
+        return moved
 
     def current(self, cells: Cells, voltage: float) -> NDArray[np.float64]:
         """Read currents ``G V + noise`` (A) of ``cells``, in their order."""
@@ -121,12 +175,26 @@ class EmulatedChip:
         return g * voltage + noise
 
     def pulse_ledger(self) -> dict[tuple[int, int], int]:
-        """Net signed pulses per cell received so far."""
-        net: dict[tuple[int, int], int] = {}
-        for entry in self.ledger:
-            key = (entry.row, entry.col)
-            net[key] = net.get(key, 0) + entry.polarity * entry.count
-        return net
+        """Net signed pulses per cell received so far (intended pulses only, no disturb)."""
+        return _net(self.ledger)
+
+    def disturb_ledger(self) -> dict[tuple[int, int], int]:
+        """Net signed device pulses per cell that half-select disturb gave so far."""
+        return _net(self.disturbs)
+
+    def disturb_shift(self) -> NDArray[np.float64]:
+        """Every cell's net device-weight change from half-select disturb so far."""
+        with self._lock:
+            return self._disturb_shift.copy()
+
+
+def _net(entries: list[LedgerEntry] | list[DisturbEntry]) -> dict[tuple[int, int], int]:
+    """Net signed pulses per cell of ledger entries."""
+    net: dict[tuple[int, int], int] = {}
+    for entry in entries:
+        key = (entry.row, entry.col)
+        net[key] = net.get(key, 0) + entry.polarity * entry.count
+    return net
 
 
 def all_cells(shape: tuple[int, int]) -> Cells:
@@ -135,4 +203,4 @@ def all_cells(shape: tuple[int, int]) -> Cells:
     return rows.reshape(-1), cols.reshape(-1)
 
 
-__all__ = ["ChipConfig", "EmulatedChip", "LedgerEntry", "Routing", "all_cells"]
+__all__ = ["ChipConfig", "DisturbEntry", "EmulatedChip", "LedgerEntry", "Routing", "all_cells"]

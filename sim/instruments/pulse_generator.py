@@ -31,7 +31,9 @@ then applies nothing and queues ``-221``). The pulse amplitude is the non-zero l
 the pulse polarity: ``VOLT:LOW 0; VOLT:HIGH 1.5`` gives +1.5 V pulses, ``OUTP:POL INV;
 VOLT:HIGH 0; VOLT:LOW -1.5`` gives -1.5 V pulses. When any condition is not met, or no cell is
 routed, the trigger is accepted and nothing reaches the chip (a bench would see nothing either);
-``triggers`` counts every ``*TRG`` and ``fired`` records what was applied.
+``triggers`` counts every ``*TRG`` and ``fired`` records what was applied. The pulse drives the
+routed cell's row against its selected column; with the chip's half-select disturb on, the other
+lines sit at the bias scheme the board's ``Select`` set (``chip.routing.bias``).
 """
 
 from __future__ import annotations

@@ -18,6 +18,12 @@ Sections of a simulated station file (all tables; see ``examples/sim_station.tom
 - ``[conductance]`` ``g_ref`` and ``g_scale`` (S: ``G = g_ref + g_scale * w``), ``read_noise``
   (A, std of the read current), ``set_threshold`` (V, the smallest pulse that moves a cell),
   ``min_width`` (s, the shortest pulse that moves a cell).
+- ``[disturb]`` optional, off by default: half-select disturb of the cells a pulse does not
+  target (:mod:`sim.instruments.disturb`, ``docs/emulator.md`` section 9): ``rate`` (the
+  probability that a pulse at the set threshold moves a half-selected cell; 0 = off),
+  ``exponent`` (how steeply it falls below the threshold), ``float_fraction`` (the share of the
+  pulse voltage a half-selected cell sees when the unselected lines float). The scheme itself is
+  the station's ``[write] bias``, which the lab sends to the board.
 - ``[faults]`` optional: ``board_drop`` / ``board_corrupt`` (share of board frames dropped /
   corrupted, each direction), ``board_delay`` (s added before every board reply),
   ``scpi_reply_delay`` (s added before every SCPI reply), ``seed``.
@@ -54,6 +60,7 @@ from protocols.station import (
 from protocols.toml_writer import dump_toml
 from sim.instruments.board import FaultConfig, SimulatedBoard
 from sim.instruments.chip import ChipConfig, ConductanceSettings, EmulatedChip
+from sim.instruments.disturb import DisturbSettings
 from sim.instruments.pulse_generator import SimulatedPulseGenerator
 from sim.instruments.scpi_server import Faults
 from sim.instruments.smu import SimulatedSmu
@@ -86,6 +93,7 @@ class SimStationSpec(StrictModel):
     chip: SimChipSection = Field(default_factory=SimChipSection)
     device: DeviceConfig = Field(default_factory=SoftBoundsConfig)
     conductance: ConductanceSettings = Field(default_factory=ConductanceSettings)
+    disturb: DisturbSettings = Field(default_factory=DisturbSettings)
     faults: FaultsSection = Field(default_factory=FaultsSection)
     board: BoardSettings = Field(default_factory=BoardSettings)
     pulse_generator: InstrumentSettings = Field(default_factory=InstrumentSettings)
@@ -167,7 +175,7 @@ class SimulatedStation:
         spec = self.spec
         self.chip = EmulatedChip(ChipConfig(
             **spec.conductance.model_dump(), rows=spec.chip.rows, cols=spec.chip.cols,
-            device=spec.device, seed=spec.chip.seed))
+            device=spec.device, seed=spec.chip.seed, disturb=spec.disturb))
         f = spec.faults
         board_faults = FaultConfig(drop_in=f.board_drop, drop_out=f.board_drop,
                                    corrupt_in=f.board_corrupt, corrupt_out=f.board_corrupt,
