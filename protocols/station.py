@@ -322,13 +322,13 @@ class StationConfig(StrictModel):
                     raise ValueError(f"tiles.{a.name} and tiles.{b.name} overlap at rows "
                                      f"{rows[0]}..{rows[1]}, cols {cols[0]}..{cols[1]}: two tiles "
                                      "would write the same cells; give each its own region")
+        self._check_arc2()
         if (self.write.via == "board" or self.read.via == "board") and self.board is None:
             raise ValueError("board: write.via or read.via is 'board' but no [board] is given")
         if self.write.via == "pulse-generator" and self.pulse_generator is None:
             raise ValueError("pulse_generator: write.via = 'pulse-generator' needs [pulse_generator]")
         if self.read.via == "smu" and self.smu is None:
             raise ValueError("smu: read.via = 'smu' needs [smu]")
-        self._check_arc2()
         for quantity, value in (("amplitude", self.write.amplitude), ("width", self.write.width),
                                 ("read_voltage", self.read.voltage),
                                 ("compliance", self.read.compliance)):
