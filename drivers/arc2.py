@@ -49,7 +49,7 @@ from drivers.bench import BenchRegions, make_safe
 from drivers.limits import CommandRefused, check
 from hilctl.errors import BenchError, ConfigError
 from protocols.arc2 import slice_channels
-from protocols.station import Arc2Section, StationConfig
+from protocols.station import StationConfig
 
 Index = NDArray[np.intp]
 log = logging.getLogger("hilctl.arc2")
@@ -58,17 +58,17 @@ log = logging.getLogger("hilctl.arc2")
 ROUND_TRIPS = frozenset({"read_one", "read_slice", "execute", "finalise_operation"})
 
 
-def load_module(section: Arc2Section) -> ModuleType:
-    """The module ``[arc2] module`` names; ``ConfigError`` if it is missing or lacks
+def load_module(name: str = "pyarc2") -> ModuleType:
+    """The module an ``[arc2] module`` names; ``ConfigError`` if it is missing or lacks
     ``find_ids``, ``Instrument`` or ``IdleMode``."""
     try:
-        module = importlib.import_module(section.module)
+        module = importlib.import_module(name)
     except ImportError as exc:
-        hint = " (pip install 'hilctl[arc2]')" if section.module == "pyarc2" else ""
-        raise ConfigError(f"arc2.module: {section.module!r} cannot be imported{hint}: {exc}") from None
-    missing = [name for name in ("find_ids", "Instrument", "IdleMode") if not hasattr(module, name)]
+        hint = " (pip install 'hilctl[arc2]')" if name == "pyarc2" else ""
+        raise ConfigError(f"arc2.module: {name!r} cannot be imported{hint}: {exc}") from None
+    missing = [attr for attr in ("find_ids", "Instrument", "IdleMode") if not hasattr(module, attr)]
     if missing:
-        raise ConfigError(f"arc2.module: {section.module!r} has no {', '.join(missing)}; it must "
+        raise ConfigError(f"arc2.module: {name!r} has no {', '.join(missing)}; it must "
                           "provide find_ids, Instrument and IdleMode as pyarc2 does")
     return module
 
@@ -231,7 +231,7 @@ class Arc2Bench(BenchRegions):
         if station.arc2 is None:
             raise ConfigError("arc2: this bench drives an ArC TWO; the station needs [arc2]")
         section = station.arc2
-        module = load_module(section)
+        module = load_module(section.module)
         try:
             found = [int(i) for i in module.find_ids()]
         except Exception as exc:  # pyarc2 raises when the USB layer fails

@@ -6,6 +6,7 @@ through ``hilctl train --backend lab``."""
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 from pathlib import Path
 
@@ -339,3 +340,33 @@ def test_the_backend_opens_one_arc2_bench_per_station(board, station) -> None:
         report = lab.report()
     assert report["instruments"]["arc2"]["address"] == "board 0"
     assert Path(report["instruments"]["arc2"]["identity"]).name.startswith("ArC TWO")
+
+
+# -- hilctl instruments -----------------------------------------------------------------------
+
+def test_instruments_lists_arc2_boards_or_says_pyarc2_is_missing(capsys, monkeypatch) -> None:
+    """The listing asks pyarc2 where it is installed (no board is attached in CI: none
+    found); where it is missing the listing says so and how to install it."""
+    assert main(["instruments", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)["arc2"]
+    assert listed["installed"] == (importlib.util.find_spec("pyarc2") is not None)
+    assert listed["error"] is None and listed["boards"] == []
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "pyarc2" else find_spec(name, *a))
+    assert main(["instruments"]) == 0
+    assert "ArC TWO boards (pyarc2):\n  pyarc2 not installed (pip install 'hilctl[arc2]')" in \
+        capsys.readouterr().out
+
+
+def test_instruments_identifies_a_stations_arc2(board, tmp_path, capsys) -> None:
+    path = tmp_path / "arc2.toml"
+    path.write_text(dump_toml(station_values()))
+    assert main(["instruments", "--station", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "arc2  board 0  ok" in out and "sim.instruments.arc2.find_ids(): [0]" in out
+    path.write_text(dump_toml(station_values(board=5)))
+    assert main(["instruments", "--station", str(path), "--json"]) == 3
+    (result,) = json.loads(capsys.readouterr().out)["instruments"]
+    assert not result["ok"] and "no ArC TWO with id 5" in result["error"]
+    assert board.calls == []  # identifying opens nothing
