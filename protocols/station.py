@@ -41,6 +41,10 @@ station file of the instruments it starts). A station is TOML::
 
     [limits]
     max_pulse_amplitude = 3.0
+
+An ArC TWO station drives the chip with an ArC TWO alone: ``[arc2]`` (board id, firmware, the
+channel of each chip row and column) instead of ``[board]``, ``[pulse_generator]`` and
+``[smu]``, and ``via = "arc2"`` in ``[write]`` and ``[read]`` (``docs/arc2.md``).
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from drivers.arc2 import Arc2Access, Arc2Bench
 from drivers.backend import LabBackend
 from drivers.limits import CommandRefused, LimitError
+from drivers.station import load_station
 from hilctl.cli import main
 from hilctl.config import device_config, no_variation
 from hilctl.errors import BenchError, ConfigError
@@ -370,3 +371,19 @@ def test_instruments_identifies_a_stations_arc2(board, tmp_path, capsys) -> None
     (result,) = json.loads(capsys.readouterr().out)["instruments"]
     assert not result["ok"] and "no ArC TWO with id 5" in result["error"]
     assert board.calls == []  # identifying opens nothing
+
+
+def test_the_example_station_without_its_board_fails_as_a_bench_failure(capsys, tmp_path) -> None:
+    """``examples/arc2_station.toml`` is a valid station for pyarc2; with no ArC TWO attached
+    (as in CI) a run on it stops before any pulse, exit 3, naming the board id. (Where pyarc2
+    cannot be installed, it is refused as bad input, exit 2, saying how to install it.)"""
+    example = Path(__file__).resolve().parents[2] / "examples" / "arc2_station.toml"
+    station = load_station(example)
+    assert station.arc2 is not None and station.arc2.module == "pyarc2"
+    code = main(["train", "--backend", "lab", "--station", str(example), "--set=task.out=4",
+                 "--set=task.in=8", "--store", str(tmp_path / "store")])
+    err = capsys.readouterr().err
+    if importlib.util.find_spec("pyarc2") is None:
+        assert code == 2 and "pip install 'hilctl[arc2]'" in err, err
+    else:
+        assert code == 3 and "arc2.board: no ArC TWO with id 0; found: none" in err, err
