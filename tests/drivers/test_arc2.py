@@ -18,11 +18,13 @@ from pydantic import ValidationError
 
 from drivers.arc2 import Arc2Access, Arc2Bench
 from drivers.backend import LabBackend
+from drivers.lab_tile import LabTile
 from drivers.limits import CommandRefused, LimitError
 from drivers.station import load_station
 from hilctl.cli import main
-from hilctl.config import device_config, no_variation
+from hilctl.config import device_config, no_variation, tile_config
 from hilctl.errors import BenchError, ConfigError
+from hilctl.testing import check_tile
 from hilctl.train_config import resolve_train_config
 from hilctl.training import train
 from protocols.station import ReadSection, StationConfig, WriteSection
@@ -387,3 +389,27 @@ def test_the_example_station_without_its_board_fails_as_a_bench_failure(capsys, 
         assert code == 2 and "pip install 'hilctl[arc2]'" in err, err
     else:
         assert code == 3 and "arc2.board: no ArC TWO with id 0; found: none" in err, err
+
+
+@pytest.mark.parametrize("update", ["cells", "rows"])
+def test_the_lab_tile_on_an_arc2_keeps_the_tile_contract(board, update) -> None:
+    """:func:`hilctl.testing.check_tile` over 4 x 8 lab tiles on the stand-in, each on a fresh
+    backend (so it takes region ``fast`` again), with either update scheme."""
+    station = StationConfig.model_validate(station_values(update=update))
+    backends: list[LabBackend] = []
+
+    def make() -> LabTile:
+        while backends:
+            backends.pop().close()
+        backends.append(LabBackend())
+        return backends[-1].open_tile(tile_config(rows=4, cols=8, device="soft-bounds"),
+                                      station=station)
+
+    try:
+        check_tile(make)
+    finally:
+        while backends:
+            backends.pop().close()
+    assert board.idle is IdleMode.SoftGnd
+    masked = any(name == "pulse_slice_masked" for name, _ in board.calls)
+    assert masked == (update == "rows")  # the capability the tile reports is the path it takes
