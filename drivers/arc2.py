@@ -24,8 +24,9 @@ Guarantees:
 
 - Every read voltage, pulse amplitude, width (as the integer ns sent) and per-round count is
   checked against the station's limits (:func:`drivers.limits.check`) before the operation's
-  first pyarc2 call; a refused operation queues nothing. Cells outside the chip and polarities
-  other than +1/-1 are refused the same way.
+  first pyarc2 call; a refused operation queues nothing. Voltages go out as the float32 pyarc2
+  takes, rounded towards safety (:func:`drivers.limits.float32_within`). Cells outside the
+  chip and polarities other than +1/-1 are refused the same way.
 - Opening puts the channels in the safe state before anything else; :meth:`Arc2Bench.close`
   (which the lab backend calls on every exit: done, error, Ctrl-C) puts them in it again. A
   failed safe state is logged and raised as :class:`~hilctl.errors.BenchError`.
@@ -37,7 +38,6 @@ Guarantees:
 from __future__ import annotations
 
 import importlib
-import logging
 from collections.abc import Iterator
 from types import ModuleType
 from typing import Any
@@ -46,13 +46,12 @@ import numpy as np
 from numpy.typing import NDArray
 
 from drivers.bench import BenchRegions, make_safe
-from drivers.limits import CommandRefused, check
+from drivers.limits import CommandRefused, bounds, check, float32_within
 from hilctl.errors import BenchError, ConfigError
 from protocols.arc2 import slice_channels
 from protocols.station import StationConfig
 
 Index = NDArray[np.intp]
-log = logging.getLogger("hilctl.arc2")
 
 #: pyarc2 calls that talk to the board (the others only queue commands): counted as round trips.
 ROUND_TRIPS = frozenset({"read_one", "read_slice", "execute", "finalise_operation"})
@@ -116,35 +115,45 @@ class Arc2Access:
 
     # -- checks, before any call ------------------------------------------------------------
 
-    def _channels(self, rows: Index, cols: Index) -> tuple[list[int], list[int]]:
-        """The row and column channels of chip cells; ValueError names a cell off the chip."""
-        rows, cols = np.asarray(rows), np.asarray(cols)
-        chip = self.station.chip
-        if rows.shape != cols.shape or rows.ndim != 1:
-            raise ValueError(f"rows and cols: two 1-d index arrays of one length; got shapes "
-                             f"{rows.shape} and {cols.shape}")
-        if rows.size and not (rows.min() >= 0 and rows.max() < chip.rows
-                              and cols.min() >= 0 and cols.max() < chip.cols):
-            raise ValueError(f"rows, cols: cells must lie on the {chip.rows} x {chip.cols} chip; "
+    def _lines(self, index: Index, name: str) -> list[int]:
+        """The channels of chip ``rows`` or ``cols`` ``index``; ValueError names a line off
+        the chip."""
+        index = np.asarray(index)
+        size = getattr(self.station.chip, name)
+        if index.ndim != 1 or (index.size and not (index.min() >= 0 and index.max() < size)):
+            raise ValueError(f"{name}: a 1-d array of chip {name} 0..{size - 1}; got {index!r}; "
                              "nothing was sent")
-        return self._rows[rows].tolist(), self._cols[cols].tolist()
+        return (self._rows if name == "rows" else self._cols)[index].tolist()
+
+    def _channels(self, rows: Index, cols: Index) -> tuple[list[int], list[int]]:
+        """The row and column channels of chip cells ``(rows[k], cols[k])``."""
+        lows, highs = self._lines(rows, "rows"), self._lines(cols, "cols")
+        if len(lows) != len(highs):
+            raise ValueError(f"rows and cols: one of each per cell; got {len(lows)} and "
+                             f"{len(highs)}; nothing was sent")
+        return lows, highs
 
     def _pulse_settings(self, polarity: int) -> tuple[float, int]:
         """The signed voltage (V) and width (integer ns) of one pulse of ``polarity``, checked."""
         if polarity not in (-1, 1):
             raise CommandRefused(f"pulse polarity {polarity!r}", "not a pulse direction",
                                  resource=self.where, allowed="+1 (up) or -1 (down)")
-        write = self.station.write
+        write, limits = self.station.write, self.station.limits
         sign = 1 if self.section.potentiate == "positive" else -1
         voltage = sign * polarity * write.amplitude
         nanos = round(write.width * 1e9)
-        check(self.station.limits, amplitude=voltage, width=nanos / 1e9)
-        return voltage, nanos
+        check(limits, amplitude=voltage, width=nanos / 1e9)
+        return self._as_float32(voltage, "amplitude"), nanos
 
     def _read_settings(self) -> float:
         vread = self.station.read.voltage
         check(self.station.limits, read_voltage=vread)
-        return vread
+        return self._as_float32(vread, "read_voltage")
+
+    def _as_float32(self, value: float, quantity: str) -> float:
+        """``value`` (within the limits) as the float32 pyarc2 sends, rounded towards safety."""
+        lo, hi = bounds(self.station.limits, quantity)
+        return float32_within(value, lo, hi, name=quantity)
 
     # -- the cell access --------------------------------------------------------------------
 
@@ -163,7 +172,7 @@ class Arc2Access:
         lows, highs = self._channels(rows, cols)
         voltage, nanos = self._pulse_settings(polarity)
         wanted = np.asarray(counts)
-        if wanted.shape != (len(lows),) or (wanted < 0).any():
+        if wanted.shape != (len(lows),) or wanted.dtype.kind not in "iu" or (wanted < 0).any():
             raise ValueError(f"counts: one non-negative count per cell; got {wanted!r}")
         bursts = list(self._rounds([int(n) for n in wanted]))
         for burst in bursts:
@@ -180,9 +189,7 @@ class Arc2Access:
         if not self.parallel_update:
             raise CommandRefused("pulse_masks", "coincidence pulses are off for this station",
                                  resource=self.where, allowed='[arc2] update = "rows"')
-        rows, cols = np.asarray(rows), np.asarray(cols)
-        lows, _ = self._channels(rows, np.zeros_like(rows))
-        _, highs = self._channels(np.zeros_like(cols), cols)
+        lows, highs = self._lines(rows, "rows"), self._lines(cols, "cols")
         voltage, nanos = self._pulse_settings(polarity)
         if not lows or not highs:
             return

@@ -152,14 +152,21 @@ def test_limits_and_bad_arguments_are_refused_before_any_pyarc2_call(board, stat
     assert board.calls[before:] == [] and not board.chip.ledger
 
 
-@settings(max_examples=60, deadline=None)
-@given(amplitude=st.floats(0.01, 6.0), width_ns=st.integers(1, 3_000_000),
-       vread=st.floats(0.01, 1.0))
+#: Limits that float32 cannot hold exactly: the voltages pyarc2 sends (as f32) must round inward.
+ODD_LIMITS = {"max_pulse_amplitude": 2.95, "max_read_voltage": 0.33, "max_pulse_width": 1.3e-4}
+
+
+@settings(max_examples=80, deadline=None)
+@given(amplitude=st.floats(0.01, 6.0) | st.sampled_from([2.95, np.nextafter(2.95, 0)]),
+       width_ns=st.integers(1, 300_000) | st.just(130_000),
+       vread=st.floats(0.01, 1.0) | st.sampled_from([0.33, np.nextafter(0.33, 0)]))
 def test_nothing_beyond_the_limits_reaches_the_board(amplitude, width_ns, vread) -> None:
     """Whatever the settings, a pulse reaches the stand-in only if its amplitude and width (as
-    the integer ns sent) are within the station's limits, and a read only if its voltage is."""
+    the integer ns sent) are within the station's limits, and a read only if its voltage is;
+    voltages reach it as the float32 pyarc2 takes, still within (limits float32 cannot hold
+    exactly, values drawn at them)."""
     chip = EmulatedChip(ChipConfig(rows=8, cols=8))
-    station = StationConfig.model_validate(station_values())
+    station = StationConfig.model_validate({**station_values(), "limits": ODD_LIMITS})
     with SimulatedArc2(chip, rows=ROWS, cols=COLS) as board:
         check_sends_within_limits(board, station, amplitude, width_ns, vread)
 
@@ -179,12 +186,13 @@ def check_sends_within_limits(board: SimulatedArc2, station: StationConfig, ampl
     sent = board.calls[before:]
     for name, args in sent:
         if name == "pulse_one":
-            assert abs(args[2]) <= limits.max_pulse_amplitude
+            assert abs(float(np.float32(args[2]))) <= limits.max_pulse_amplitude
             assert limits.min_pulse_width <= args[3] / 1e9 <= limits.max_pulse_width
         if name == "read_one":
-            assert abs(args[2]) <= limits.max_read_voltage
+            assert abs(float(np.float32(args[2]))) <= limits.max_read_voltage
+    sent_width = round(width_ns * 1e-9 * 1e9) / 1e9  # the integer ns the driver sends
     pulse_ok = (amplitude <= limits.max_pulse_amplitude
-                and limits.min_pulse_width <= width_ns * 1e-9 <= limits.max_pulse_width)
+                and limits.min_pulse_width <= sent_width <= limits.max_pulse_width)
     assert any(name == "pulse_one" for name, _ in sent) == pulse_ok
     assert any(name == "read_one" for name, _ in sent) == (vread <= limits.max_read_voltage)
 
@@ -220,7 +228,8 @@ def test_cells_are_reached_through_the_station_channel_map(board, station, chip)
     assert np.abs(currents - expected).max() < 1e-9
     before = len(board.calls)
     column = access.read_cells(np.arange(4), np.full(4, 6))  # a one-hot column read: one call
-    assert board.calls[before:] == [("read_slice", (COLS[6], station.read.voltage))]
+    sent_vread = float(np.float32(station.read.voltage))  # pyarc2 takes float32
+    assert board.calls[before:] == [("read_slice", (COLS[6], sent_vread))]
     assert np.abs(column - chip.conductance()[:4, 6] * station.read.voltage).max() < 1e-9
 
 
