@@ -14,6 +14,15 @@ Boards live in a registry in this process, by board id: a test (or a script) cre
     with SimulatedArc2(chip, rows=[0, 1, 2, 3], cols=[16, 17, 18, 19], board=0):
         ...  # hilctl train --backend lab --station arc2.toml   (in this process)
 
+or builds both from a simulated station file (its chip, device, conductances, tiles, write and
+read settings, mapping and limits), wired as on a standard 32 x 32 daughterboard::
+
+    board = SimulatedArc2.from_spec(load_sim_station("examples/sim_station.toml"))
+    with board:
+        Path("arc2.toml").write_text(dump_toml(board.station_values(spec)))
+
+(the pytest plugin's ``sim_arc2_station`` fixture does this).
+
 What it models, from libarc2 0.6 (the library under pyarc2 0.6):
 
 - Commands that only set up an operation (``pulse_one``, ``pulse_slice_masked``) are queued
@@ -43,10 +52,12 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from protocols.arc2 import CHANNELS, slice_channels
+from protocols.arc2 import BIT_CHANNELS, CHANNELS, WORD_CHANNELS, slice_channels
 from sim.instruments.chip import EmulatedChip
+from sim.instruments.station import SimStationSpec
 
-__all__ = ["BOARDS", "ArC2Error", "IdleMode", "Instrument", "SimulatedArc2", "find_ids"]
+__all__ = ["BOARDS", "ArC2Error", "IdleMode", "Instrument", "SimulatedArc2", "find_ids",
+           "standard_wiring"]
 
 #: Shortest pulse the high-speed drivers give (ns); 1-40 ns become this.
 MIN_HS_NANOS = 40
@@ -63,6 +74,14 @@ class IdleMode(Enum):
     Float = 0b01
     SoftGnd = 0b10
     HardGnd = 0b11
+
+
+def standard_wiring(rows: int, cols: int) -> tuple[list[int], list[int]]:
+    """Channels of a ``rows x cols`` chip as on a standard 32 x 32 daughterboard: rows on the
+    first bit channels, columns on the first word channels (:mod:`protocols.arc2`)."""
+    if rows > len(BIT_CHANNELS) or cols > len(WORD_CHANNELS):
+        raise ValueError(f"a {rows} x {cols} chip does not fit an ArC TWO's 32 x 32 channels")
+    return list(BIT_CHANNELS[:rows]), list(WORD_CHANNELS[:cols])
 
 
 class SimulatedArc2:
@@ -87,6 +106,26 @@ class SimulatedArc2:
         #: The channels' state: the IdleMode of the last finalise_operation, None once driven.
         self.idle: IdleMode | None = None
         self._queue: list[tuple[int, int, float, int]] = []  # (low, high, voltage, nanos)
+
+    @classmethod
+    def from_spec(cls, spec: SimStationSpec, board: int = 0) -> SimulatedArc2:
+        """The chip of a simulated station file, on :func:`standard_wiring`."""
+        chip = EmulatedChip(spec.chip_config())
+        rows, cols = standard_wiring(*chip.shape)
+        return cls(chip, rows=rows, cols=cols, board=board)
+
+    def station_values(self, spec: SimStationSpec) -> dict[str, Any]:
+        """The station file's values that drive this board through the stand-in: ``spec``'s
+        tiles, write and read settings, mapping and limits, with ``[arc2]`` in place of the
+        board and SCPI instruments."""
+        values = spec.station_values(port="", pulse_generator="", smu="")
+        for section in ("board", "pulse_generator", "smu"):
+            del values[section]
+        values["arc2"] = {"board": self.board, "firmware": self.firmware or "simulated",
+                          "module": __name__, "rows": list(self._row_of),
+                          "cols": list(self._col_of)}
+        values["write"]["via"] = values["read"]["via"] = "arc2"
+        return values
 
     # -- registry -----------------------------------------------------------------------------
 

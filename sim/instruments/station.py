@@ -115,6 +115,11 @@ class SimStationSpec(StrictModel):
             "limits": self.limits.model_dump(),
         }
 
+    def chip_config(self) -> ChipConfig:
+        """The emulated chip's config: geometry, seed, device and conductances."""
+        return ChipConfig(**self.conductance.model_dump(), rows=self.chip.rows,
+                          cols=self.chip.cols, device=self.device, seed=self.chip.seed)
+
     def check(self) -> SimStationSpec:
         """Validate the station this spec resolves to (tiles on the chip, settings within the
         limits) with placeholder addresses; ``ConfigError`` names the field."""
@@ -165,9 +170,7 @@ class SimulatedStation:
         if self.chip is not None:
             raise RuntimeError("simulated station already started")
         spec = self.spec
-        self.chip = EmulatedChip(ChipConfig(
-            **spec.conductance.model_dump(), rows=spec.chip.rows, cols=spec.chip.cols,
-            device=spec.device, seed=spec.chip.seed))
+        self.chip = EmulatedChip(spec.chip_config())
         f = spec.faults
         board_faults = FaultConfig(drop_in=f.board_drop, drop_out=f.board_drop,
                                    corrupt_in=f.board_corrupt, corrupt_out=f.board_corrupt,

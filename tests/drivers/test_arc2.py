@@ -422,3 +422,19 @@ def test_the_lab_tile_on_an_arc2_keeps_the_tile_contract(board, update) -> None:
     assert board.idle is IdleMode.SoftGnd
     masked = any(name == "pulse_slice_masked" for name, _ in board.calls)
     assert masked == (update == "rows")  # the capability the tile reports is the path it takes
+
+
+def test_the_pytest_plugins_arc2_station(sim_arc2_station, capsys) -> None:
+    """The plugin's ``sim_arc2_station`` (the default simulated station's chip behind the
+    stand-in) is a valid ArC TWO station the command line characterises, through ArC TWO calls."""
+    station = load_station(sim_arc2_station)
+    assert station.arc2 is not None and station.arc2.module == "sim.instruments.arc2"
+    assert station.arc2.rows == list(range(8)) and station.arc2.cols == list(range(16, 24))
+    code = main(["characterize", "--backend", "lab", "--station", str(sim_arc2_station),
+                 "--up", "5", "--down", "5", "--json"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    mean = np.array(json.loads(out)["mean"])
+    assert np.all(np.diff(mean[:5]) > 0) and np.all(np.diff(mean[5:]) < 0)
+    (board,) = standin.BOARDS.values()
+    assert any(name == "pulse_one" for name, _ in board.calls)
