@@ -62,9 +62,10 @@ def load_module(name: str = "pyarc2") -> ModuleType:
     ``find_ids``, ``Instrument`` or ``IdleMode``."""
     try:
         module = importlib.import_module(name)
-    except ImportError as exc:
+    except Exception as exc:  # missing, or failing as it is imported: the station names it
         hint = " (pip install 'hilctl[arc2]')" if name == "pyarc2" else ""
-        raise ConfigError(f"arc2.module: {name!r} cannot be imported{hint}: {exc}") from None
+        raise ConfigError(f"arc2.module: {name!r} cannot be imported{hint}: "
+                          f"{type(exc).__name__}: {exc}") from None
     missing = [attr for attr in ("find_ids", "Instrument", "IdleMode") if not hasattr(module, attr)]
     if missing:
         raise ConfigError(f"arc2.module: {name!r} has no {', '.join(missing)}; it must "
