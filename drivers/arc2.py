@@ -105,6 +105,8 @@ class Arc2Access:
 
     def call(self, method: str, *args: Any) -> Any:
         """``instrument.method(*args)``; a failure becomes a BenchError naming the board and call."""
+        if self.instrument is None:
+            raise BenchError(f"{self.where}: {method} after the bench was closed")
         if method in ROUND_TRIPS:
             self._round_trips += 1
         try:
@@ -229,6 +231,11 @@ class Arc2Access:
         """``finalise_operation(idle)``: every channel grounded or floating."""
         self.call("finalise_operation", self.idle)
 
+    def close(self) -> None:
+        """Let go of the instrument: pyarc2 closes the board's connection when its
+        ``Instrument`` is dropped. Every later call is refused."""
+        self.instrument = None
+
 
 class Arc2Bench(BenchRegions):
     """An ArC TWO station's bench: the board opened once (its safe state first) and shared by
@@ -261,17 +268,20 @@ class Arc2Bench(BenchRegions):
                              f"{'; '.join(failures)}")
 
     def instruments(self) -> dict[str, Any]:
-        """The open instruments by station section name."""
-        return {"arc2": self.access.instrument}
+        """The open instruments by station section name (none once closed)."""
+        return {} if self.access.instrument is None else {"arc2": self.access.instrument}
 
     def safe_state(self) -> list[str]:
         """The channels in the station's idle mode; what failed (empty when safe)."""
         return make_safe([("arc2", self.access.safe_state)])
 
     def close(self) -> None:
-        """Put the channels in their safe state; :class:`BenchError` if that failed. (pyarc2
-        closes the board when the ``Instrument`` is dropped.)"""
+        """Put the channels in their safe state, then let go of the board (its connection
+        closes); :class:`BenchError` if the safe state failed. Closing again does nothing."""
+        if self.access.instrument is None:
+            return
         failures = self.safe_state()
+        self.access.close()
         if failures:
             raise BenchError(f"the bench is NOT in its safe state; check the instruments by hand: "
                              f"{'; '.join(failures)}")

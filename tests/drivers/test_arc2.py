@@ -263,6 +263,11 @@ def test_opening_and_closing_leave_the_channels_idle(board, station) -> None:
     bench.close()
     assert board.calls[-1] == ("finalise_operation", (IdleMode.SoftGnd, None))
     assert board.idle is IdleMode.SoftGnd
+    calls = len(board.calls)
+    bench.close()  # again: nothing sent
+    with pytest.raises(BenchError, match="read_one after the bench was closed"):
+        bench.access.read_cells(*ONE)
+    assert len(board.calls) == calls and bench.instruments() == {}
     floating = Arc2Bench(StationConfig.model_validate(station_values(idle="Float")))
     floating.close()
     assert board.idle is IdleMode.Float
