@@ -40,7 +40,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Iterator
 from types import ModuleType
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -226,6 +226,13 @@ class Arc2Access:
             for k in cells:
                 currents[k] = read[order.index(others[k])]
         return np.abs(currents)
+
+    def mvm(self, voltages: NDArray[np.float64], drive: Literal["rows", "cols"], rows: Index,
+            cols: Index) -> NDArray[np.float64]:
+        """Refused: this backend offers no analog MVM yet (:attr:`parallel_mvm` is False, so the
+        lab tile computes its passes from cell reads)."""
+        raise CommandRefused("mvm", "the ArC TWO backend has no analog MVM yet",
+                             resource=self.where, allowed="cell reads (parallel_mvm is False)")
 
     def safe_state(self) -> None:
         """``finalise_operation(idle)``: every channel grounded or floating."""

@@ -132,6 +132,7 @@ ONE = (np.array([1]), np.array([2]))
     ({}, "polarity", CommandRefused),
     ({}, "off-chip", ValueError),
     ({}, "masks-off", CommandRefused),
+    ({}, "mvm", CommandRefused),
 ])
 def test_limits_and_bad_arguments_are_refused_before_any_pyarc2_call(board, station, sections,
                                                                      operation, refusal) -> None:
@@ -146,6 +147,7 @@ def test_limits_and_bad_arguments_are_refused_before_any_pyarc2_call(board, stat
         "polarity": lambda: access.pulse_cells(*ONE, 0, np.array([1])),
         "off-chip": lambda: access.read_cells(np.array([8]), np.array([0])),
         "masks-off": lambda: access.pulse_masks(*ONE, 1),
+        "mvm": lambda: access.mvm(np.full((1, 2), 0.1), "rows", np.array([0, 1]), np.arange(8)),
     }[operation]
     with pytest.raises(refusal):
         run()
