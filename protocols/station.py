@@ -142,56 +142,6 @@ class ReadSection(StrictModel):
                                                  "or an ArC TWO ([arc2])")
 
 
-#: The shortest pulse an ArC TWO gives as asked (s): its high-speed drivers clamp 1-40 ns to
-#: 40 ns (libarc2 0.6, ``pulse_slice_fast_open``), so a shorter width would not be the one sent.
-ARC2_MIN_WIDTH = 40e-9
-
-
-class Arc2Section(StrictModel):
-    """An ArC TWO (pyarc2's ``Instrument``) and how the chip is wired to its channels.
-
-    ``rows[i]`` is the channel of chip row ``i`` (the low channel of every read and pulse) and
-    ``cols[j]`` that of chip column ``j`` (the high channel). Every row must sit in one of ArC
-    TWO's two channel groups (0-15 and 32-47, or 16-31 and 48-63) and every column in the other,
-    as its slice reads and pulses assume (``protocols/arc2.py``).
-    """
-
-    board: int = Field(0, ge=0, description="the board's id, as pyarc2.find_ids() lists it")
-    firmware: str = Field(description="path of the firmware file the board is loaded with")
-    module: str = Field("pyarc2", pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$",
-                        description="the module providing Instrument, find_ids and IdleMode: "
-                        "pyarc2, or a stand-in such as sim.instruments.arc2")
-    rows: list[int] = Field(min_length=1, description="channel of each chip row, 0-63")
-    cols: list[int] = Field(min_length=1, description="channel of each chip column, 0-63")
-    idle: Literal["SoftGnd", "HardGnd", "Float"] = Field(
-        "SoftGnd", description="the channels' safe state (pyarc2.IdleMode): 0 V, hard ground, "
-        "or disconnected")
-    potentiate: Literal["positive", "negative"] = Field(
-        "positive", description="the sign of the column's voltage against the row's that raises "
-        "a cell's conductance")
-    update: Literal["cells", "rows"] = Field(
-        "cells", description="a training update as each cell's own pulses (pulse_one), or as "
-        "coincidence slots fired one row at a time (pulse_slice_masked)")
-
-    @model_validator(mode="after")
-    def _wiring(self) -> Arc2Section:
-        for name, channels in (("rows", self.rows), ("cols", self.cols)):
-            bad = [c for c in channels if c not in CHANNELS]
-            if bad:
-                raise ValueError(f"arc2.{name}: channel(s) {bad} do not exist; allowed 0-63")
-        used = self.rows + self.cols
-        twice = sorted({c for c in used if used.count(c) > 1})
-        if twice:
-            raise ValueError(f"arc2.rows/cols: channel(s) {twice} used more than once; each "
-                             "channel wires one chip line")
-        row_groups = {group_of(c) for c in self.rows}
-        col_groups = {group_of(c) for c in self.cols}
-        if len(row_groups) > 1 or len(col_groups) > 1 or row_groups == col_groups:
-            raise ValueError("arc2.rows/cols: the rows must all be in one channel group and the "
-                             "columns in the other (groups: 0-15 and 32-47; 16-31 and 48-63)")
-        return self
-
-
 class MappingSection(StrictModel):
     """Weights from conductances: ``w = (G - g_ref) / g_scale`` per cell (``reference``), or
     ``w = (G_plus - G_minus) / g_scale`` for a pair of neighbouring cells (``differential``).
@@ -290,6 +240,56 @@ class StationLimits(StrictModel):
         else:
             raise KeyError(f"no station limit for {quantity!r}")
         return None if ok else limit
+
+
+#: The shortest pulse an ArC TWO gives as asked (s): its high-speed drivers clamp 1-40 ns to
+#: 40 ns (libarc2 0.6, ``pulse_slice_fast_open``), so a shorter width would not be the one sent.
+ARC2_MIN_WIDTH = 40e-9
+
+
+class Arc2Section(StrictModel):
+    """An ArC TWO (pyarc2's ``Instrument``) and how the chip is wired to its channels.
+
+    ``rows[i]`` is the channel of chip row ``i`` (the low channel of every read and pulse) and
+    ``cols[j]`` that of chip column ``j`` (the high channel). Every row must sit in one of ArC
+    TWO's two channel groups (0-15 and 32-47, or 16-31 and 48-63) and every column in the other,
+    as its slice reads and pulses assume (``protocols/arc2.py``).
+    """
+
+    board: int = Field(0, ge=0, description="the board's id, as pyarc2.find_ids() lists it")
+    firmware: str = Field(description="path of the firmware file the board is loaded with")
+    module: str = Field("pyarc2", pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$",
+                        description="the module providing Instrument, find_ids and IdleMode: "
+                        "pyarc2, or a stand-in such as sim.instruments.arc2")
+    rows: list[int] = Field(min_length=1, description="channel of each chip row, 0-63")
+    cols: list[int] = Field(min_length=1, description="channel of each chip column, 0-63")
+    idle: Literal["SoftGnd", "HardGnd", "Float"] = Field(
+        "SoftGnd", description="the channels' safe state (pyarc2.IdleMode): 0 V, hard ground, "
+        "or disconnected")
+    potentiate: Literal["positive", "negative"] = Field(
+        "positive", description="the sign of the column's voltage against the row's that raises "
+        "a cell's conductance")
+    update: Literal["cells", "rows"] = Field(
+        "cells", description="a training update as each cell's own pulses (pulse_one), or as "
+        "coincidence slots fired one row at a time (pulse_slice_masked)")
+
+    @model_validator(mode="after")
+    def _wiring(self) -> Arc2Section:
+        for name, channels in (("rows", self.rows), ("cols", self.cols)):
+            bad = [c for c in channels if c not in CHANNELS]
+            if bad:
+                raise ValueError(f"arc2.{name}: channel(s) {bad} do not exist; allowed 0-63")
+        used = self.rows + self.cols
+        twice = sorted({c for c in used if used.count(c) > 1})
+        if twice:
+            raise ValueError(f"arc2.rows/cols: channel(s) {twice} used more than once; each "
+                             "channel wires one chip line")
+        row_groups = {group_of(c) for c in self.rows}
+        col_groups = {group_of(c) for c in self.cols}
+        if len(row_groups) > 1 or len(col_groups) > 1 or row_groups == col_groups:
+            raise ValueError("arc2.rows/cols: the rows must all be in one channel group and the "
+                             "columns in the other (groups: 0-15 and 32-47; 16-31 and 48-63)")
+        return self
 
 
 class StationConfig(StrictModel):
