@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from drivers.accounting import CountingAccess
+from drivers.arc2 import Arc2Bench
 from drivers.bench import Bench
 from drivers.lab_tile import LabTile
 from drivers.station import load_station, region
@@ -44,7 +45,7 @@ class LabBackend(Backend):
     )
 
     def __init__(self) -> None:
-        self._benches: dict[str, Bench] = {}
+        self._benches: dict[str, Bench | Arc2Bench] = {}
         #: Each open bench's counted access, by ``id`` of the bench (held in ``_benches``).
         self._counted: dict[int, CountingAccess] = {}
         #: Identity strings the instruments must give (a resumed run's), by station section.
@@ -107,12 +108,13 @@ class LabBackend(Backend):
         chosen = region(_station(options), options.get("tile", 0))
         return chosen.rows, chosen.cols
 
-    def bench(self, station: str | Path | StationConfig) -> Bench:
-        """The bench of ``station`` (a file or a config), connected on first use."""
+    def bench(self, station: str | Path | StationConfig) -> Bench | Arc2Bench:
+        """The bench of ``station`` (a file or a config), connected on first use: an ArC TWO's
+        where the station has ``[arc2]``, else the board's and SCPI instruments'."""
         config = station if isinstance(station, StationConfig) else load_station(station)
         key = config.model_dump_json()
         if key not in self._benches:
-            bench = Bench(config)
+            bench = Arc2Bench(config) if config.arc2 is not None else Bench(config)
             found = {name: i["identity"] for name, i in bench.report()["instruments"].items()}
             differ = {name: (want, found.get(name)) for name, want in
                       self._expected_identities.items() if found.get(name) != want}

@@ -14,7 +14,7 @@ for its own pulses too: before the first on-board pulse the access selects once 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -146,7 +146,53 @@ at the last step before the wire."""
         return np.array(currents)
 
 
-class Bench:
+def make_safe(steps: Sequence[tuple[str, Callable[[], object]]]) -> list[str]:
+    """Run each instrument's safe-state step, each attempted even when another fails, each
+    outcome logged; what failed, as ``"name: error"`` (empty when all are safe)."""
+    failures = []
+    for name, step in steps:
+        try:
+            step()
+        except PulseUncertainError as exc:  # safe now; an earlier trigger's pulses unknown
+            log.warning("%s: in its safe state, but %s", name, exc)
+        except Exception as exc:  # every instrument gets its turn, whatever the others do
+            log.error("%s: could not be put in its safe state: %s", name, exc)
+            failures.append(f"{name}: {exc}")
+        else:
+            log.info("%s: in its safe state", name)
+    return failures
+
+
+class BenchRegions:
+    """The tile regions of a station, handed out to the tiles opened on its bench (the part
+    every bench shares, whatever instruments it drives)."""
+
+    def __init__(self, station: StationConfig) -> None:
+        self.station = station
+        self.regions: list[TileRegion] = []  # the regions tiles took, in order
+        self._next_region = 0  # the next region a tile that names none takes
+
+    def take_region(self, rows: int, cols: int, name: str | int | None = None) -> TileRegion:
+        """The named region, or the next free one; a tile of ``rows x cols`` must fit in it and
+        takes its top-left corner."""
+        if name is None:
+            if self._next_region >= len(self.station.tiles):
+                raise ConfigError(f"tiles: the station has {len(self.station.tiles)} tile "
+                                  "region(s) and all are in use; add [[tiles]] to the station")
+            name = self._next_region
+            self._next_region += 1
+        chosen = region(self.station, name)
+        width = 2 * cols if self.station.mapping.kind == "differential" else cols
+        if rows > chosen.rows or width > chosen.cols:
+            pairs = " (differential pairs: two cells per weight)" if width > cols else ""
+            raise ConfigError(f"tiles.{chosen.name}: a {rows} x {cols} tile{pairs} does not fit "
+                              f"the {chosen.rows} x {chosen.cols} region")
+        taken = chosen.model_copy(update={"rows": rows, "cols": cols})
+        self.regions.append(taken)
+        return taken
+
+
+class Bench(BenchRegions):
     """The instruments of one station, opened once and shared by its tiles.
 
     Opening connects what the station names and puts every instrument in its safe state before
@@ -155,7 +201,7 @@ class Bench:
     """
 
     def __init__(self, station: StationConfig) -> None:
-        self.station = station
+        super().__init__(station)
         if station.board is None:
             raise ConfigError("board: this version drives the chip through the board; "
                               "the station needs a [board]")
@@ -164,8 +210,6 @@ class Bench:
                                  baudrate=section.baudrate, limits=station.limits)
         self.generator: PulseGenerator | None = None
         self.smu: Smu | None = None
-        self.regions: list[TileRegion] = []  # the regions tiles took, in order
-        self._next_region = 0  # the next region a tile that names none takes
         try:
             info = self.board.identify()
             if (info.rows, info.cols) != (station.chip.rows, station.chip.cols):
@@ -208,18 +252,7 @@ class Bench:
         steps = [(name, instrument.safe_state) for name, instrument in
                  (("smu", self.smu), ("pulse_generator", self.generator)) if instrument is not None]
         steps.append(("board", self.board.reset))
-        failures = []
-        for name, make_safe in steps:
-            try:
-                make_safe()
-            except PulseUncertainError as exc:  # safe now; an earlier trigger's pulses unknown
-                log.warning("%s: in its safe state, but %s", name, exc)
-            except Exception as exc:  # every instrument gets its turn, whatever the others do
-                log.error("%s: could not be put in its safe state: %s", name, exc)
-                failures.append(f"{name}: {exc}")
-            else:
-                log.info("%s: in its safe state", name)
-        return failures
+        return make_safe(steps)
 
     def close(self) -> None:
         """Put the instruments in their safe state, then close every connection (each
@@ -235,25 +268,6 @@ class Bench:
         if failures:
             raise BenchError(f"the bench is NOT in its safe state; check the instruments by hand: "
                              f"{'; '.join(failures)}")
-
-    def take_region(self, rows: int, cols: int, name: str | int | None = None) -> TileRegion:
-        """The named region, or the next free one; a tile of ``rows x cols`` must fit in it and
-        takes its top-left corner."""
-        if name is None:
-            if self._next_region >= len(self.station.tiles):
-                raise ConfigError(f"tiles: the station has {len(self.station.tiles)} tile "
-                                  "region(s) and all are in use; add [[tiles]] to the station")
-            name = self._next_region
-            self._next_region += 1
-        chosen = region(self.station, name)
-        width = 2 * cols if self.station.mapping.kind == "differential" else cols
-        if rows > chosen.rows or width > chosen.cols:
-            pairs = " (differential pairs: two cells per weight)" if width > cols else ""
-            raise ConfigError(f"tiles.{chosen.name}: a {rows} x {cols} tile{pairs} does not fit "
-                              f"the {chosen.rows} x {chosen.cols} region")
-        taken = chosen.model_copy(update={"rows": rows, "cols": cols})
-        self.regions.append(taken)
-        return taken
 
     def report(self) -> dict[str, Any]:
         """What a run records of the bench: each instrument's identity and link counters, and

@@ -1,29 +1,39 @@
 """``hilctl instruments`` (entry point ``hilctl.commands``): the instruments this computer
 reaches, or a station's, identified.
 
-Without ``--station``: the VISA resources pyvisa-py finds and the serial ports pyserial lists
-(either listing may fail on its own; the command says what failed and goes on). With
-``--station FILE``: every instrument the station names is asked who it is -- the board's
-``Identify`` (firmware, geometry, capabilities), ``*IDN?`` of the pulse generator and the SMU --
-and reported as ok or with what failed. Exit 0 if every instrument answered, 3 if any failed.
+Without ``--station``: the VISA resources pyvisa-py finds, the serial ports pyserial lists and
+the ArC TWO boards ``pyarc2.find_ids()`` lists (each listing may fail on its own, pyarc2 may not
+be installed; the command says so and goes on). With ``--station FILE``: every instrument the
+station names is asked who it is -- the board's ``Identify`` (firmware, geometry,
+capabilities), ``*IDN?`` of the pulse generator and the SMU, the ArC TWO's id among those its
+module's ``find_ids()`` lists -- and reported as ok or with what failed. Exit 0 if every
+instrument answered, 3 if any failed.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import warnings
 from typing import Any
 
 from serial.tools import list_ports
 
 from drivers import scpi
+from drivers.arc2 import load_module
 from drivers.board import BoardClient
 from drivers.pulse_generator import PulseGenerator
 from drivers.smu import Smu
 from drivers.station import load_station
 from hilctl.cli.output import EXIT_BENCH, EXIT_OK, print_json
-from hilctl.errors import HilctlError
-from protocols.station import BoardSection, ChipSection, InstrumentSection, StationConfig
+from hilctl.errors import ConfigError, HilctlError
+from protocols.station import (
+    Arc2Section,
+    BoardSection,
+    ChipSection,
+    InstrumentSection,
+    StationConfig,
+)
 
 #: Resends of the board's Identify during the check (the station's own ``retries`` may be 20):
 #: a dead board is reported after ``(1 + this) * timeout`` seconds.
@@ -35,10 +45,11 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "instruments", help="list VISA resources and serial ports, or identify a station's "
         "instruments",
-        description="Without --station: list the VISA resources (pyvisa-py) and serial ports this "
-        "computer sees. With --station FILE: identify each instrument the station names (board: "
-        "firmware, geometry, capabilities; pulse generator and SMU: *IDN?) and report ok or what "
-        "failed; exit 3 if any failed.")
+        description="Without --station: list the VISA resources (pyvisa-py), serial ports and "
+        "ArC TWO boards (pyarc2) this computer sees. With --station FILE: identify each "
+        "instrument the station names (board: firmware, geometry, capabilities; pulse generator "
+        "and SMU: *IDN?; ArC TWO: its id listed) and report ok or what failed; exit 3 if any "
+        "failed.")
     parser.add_argument("--station", metavar="FILE.toml",
                         help="station file whose instruments to identify")
     parser.add_argument("--json", action="store_true",
@@ -85,11 +96,26 @@ def list_serial_ports() -> dict[str, Any]:
     return {"ports": ports, "error": None}
 
 
+def list_arc2_boards() -> dict[str, Any]:
+    """``{"boards": [ids], "error": str | None, "installed": bool}`` from ``pyarc2.find_ids()``."""
+    if importlib.util.find_spec("pyarc2") is None:
+        return {"boards": [], "error": None, "installed": False}
+    try:
+        module = load_module("pyarc2")
+    except ConfigError as exc:  # installed but broken (e.g. a wheel for another platform)
+        return {"boards": [], "error": str(exc), "installed": True}
+    try:
+        return {"boards": [int(i) for i in module.find_ids()], "error": None, "installed": True}
+    except Exception as exc:  # pyarc2 raises when the USB layer fails
+        return {"boards": [], "error": f"{type(exc).__name__}: {exc}", "installed": True}
+
+
 def _list(as_json: bool) -> int:
     visa = list_visa_resources()
     ports = list_serial_ports()
+    arc2 = list_arc2_boards()
     if as_json:
-        print_json({"visa": visa, "serial": ports})
+        print_json({"visa": visa, "serial": ports, "arc2": arc2})
         return EXIT_OK
     print("VISA resources (pyvisa-py):")
     if visa["error"]:
@@ -108,6 +134,15 @@ def _list(as_json: bool) -> int:
     width = max((len(p["device"]) for p in ports["ports"]), default=0)
     for port in ports["ports"]:
         print(f"  {port['device']:<{width}}  {port['description']}  [{port['hwid']}]")
+    print("ArC TWO boards (pyarc2):")
+    if not arc2["installed"]:
+        print("  pyarc2 not installed (pip install 'hilctl[arc2]')")
+    elif arc2["error"]:
+        print(f"  could not list ArC TWO boards: {arc2['error']}")
+    elif not arc2["boards"]:
+        print("  none found")
+    for board in arc2["boards"]:
+        print(f"  board {board}")
     return EXIT_OK
 
 
@@ -160,6 +195,24 @@ def identify_scpi(name: str, section: InstrumentSection, expected_model: str) ->
     return {**result, "ok": True, "idn": idn}
 
 
+def identify_arc2(section: Arc2Section) -> dict[str, Any]:
+    """Whether the ArC TWO of a station's ``[arc2]`` is among the boards its module lists (the
+    board is not opened: that would load its firmware)."""
+    result: dict[str, Any] = {"name": "arc2", "address": f"board {section.board}",
+                              "module": section.module}
+    try:
+        found = [int(i) for i in load_module(section.module).find_ids()]
+    except ConfigError as exc:
+        return {**result, "ok": False, "error": str(exc)}
+    except Exception as exc:  # a check reports, it does not crash
+        return {**result, "ok": False,
+                "error": f"{section.module}.find_ids() failed: {type(exc).__name__}: {exc}"}
+    if section.board not in found:
+        return {**result, "ok": False, "error": f"arc2.board: no ArC TWO with id {section.board}; "
+                f"{section.module}.find_ids() lists {found or 'none'}"}
+    return {**result, "ok": True, "boards": found}
+
+
 def identify_station(station: StationConfig) -> list[dict[str, Any]]:
     """One result per instrument the station names: ``name``, ``address``, ``ok`` and either
     what it reported or ``error``."""
@@ -171,6 +224,8 @@ def identify_station(station: StationConfig) -> list[dict[str, Any]]:
                                      PulseGenerator.expected_model))
     if station.smu is not None:
         results.append(identify_scpi("smu", station.smu, Smu.expected_model))
+    if station.arc2 is not None:
+        results.append(identify_arc2(station.arc2))
     return results
 
 
@@ -180,6 +235,8 @@ def _describe(result: dict[str, Any]) -> str:
     if result["name"] == "board":
         return (f"firmware {result['firmware']!r}, {result['rows']} x {result['cols']} chip, "
                 f"capabilities: {', '.join(result['capabilities']) or 'none'}")
+    if result["name"] == "arc2":
+        return f"listed by {result['module']}.find_ids(): {result['boards']}"
     return f"*IDN? {result['idn']}"
 
 

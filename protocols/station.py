@@ -41,6 +41,10 @@ station file of the instruments it starts). A station is TOML::
 
     [limits]
     max_pulse_amplitude = 3.0
+
+An ArC TWO station drives the chip with an ArC TWO alone: ``[arc2]`` (board id, firmware, the
+channel of each chip row and column) instead of ``[board]``, ``[pulse_generator]`` and
+``[smu]``, and ``via = "arc2"`` in ``[write]`` and ``[read]`` (``docs/arc2.md``).
 """
 
 from __future__ import annotations
@@ -49,10 +53,13 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from protocols.arc2 import CHANNELS, group_of
 from protocols.schema import StrictModel
 
 __all__ = [
+    "ARC2_MIN_WIDTH",
     "QUANTITY_NAMES",
+    "Arc2Section",
     "BoardSection",
     "BoardSettings",
     "ChipSection",
@@ -118,8 +125,9 @@ class WriteSection(StrictModel):
                              "polarity gives its sign")
     width: float = Field(1e-6, gt=0, description="pulse width (s)")
     bias: Literal["v/2", "v/3", "float"] = Field("v/2", description="unselected lines")
-    via: Literal["board", "pulse-generator"] = Field(
-        "board", description="the board's on-board pulser, or the external pulse generator"
+    via: Literal["board", "pulse-generator", "arc2"] = Field(
+        "board", description="the board's on-board pulser, the external pulse generator, or an "
+        "ArC TWO ([arc2])"
     )
 
 
@@ -130,7 +138,8 @@ class ReadSection(StrictModel):
     compliance: float = Field(1e-4, gt=0, description="SMU current limit (A)")
     nplc: float = Field(0.1, ge=0.01, le=10, description="SMU integration time (power-line "
                         "cycles)")
-    via: Literal["board", "smu"] = Field("board", description="on-board ADC, or the SMU")
+    via: Literal["board", "smu", "arc2"] = Field("board", description="on-board ADC, the SMU, "
+                                                 "or an ArC TWO ([arc2])")
 
 
 class MappingSection(StrictModel):
@@ -233,6 +242,56 @@ class StationLimits(StrictModel):
         return None if ok else limit
 
 
+#: The shortest pulse an ArC TWO gives as asked (s): its high-speed drivers clamp 1-40 ns to
+#: 40 ns (libarc2 0.6, ``pulse_slice_fast_open``), so a shorter width would not be the one sent.
+ARC2_MIN_WIDTH = 40e-9
+
+
+class Arc2Section(StrictModel):
+    """An ArC TWO (pyarc2's ``Instrument``) and how the chip is wired to its channels.
+
+    ``rows[i]`` is the channel of chip row ``i`` (the low channel of every read and pulse) and
+    ``cols[j]`` that of chip column ``j`` (the high channel). Every row must sit in one of ArC
+    TWO's two channel groups (0-15 and 32-47, or 16-31 and 48-63) and every column in the other,
+    as its slice reads and pulses assume (``protocols/arc2.py``).
+    """
+
+    board: int = Field(0, ge=0, description="the board's id, as pyarc2.find_ids() lists it")
+    firmware: str = Field(description="path of the firmware file the board is loaded with")
+    module: str = Field("pyarc2", pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$",
+                        description="the module providing Instrument, find_ids and IdleMode: "
+                        "pyarc2, or a stand-in such as sim.instruments.arc2")
+    rows: list[int] = Field(min_length=1, description="channel of each chip row, 0-63")
+    cols: list[int] = Field(min_length=1, description="channel of each chip column, 0-63")
+    idle: Literal["SoftGnd", "HardGnd", "Float"] = Field(
+        "SoftGnd", description="the channels' safe state (pyarc2.IdleMode): 0 V, hard ground, "
+        "or disconnected")
+    potentiate: Literal["positive", "negative"] = Field(
+        "positive", description="the sign of the column's voltage against the row's that raises "
+        "a cell's conductance")
+    update: Literal["cells", "rows"] = Field(
+        "cells", description="a training update as each cell's own pulses (pulse_one), or as "
+        "coincidence slots fired one row at a time (pulse_slice_masked)")
+
+    @model_validator(mode="after")
+    def _wiring(self) -> Arc2Section:
+        for name, channels in (("rows", self.rows), ("cols", self.cols)):
+            bad = [c for c in channels if c not in CHANNELS]
+            if bad:
+                raise ValueError(f"arc2.{name}: channel(s) {bad} do not exist; allowed 0-63")
+        used = self.rows + self.cols
+        twice = sorted({c for c in used if used.count(c) > 1})
+        if twice:
+            raise ValueError(f"arc2.rows/cols: channel(s) {twice} used more than once; each "
+                             "channel wires one chip line")
+        row_groups = {group_of(c) for c in self.rows}
+        col_groups = {group_of(c) for c in self.cols}
+        if len(row_groups) > 1 or len(col_groups) > 1 or row_groups == col_groups:
+            raise ValueError("arc2.rows/cols: the rows must all be in one channel group and the "
+                             "columns in the other (groups: 0-15 and 32-47; 16-31 and 48-63)")
+        return self
+
+
 class StationConfig(StrictModel):
     """A whole station, validated: the tiles lie on the chip and do not overlap, every
     instrument a setting goes through is named, and the write and read settings are within the
@@ -241,6 +300,7 @@ class StationConfig(StrictModel):
     board: BoardSection | None = None
     pulse_generator: InstrumentSection | None = None
     smu: InstrumentSection | None = None
+    arc2: Arc2Section | None = None
     chip: ChipSection
     tiles: list[TileRegion] = Field(min_length=1)
     write: WriteSection = Field(default_factory=WriteSection)
@@ -266,6 +326,7 @@ class StationConfig(StrictModel):
                     raise ValueError(f"tiles.{a.name} and tiles.{b.name} overlap at rows "
                                      f"{rows[0]}..{rows[1]}, cols {cols[0]}..{cols[1]}: two tiles "
                                      "would write the same cells; give each its own region")
+        self._check_arc2()
         if (self.write.via == "board" or self.read.via == "board") and self.board is None:
             raise ValueError("board: write.via or read.via is 'board' but no [board] is given")
         if self.write.via == "pulse-generator" and self.pulse_generator is None:
@@ -280,6 +341,27 @@ class StationConfig(StrictModel):
                 raise ValueError(f"write/read settings: {QUANTITY_NAMES[quantity]} = {value!r} "
                                  f"is beyond the station limit ({limit}); nothing was sent")
         return self
+
+    def _check_arc2(self) -> None:
+        """An ArC TWO writes and reads alone, its channel map covers the chip, and its pulses
+        are as long as asked."""
+        by_arc2 = [name for name, via in (("write.via", self.write.via),
+                                          ("read.via", self.read.via)) if via == "arc2"]
+        if self.arc2 is None:
+            if by_arc2:
+                raise ValueError(f"arc2: {' and '.join(by_arc2)} = 'arc2' needs [arc2]")
+            return
+        if len(by_arc2) != 2:
+            raise ValueError("write.via, read.via: with [arc2] both must be 'arc2' (the ArC TWO "
+                             f"drives the chip alone); got {self.write.via!r}, {self.read.via!r}")
+        for name, lines, size in (("rows", self.arc2.rows, self.chip.rows),
+                                  ("cols", self.arc2.cols, self.chip.cols)):
+            if len(lines) != size:
+                raise ValueError(f"arc2.{name}: {len(lines)} channel(s) for the chip's {size} "
+                                 f"{name}; give one channel per chip line")
+        if self.write.width < ARC2_MIN_WIDTH:
+            raise ValueError(f"write.width: {self.write.width!r} s is shorter than an ArC TWO "
+                             f"pulses as asked; allowed >= {ARC2_MIN_WIDTH} s")
 
     def find_region(self, name_or_index: str | int) -> TileRegion | None:
         """The tile region called ``name_or_index`` (or at that index), None if there is none."""

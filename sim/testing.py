@@ -9,6 +9,9 @@ so a lab's tests use the fixtures without importing anything::
     def test_my_bench_script(sim_station):        # path of a station file of a running bench
         main(["characterize", "--backend", "lab", "--station", str(sim_station)])
 
+    def test_my_arc2_script(sim_arc2_station):    # the same chip behind an ArC TWO stand-in
+        main(["characterize", "--backend", "lab", "--station", str(sim_arc2_station)])
+
 A lab changes what they give by overriding ``sim_tile_config`` (a ``hilctl.config.TileConfig``)
 or ``sim_station_spec`` (a :class:`~sim.instruments.station.SimStationSpec`) in its
 ``conftest.py``. It lives in ``sim`` because it starts the simulator, which the core may not
@@ -121,3 +124,22 @@ def sim_station(sim_station_spec: SimStationSpec, tmp_path: Path) -> Iterator[Pa
 
     with SimulatedStation(sim_station_spec) as station:
         yield station.write_station(tmp_path / STATION_FILE)
+
+
+#: Name of the station file :func:`sim_arc2_station` writes into the test's ``tmp_path``.
+ARC2_STATION_FILE = "sim-arc2-station.toml"
+
+
+@pytest.fixture
+def sim_arc2_station(sim_station_spec: SimStationSpec, tmp_path: Path) -> Iterator[Path]:
+    """The chip of ``sim_station_spec`` behind the pyarc2 stand-in (``sim.instruments.arc2``:
+    an ArC TWO with id 0, rows on channels 0.., columns on 16..), registered for the test's
+    duration; the path of its station file (``[arc2] module = "sim.instruments.arc2"``, in the
+    test's ``tmp_path``), for ``--backend lab --station PATH`` in the test's process."""
+    from protocols.toml_writer import dump_toml
+    from sim.instruments.arc2 import SimulatedArc2
+
+    with SimulatedArc2.from_spec(sim_station_spec) as board:
+        path = tmp_path / ARC2_STATION_FILE
+        path.write_text(dump_toml(board.station_values(sim_station_spec)), encoding="utf-8")
+        yield path

@@ -123,6 +123,12 @@ class SimStationSpec(StrictModel):
             "limits": self.limits.model_dump(),
         }
 
+    def chip_config(self) -> ChipConfig:
+        """The emulated chip's config: geometry, seed, device, conductances and disturb."""
+        return ChipConfig(**self.conductance.model_dump(), rows=self.chip.rows,
+                          cols=self.chip.cols, device=self.device, seed=self.chip.seed,
+                          disturb=self.disturb)
+
     def check(self) -> SimStationSpec:
         """Validate the station this spec resolves to (tiles on the chip, settings within the
         limits) with placeholder addresses; ``ConfigError`` names the field."""
@@ -173,9 +179,7 @@ class SimulatedStation:
         if self.chip is not None:
             raise RuntimeError("simulated station already started")
         spec = self.spec
-        self.chip = EmulatedChip(ChipConfig(
-            **spec.conductance.model_dump(), rows=spec.chip.rows, cols=spec.chip.cols,
-            device=spec.device, seed=spec.chip.seed, disturb=spec.disturb))
+        self.chip = EmulatedChip(spec.chip_config())
         f = spec.faults
         board_faults = FaultConfig(drop_in=f.board_drop, drop_out=f.board_drop,
                                    corrupt_in=f.board_corrupt, corrupt_out=f.board_corrupt,
