@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
+from protocols.board import Capability
 from sim.instruments.chip import ChipConfig, EmulatedChip
 from sim.instruments.mvm import MvmSettings, adc, analog_mvm, ir_drop_currents
+from sim.instruments.station import SimStationSpec, SimulatedStation
 
 EXACT = MvmSettings(adc_bits=24)  # a step of 2**-23 of the range: far below every check here
 
@@ -117,3 +120,23 @@ def test_chip_mvm_drives_rows_or_columns_of_its_conductances() -> None:
     np.testing.assert_allclose(by_rows, v @ g[np.ix_(rows, cols)], atol=step)
     by_cols = chip.mvm(False, cols, rows, v, integration_time=1e-6, adc_range=1.0, settings=EXACT)
     np.testing.assert_allclose(by_cols, v @ g[np.ix_(rows, cols)].T, atol=step)
+
+
+@pytest.mark.parametrize(("section", "offered", "protocol"), [
+    ({}, True, 2), ({"enabled": False}, False, 2), ({"protocol": 1}, False, 1)])
+def test_a_simulated_station_sets_up_its_board_mvm(section, offered: bool, protocol: int) -> None:
+    spec = SimStationSpec.model_validate({"tiles": [{"name": "t", "rows": 2, "cols": 2}],
+                                          "mvm": {"adc_bits": 10, **section}})
+    with SimulatedStation(spec) as station:
+        board = station.board
+        assert board is not None and board.protocol == protocol
+        assert (Capability.ANALOG_MVM in board.capabilities) == offered
+        assert board.mvm_settings.adc_bits == 10
+
+
+@pytest.mark.parametrize(("key", "value"), [("protocol", 3), ("adc_bits", 1), ("enabled", "yes"),
+                                            ("wire_resistance", -1.0), ("noise_time", 0.0)])
+def test_bad_mvm_settings_of_a_simulated_station_name_the_field(key: str, value: object) -> None:
+    with pytest.raises(ValidationError, match=f"mvm.{key}"):
+        SimStationSpec.model_validate({"tiles": [{"name": "t", "rows": 2, "cols": 2}],
+                                       "mvm": {key: value}})
