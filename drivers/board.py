@@ -131,6 +131,7 @@ class BoardClient:
         if retries < 0:
             raise ValueError(f"retries must be >= 0, got {retries!r}")
         self.port = port
+        self.baudrate = int(baudrate)
         self.limits = limits
         self.timeout = float(timeout)
         self.retries = int(retries)
@@ -233,8 +234,9 @@ class BoardClient:
         ``sensed`` lines of the other axis, ``(batch, len(sensed))`` in ascending line order.
 
         Every voltage is checked against the station's read-voltage limit and sent as the
-        float32 nearest it on the safe side; the vectors go in as few frames as the payload
-        limit allows. Needs ``analog_mvm`` (else :class:`BoardError`, nothing sent).
+        float32 nearest it on the safe side; the vectors go in as few frames as
+        :meth:`mvm_payload_budget` allows. Needs ``analog_mvm`` (else :class:`BoardError`,
+        nothing sent).
         """
         where = f"board {self.port}, Mvm"
         limits = self._require_limits("Mvm", "read voltage (V)", voltages)
@@ -270,12 +272,19 @@ class BoardClient:
             out.append(np.asarray(reply.values, dtype=np.float64).reshape(reply.shape))
         return np.concatenate(out) if out else np.zeros((0, len(sensed_lines)))
 
-    @staticmethod
-    def _vectors_per_frame(n_driven: int, n_sensed: int) -> int:
-        """The most MVM vectors one request and its reply carry within the payload limit."""
+    def mvm_payload_budget(self) -> int:
+        """The most payload bytes an MVM frame (request or reply) takes: what the link carries
+        in half the reply timeout at its baud rate (10 bits a byte), so that a frame and its
+        reply arrive before the timeout, within the protocol's 65,535 (at least 1,024)."""
+        return max(1024, min(pb.DEFAULT_MAX_PAYLOAD, int(self.baudrate / 10 * self.timeout / 2)))
+
+    def _vectors_per_frame(self, n_driven: int, n_sensed: int) -> int:
+        """The most MVM vectors one request and its reply carry within :meth:`mvm_payload_budget`
+        (at least one)."""
+        budget = self.mvm_payload_budget()
         masks = 2 * (n_driven + n_sensed)  # bytes, generous: a mask is at most (index + 8) / 8
-        request = (pb.DEFAULT_MAX_PAYLOAD - _MVM_FIXED - masks) // (4 * n_driven)
-        reply = (pb.DEFAULT_MAX_PAYLOAD - 4) // (4 * n_sensed)
+        request = (budget - _MVM_FIXED - masks) // (4 * n_driven)
+        reply = (budget - 4) // (4 * n_sensed)
         return max(1, min(request, reply, 0xFFFF))
 
     def errors(self) -> list[tuple[int, str]]:

@@ -52,18 +52,36 @@ def test_mvm_and_its_transpose_are_the_chip_conductances_times_the_voltages(link
     assert [m.drive for m in _mvms(board)] == [pb.Axis.ROW, pb.Axis.COLUMN]
 
 
-def test_a_large_batch_goes_in_as_few_frames_as_the_payload_allows(link) -> None:
-    """8 driven lines: about 2,000 vectors fit a 65,535-byte payload, so 2,100 take two frames."""
-    board, client, chip = link
-    v = np.full((2100, 8), 0.1)
-    out = client.mvm("column", np.arange(8), np.arange(6), v, integration_time=1e-6,
-                     adc_range=1e-3)
+def test_a_large_batch_goes_in_as_few_frames_as_the_payload_allows() -> None:
+    """8 driven lines: about 2,000 vectors fit a 65,535-byte payload, so 2,100 take two frames
+    on a link fast enough to carry 65,535 bytes in half the timeout."""
+    chip = _chip()
+    with SimulatedBoard(chip, mvm=EXACT) as board, \
+            BoardClient(board.port, timeout=0.2, retries=3, limits=LIMITS, baudrate=10_000_000) as client:
+        assert client.mvm_payload_budget() == pb.DEFAULT_MAX_PAYLOAD
+        v = np.full((2100, 8), 0.1)
+        out = client.mvm("column", np.arange(8), np.arange(6), v, integration_time=1e-6,
+                         adc_range=1e-3)
     assert out.shape == (2100, 6)
     np.testing.assert_allclose(out[0], 0.1 * chip.conductance().sum(axis=1), atol=1e-3 / 2**23)
     frames = _mvms(board)
     assert len(frames) == 2 and sum(len(m.voltages) for m in frames) == 2100
     assert all(len(pb.encode_message(m)[1]) <= pb.DEFAULT_MAX_PAYLOAD for m in frames)
     assert len(pb.encode_message(frames[0])[1]) > pb.DEFAULT_MAX_PAYLOAD - 4 * 8 - 32  # full
+
+
+def test_a_slow_link_gets_frames_it_carries_within_the_timeout(link) -> None:
+    """115,200 baud and a 0.2 s timeout: 11,520 bytes a second, so at most 1,152 payload bytes
+    a frame (half the timeout), in each direction."""
+    board, client, _ = link
+    assert client.mvm_payload_budget() == 1152
+    out = client.mvm("row", np.arange(6), np.arange(8), np.full((100, 6), 0.1),
+                     integration_time=1e-6, adc_range=1e-3)
+    assert out.shape == (100, 8)
+    frames = _mvms(board)
+    assert sum(len(m.voltages) for m in frames) == 100 and len(frames) == 3  # 35 + 35 + 30
+    assert all(len(pb.encode_message(m)[1]) <= 1152 and 4 + 32 * len(m.voltages) <= 1152
+               for m in frames)
 
 
 @pytest.mark.parametrize(("voltages", "kwargs", "quantity"), [
