@@ -54,6 +54,10 @@ at the last step before the wire."""
             raise ConfigError(f"read.mvm: 'on', but the board on {board.port} does not offer an "
                               "analog MVM (no analog_mvm capability; a board of protocol 1 has "
                               "none); allowed here: 'auto' (cell reads where there is none) or 'off'")
+        log.info("board %s: forward and backward passes %s", board.port,
+                 "as the board's analog MVM" if self._parallel_mvm else
+                 f"from cell reads (read.mvm = {read.mvm!r}, analog_mvm "
+                 f"{'offered' if offered else 'not offered'})")
         self._polarity = 0  # the generator's armed polarity (0: not armed yet)
         if smu is not None and read.via == "smu":
             smu.configure_read(read.voltage, read.compliance, read.nplc)
