@@ -9,18 +9,22 @@ The board selects a cell (``select``) and routes the pulse generator's or the SM
 (``route``); a routed row reaches the selected cell of that row. Every select carries the
 station's bias scheme of the unselected lines (``write.bias``), which the board keeps in force
 for its own pulses too: before the first on-board pulse the access selects once to set it.
+
+Where the board offers an analog MVM (capability ``analog_mvm``) and the station's ``read.mvm``
+allows it, the tiles' forward and backward passes are the board's MVM
+(:meth:`StationAccess.mvm`).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
 
-from drivers.board import BoardClient
+from drivers.board import MVM_ADC_RANGE, BoardClient
 from drivers.pulse_generator import PulseGenerator
 from drivers.scpi import PulseUncertainError
 from drivers.smu import Smu
@@ -48,6 +52,16 @@ at the last step before the wire."""
         self._parallel_read = (station.read.via == "board"
                                and Capability.PARALLEL_READ in capabilities)
         read = station.read
+        offered = Capability.ANALOG_MVM in capabilities
+        self._parallel_mvm = read.via == "board" and read.mvm != "off" and offered
+        if read.mvm == "on" and not self._parallel_mvm:
+            raise ConfigError(f"read.mvm: 'on', but the board on {board.port} does not offer an "
+                              "analog MVM (no analog_mvm capability; a board of protocol 1 has "
+                              "none); allowed here: 'auto' (cell reads where there is none) or 'off'")
+        log.info("board %s: forward and backward passes %s", board.port,
+                 "as the board's analog MVM" if self._parallel_mvm else
+                 f"from cell reads (read.mvm = {read.mvm!r}, analog_mvm "
+                 f"{'offered' if offered else 'not offered'})")
         self._polarity = 0  # the generator's armed polarity (0: not armed yet)
         self._bias_sent = False  # the board holds write.bias (the bench resets it only at open)
         if smu is not None and read.via == "smu":
@@ -61,6 +75,28 @@ at the last step before the wire."""
     @property
     def read_voltage(self) -> float:
         return self.station.read.voltage
+
+    @property
+    def parallel_mvm(self) -> bool:
+        """True if :meth:`mvm` works (the board's analog MVM, allowed by ``read.mvm``)."""
+        return self._parallel_mvm
+
+    def mvm(self, voltages: NDArray[np.float64], drive: Literal["rows", "cols"], rows: Index,
+            cols: Index) -> NDArray[np.float64]:
+        """One analog MVM per row of ``voltages`` ``(batch, n_driven)`` (V) on the driven lines
+        (``rows`` if ``drive == "rows"``, else ``cols``, in the given order); the currents (A) of
+        the other lines, ``(batch, n_sensed)`` in their given order. The ADC range is
+        ``read.mvm_adc_range``, by default the full-scale current: every driven line at the read
+        voltage on a cell at ``g_max``."""
+        driven, sensed = (rows, cols) if drive == "rows" else (cols, rows)
+        read = self.station.read
+        full_scale = driven.size * self.station.mapping.conductance_window()[1] * read.voltage
+        adc_range = read.mvm_adc_range or min(full_scale, MVM_ADC_RANGE[1])
+        order = np.argsort(driven)
+        currents = self.board.mvm("row" if drive == "rows" else "column", driven[order], sensed,
+                                  np.asarray(voltages, dtype=np.float64)[:, order],
+                                  integration_time=read.mvm_integration_time, adc_range=adc_range)
+        return currents[:, np.searchsorted(np.sort(sensed), sensed)]
 
     def _bursts(self, count: int) -> Iterator[int]:
         """``count`` split into bursts the limits allow."""

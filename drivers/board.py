@@ -13,7 +13,12 @@ Guarantees:
   :meth:`BoardClient.request` compares the float32 values the frame carries. A refusal raises
   :class:`~drivers.limits.LimitError` and sends nothing. A client without limits (identifying a
   station's board, say) may identify, reset, select, route and drain the error queue, and
-  refuses every pulse and read: nothing that sets a level leaves without limits.
+  refuses every pulse and read: nothing that sets a level leaves without limits. An analog MVM
+  (:meth:`BoardClient.mvm`, protocol 2) is checked the same way, every voltage of every vector
+  against the read-voltage limit, and its integration time and ADC range against
+  :data:`MVM_INTEGRATION_TIME` and :data:`MVM_ADC_RANGE`; it is sent only to a board whose
+  ``Identify`` reports ``analog_mvm``. A board that speaks only protocol 1 answers an MVM frame
+  with NACK ``bad_version``: a :class:`BoardError` saying the board speaks protocol 1.
 - Replies are checked against their requests. A ``ReadReply`` must have the shape the read asks
   for -- (1, 1) for a cell, (1, cols) for a row, (rows, 1) for a column, (rows, cols) for the
   array, with the geometry of the board's ``Identify`` (the client identifies first if it has
@@ -45,6 +50,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import secrets
 import time
 from collections.abc import Iterable
@@ -59,7 +65,8 @@ from hilctl.errors import BenchError
 from protocols import board as pb
 from protocols.station import StationLimits
 
-__all__ = ["BoardClient", "BoardError", "BoardStats", "BoardTimeout"]
+__all__ = ["MVM_ADC_RANGE", "MVM_INTEGRATION_TIME", "BoardClient", "BoardError", "BoardStats",
+           "BoardTimeout"]
 
 log = logging.getLogger("hilctl.instrument.board")
 
@@ -67,6 +74,12 @@ log = logging.getLogger("hilctl.instrument.board")
 _TRANSIENT = frozenset({pb.NackCode.BAD_CRC, pb.NackCode.BAD_FRAME, pb.NackCode.BUSY})
 _BUSY_BACKOFF = 0.005  # s to wait before retrying after NACK busy
 _F32_TINY = float(np.nextafter(np.float32(0), np.float32(1)))  # smallest positive float32 (V)
+#: The integration times (s) and ADC ranges (A) an MVM may ask for: a nanosecond to a second, as
+#: pulses; a current range up to the 0.1 A ceiling of any station's compliance.
+MVM_INTEGRATION_TIME = (1e-9, 1.0)
+MVM_ADC_RANGE = (0.0, 0.1)  # the lower end excluded
+#: Payload bytes of an MVM besides the voltages: drive, two masks (u16 count each), f32 x 2, u16.
+_MVM_FIXED = 1 + 2 + 2 + 4 + 4 + 2
 
 
 class BoardError(BenchError):
@@ -122,6 +135,7 @@ class BoardClient:
         if retries < 0:
             raise ValueError(f"retries must be >= 0, got {retries!r}")
         self.port = port
+        self.baudrate = int(baudrate)
         self.limits = limits
         self.timeout = float(timeout)
         self.retries = int(retries)
@@ -216,6 +230,67 @@ class BoardClient:
         """The current (A) of one cell at ``voltage`` (V)."""
         return float(self.read(pb.ReadMode.CELL, row, col, voltage)[0, 0])
 
+    def mvm(self, drive: pb.Axis | str, driven: NDArray[np.intp], sensed: NDArray[np.intp],
+            voltages: NDArray[np.float64], *, integration_time: float, adc_range: float
+            ) -> NDArray[np.float64]:
+        """Analog matrix-vector products: ``voltages`` ``(batch, len(driven))`` (V) on the
+        ``driven`` lines of axis ``drive`` (in ascending line order), the currents (A) of the
+        ``sensed`` lines of the other axis, ``(batch, len(sensed))`` in ascending line order.
+
+        Every voltage is checked against the station's read-voltage limit and sent as the
+        float32 nearest it on the safe side; the vectors go in as few frames as
+        :meth:`mvm_payload_budget` allows. Needs ``analog_mvm`` (else :class:`BoardError`,
+        nothing sent).
+        """
+        where = f"board {self.port}, Mvm"
+        limits = self._require_limits("Mvm", "read voltage (V)", voltages)
+        if pb.Capability.ANALOG_MVM not in self.info.capabilities:
+            raise BoardError(f"{where}: the board does not report the analog_mvm capability (a board "
+                             "of protocol 1 has none; analog MVM needs protocol 2); nothing was sent",
+                             port=self.port, command="Mvm", nack=pb.NackCode.UNSUPPORTED,
+                             detail="no analog_mvm capability")
+        values = np.asarray(voltages, dtype=np.float64)
+        driven_lines, sensed_lines = sorted(int(i) for i in driven), sorted(int(i) for i in sensed)
+        if values.ndim != 2 or values.shape[1] != len(driven_lines) or len(set(driven_lines)) != len(
+                driven_lines) or len(set(sensed_lines)) != len(sensed_lines):
+            raise ValueError(f"{where}: voltages must be (batch, {len(driven_lines)}) for distinct "
+                             f"driven lines, got shape {values.shape}")
+        volts32 = _voltages32(values, limits.max_read_voltage, where)
+        lo, hi = MVM_INTEGRATION_TIME
+        if not (math.isfinite(integration_time) and lo <= integration_time <= hi):
+            raise LimitError("MVM integration time (s)", integration_time, f"{lo!r} <= time <= {hi!r}",
+                             where=where)
+        if not (math.isfinite(adc_range) and MVM_ADC_RANGE[0] < adc_range <= MVM_ADC_RANGE[1]):
+            raise LimitError("MVM ADC range (A)", adc_range, f"0 < range <= {MVM_ADC_RANGE[1]!r}",
+                             where=where)
+        time32 = float32_within(integration_time, lo, hi, name="MVM integration time (s)")
+        range32 = float32_within(adc_range, _F32_TINY, MVM_ADC_RANGE[1], name="MVM ADC range (A)")
+        per_frame = self._vectors_per_frame(len(driven_lines), len(sensed_lines))
+        out = []
+        for start in range(0, volts32.shape[0], per_frame):
+            chunk = volts32[start:start + per_frame]
+            reply = self.request(pb.Mvm(pb.Axis(drive), frozenset(driven_lines),
+                                        frozenset(sensed_lines), tuple(map(tuple, chunk.tolist())),
+                                        time32, range32))
+            assert isinstance(reply, pb.ReadReply)
+            out.append(np.asarray(reply.values, dtype=np.float64).reshape(reply.shape))
+        return np.concatenate(out) if out else np.zeros((0, len(sensed_lines)))
+
+    def mvm_payload_budget(self) -> int:
+        """The most payload bytes an MVM frame (request or reply) takes: what the link carries
+        in half the reply timeout at its baud rate (10 bits a byte), so that a frame and its
+        reply arrive before the timeout, within the protocol's 65,535 (at least 1,024)."""
+        return max(1024, min(pb.DEFAULT_MAX_PAYLOAD, int(self.baudrate / 10 * self.timeout / 2)))
+
+    def _vectors_per_frame(self, n_driven: int, n_sensed: int) -> int:
+        """The most MVM vectors one request and its reply carry within :meth:`mvm_payload_budget`
+        (at least one)."""
+        budget = self.mvm_payload_budget()
+        masks = 2 * (n_driven + n_sensed)  # bytes, generous: a mask is at most (index + 8) / 8
+        request = (budget - _MVM_FIXED - masks) // (4 * n_driven)
+        reply = (budget - 4) // (4 * n_sensed)
+        return max(1, min(request, reply, 0xFFFF))
+
     def errors(self) -> list[tuple[int, str]]:
         """Drain the board's error queue: ``(code, message)``, oldest first."""
         reply = self.request(pb.ReadErrors())
@@ -264,6 +339,10 @@ class BoardClient:
         elif isinstance(message, pb.Read):
             limits = self._require_limits("Read", "read voltage (V)", message.voltage)
             values = {"read_voltage": message.voltage}
+        elif isinstance(message, pb.Mvm):
+            limits = self._require_limits("Mvm", "read voltage (V)", message.voltages)
+            peak = max((abs(v) for vector in message.voltages for v in vector), default=0.0)
+            values = {"read_voltage": peak}
         else:
             return
         try:
@@ -302,7 +381,8 @@ class BoardClient:
         if expected is None:
             raise TypeError(f"not a board request: {message!r}")
         self._vet(message)
-        shape = self._expected_shape(message) if isinstance(message, pb.Read) else None
+        shape = (self._expected_shape(message) if isinstance(message, pb.Read)
+                 else message.reply_shape if isinstance(message, pb.Mvm) else None)
         started = time.perf_counter()
         try:
             reply = self._exchange(message, expected)
@@ -335,9 +415,12 @@ class BoardClient:
             if isinstance(outcome, pb.Message):
                 self.stats.round_trips += 1
                 if isinstance(outcome, pb.Nack):
+                    older = (outcome.error is pb.NackCode.BAD_VERSION and message.VERSION > 1)
+                    why = (f"the board speaks protocol 1; {_name(message)} (analog MVM) needs "
+                           f"{message.VERSION}. " if older else "")
                     raise BoardError(
                         f"board {self.port}: {_name(message)} refused with NACK "
-                        f"{outcome.error.name.lower()} ({int(outcome.error)}): {outcome.message} "
+                        f"{outcome.error.name.lower()} ({int(outcome.error)}): {why}{outcome.message} "
                         f"[request {message!r}]",
                         port=self.port, command=repr(message), nack=outcome.error, detail=outcome.message)
                 return outcome
@@ -393,6 +476,20 @@ class BoardClient:
         """Drop what is left of a garbled reply before the retry (its retry answer comes fresh)."""
         self._serial.reset_input_buffer()
         self._decoder.reset()
+
+
+def _voltages32(voltages: NDArray[np.float64], limit: float, where: str) -> NDArray[np.float32]:
+    """Voltages checked exactly against ``|v| <= limit`` (:class:`LimitError` naming the first
+    beyond it), then as float32 rounded towards zero where the nearest would pass the limit."""
+    bad = ~np.isfinite(voltages) | (np.abs(voltages) > limit)
+    if bad.any():
+        index = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise LimitError("read voltage (V)", float(voltages[index]), f"|voltage| <= {limit}",
+                         where=f"{where}, voltage {index}")
+    near = voltages.astype(np.float32)
+    beyond = np.abs(near.astype(np.float64)) > limit
+    near[beyond] = np.nextafter(near[beyond], np.float32(0))
+    return near
 
 
 def _name(message: pb.Message) -> str:

@@ -2,10 +2,18 @@
 
 The lab tile turns the training controller's operations into instrument work:
 
-- ``read_weights``: read every cell's current at the read voltage, ``w = (I / V - g_ref) / g_scale``;
-  ``forward``/``backward`` multiply with those weights (the bench has no analog MVM yet). A
-  cell is read again only after a write touched it, and a forward reads only the columns its
-  input uses (Tiki-Taka's one-hot column reads read one column).
+- ``forward``/``backward`` where the bench offers an analog MVM (``access.parallel_mvm``): one
+  MVM per sample. Each sample is scaled so that its largest ``|x|`` is the read voltage
+  (``V = s x``, ``s = V_read / max|x|``); forward drives the region's columns and senses its
+  rows (``y = W x``), backward drives its rows and senses its columns (``W^T d``). Currents
+  become outputs through the mapping: reference, ``y = (I / s - g_ref sum(x)) / g_scale`` (the
+  reference conductance's share taken out); differential, forward drives the plus column with
+  ``+V`` and the minus column with ``-V`` so each row senses ``(G_plus - G_minus) V``, backward
+  senses both columns of a pair and subtracts, ``y = I / (s g_scale)``.
+- ``read_weights``: read every cell's current at the read voltage, ``w = (I / V - g_ref) / g_scale``.
+  Without an MVM, ``forward``/``backward`` multiply with those weights. A cell is read again
+  only after a write touched it, and a forward reads only the columns its input uses
+  (Tiki-Taka's one-hot column reads read one column).
 - ``update(x, d, lr)``: the same stochastic pulse trains as the emulator
   (:mod:`hilctl.pulse_trains`). Where the board fires rows and columns at once, each slot goes
   out as coincidence pulses on row and column masks, one per sign quadrant; else every cell
@@ -26,7 +34,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -65,7 +73,19 @@ class CellAccess(Protocol):
 
     @property
     def read_voltage(self) -> float:
-        """The read voltage (V) of :meth:`read_region`."""
+        """The read voltage (V) of :meth:`read_cells`, and the largest ``|V|`` of an MVM."""
+        ...
+
+    @property
+    def parallel_mvm(self) -> bool:
+        """True if :meth:`mvm` works (an analog matrix-vector product on the chip)."""
+        ...
+
+    def mvm(self, voltages: NDArray[np.float64], drive: Literal["rows", "cols"], rows: Index,
+            cols: Index) -> Array:
+        """One analog MVM per row of ``voltages`` ``(batch, n_driven)`` (V): the driven lines
+        are ``rows`` if ``drive == "rows"``, else ``cols``, the sensed lines the others; the
+        sensed currents (A), ``(batch, n_sensed)``, in the order given."""
         ...
 
 
@@ -86,7 +106,7 @@ class LabTile:
         self._rng = np.random.default_rng(seed)
         self._weights = np.zeros(self.shape)  # the last read of each cell ...
         self._stale = np.ones(self.shape, dtype=bool)  # ... unless a write touched it since
-        self.capabilities = Capabilities(parallel_mvm=False,
+        self.capabilities = Capabilities(parallel_mvm=access.parallel_mvm,
                                          parallel_update=access.parallel_update,
                                          exact_read=False)
 
@@ -139,15 +159,51 @@ class LabTile:
         return self._refresh(np.ones(self.shape, dtype=bool)).copy()
 
     def forward(self, x: ArrayLike) -> Array:
-        """``x W^T`` from the weights of the columns ``x`` uses (a one-hot ``x`` reads one)."""
+        """``x W^T``: one analog MVM per sample, or from the weights of the columns ``x`` uses
+        (a one-hot ``x`` reads one)."""
         batch = as_batch(x, self.cols, "x")
+        if self.access.parallel_mvm:
+            return self._mvm(batch, forward=True)
         used = np.broadcast_to(batch.any(axis=0), self.shape)
         return batch @ self._refresh(used).T
 
     def backward(self, d: ArrayLike) -> Array:
+        """``d W``: one analog MVM per sample, or from the weights of the rows ``d`` uses."""
         batch = as_batch(d, self.rows, "d")
+        if self.access.parallel_mvm:
+            return self._mvm(batch, forward=False)
         used = np.broadcast_to(batch.any(axis=0).reshape(-1, 1), self.shape)
         return batch @ self._refresh(used)
+
+    def _mvm(self, batch: Array, forward: bool) -> Array:
+        """``batch W^T`` (forward) or ``batch W`` through the bench's MVM (module docstring);
+        an all-zero sample gives zeros without an MVM."""
+        out = np.zeros((batch.shape[0], self.rows if forward else self.cols))
+        peak = np.abs(batch).max(axis=1)
+        live = peak > 0
+        if not live.any():
+            return out
+        volts_max = self.access.read_voltage
+        scale = volts_max / peak[live, None]  # volts per unit of input, one per sample
+        inputs = batch[live]
+        volts = np.clip(inputs * scale, -volts_max, volts_max)
+        rows = self.region.row + np.arange(self.rows)
+        tile_cols = np.arange(self.cols)
+        cols = self._chip_columns(tile_cols)
+        if self.differential:
+            cols = np.concatenate([cols, self._chip_columns(tile_cols, plus=False)])
+        if forward:
+            driven = np.hstack([volts, -volts]) if self.differential else volts
+            currents = self.access.mvm(driven, "cols", rows, cols)
+        else:
+            currents = self.access.mvm(volts, "rows", rows, cols)
+            if self.differential:
+                currents = currents[:, :self.cols] - currents[:, self.cols:]
+        conductance_sums = currents / scale
+        if not self.differential:
+            conductance_sums -= self.mapping.g_ref * inputs.sum(axis=1, keepdims=True)
+        out[live] = conductance_sums / self.mapping.g_scale
+        return out
 
     # -- writing -----------------------------------------------------------------------------
 

@@ -11,6 +11,12 @@ xor; ``binascii.crc_hqx(data, 0xFFFF)``) over every byte of the body before it.
 
 Messages are frozen dataclasses. Floats travel as IEEE-754 float32; constructors round float
 fields to float32 so that ``decode(encode(m)) == m`` holds exactly.
+
+Versions: ``version`` is the protocol version that defines the frame's code (``Message.VERSION``).
+Protocol 2 adds the analog matrix-vector product (:class:`Mvm`) and nothing else, so every
+version-1 message still travels in a version-1 frame, byte for byte as before; only an
+:class:`Mvm` request travels in a version-2 frame. A board that speaks only protocol 1 answers it
+with ``NACK bad_version``, which the host reports as "needs protocol 2".
 """
 
 from __future__ import annotations
@@ -49,6 +55,7 @@ __all__ = [
     "LineRef",
     "MaskTarget",
     "Message",
+    "Mvm",
     "Nack",
     "NackCode",
     "ProtocolError",
@@ -75,9 +82,10 @@ __all__ = [
     "seq_diff",
     "seq_next",
     "unpack_body",
+    "version_of",
 ]
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # the newest version this module speaks; frames of 1..2 decode
 HEADER_SIZE = 6  # version, seq, code, length
 TRAILER_SIZE = 2  # crc
 SEQ_MODULUS = 1 << 16
@@ -111,6 +119,7 @@ class Code(enum.IntEnum):
     PULSE = 0x05
     READ = 0x06
     READ_ERRORS = 0x07
+    MVM = 0x08  # protocol 2
     ACK = 0x80
     IDENTIFY_REPLY = 0x81
     READ_REPLY = 0x82
@@ -164,9 +173,10 @@ class Capability(enum.Flag):
     PARALLEL_READ = 0x02  # Read of a row, a column or the array in one command
     ON_BOARD_PULSER = 0x04  # Pulse is generated on the board (else: route an external generator)
     ON_BOARD_ADC = 0x08  # Read is measured on the board (else: route an external SMU)
+    ANALOG_MVM = 0x10  # Mvm: an analog matrix-vector product on the board (protocol 2)
 
 
-_CAPABILITY_BITS = 0x0F
+_CAPABILITY_BITS = 0x1F
 
 
 class NackCode(enum.IntEnum):
@@ -388,9 +398,11 @@ def _idx_wire(x: int | None) -> int:
 
 
 class Message:
-    """Base of every board message; ``CODE`` is its wire code."""
+    """Base of every board message; ``CODE`` is its wire code, ``VERSION`` the protocol version
+    that defines it (and the version byte of its frames)."""
 
     CODE: ClassVar[Code]
+    VERSION: ClassVar[int] = 1
 
     def _encode(self, w: _Writer) -> None:  # pragma: no cover - overridden when there is a payload
         pass
@@ -618,6 +630,71 @@ class ReadErrors(Message):
 
 
 @dataclass(frozen=True)
+class Mvm(Message):
+    """Analog matrix-vector products (protocol 2, needs ``ANALOG_MVM``). Reply: :class:`ReadReply`.
+
+    ``drive`` is the axis whose lines carry the voltages (``row``: the product of the chip's
+    conductances with row voltages, currents summed on the columns; ``column``: its transpose).
+    ``driven`` and ``sensed`` are the lines of the two axes involved; every other line floats.
+    ``voltages`` holds one vector per product, each in ascending order of the driven lines (V).
+    ``integration_time`` (s) is how long the sense amplifiers integrate, ``adc_range`` (A) the
+    current at which their ADCs saturate. The reply's shape is (vectors, sensed lines): the
+    currents (A) of each product in ascending order of the sensed lines.
+    """
+
+    CODE: ClassVar[Code] = Code.MVM
+    VERSION: ClassVar[int] = 2
+    drive: Axis
+    driven: frozenset[int]
+    sensed: frozenset[int]
+    voltages: tuple[tuple[float, ...], ...]
+    integration_time: float
+    adc_range: float
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "drive", Axis(self.drive))
+        for name in ("driven", "sensed"):
+            lines = frozenset(getattr(self, name))
+            if not lines:
+                raise ValueError(f"{name} must not be empty")
+            for i in lines:
+                _index(i, name)
+            object.__setattr__(self, name, lines)
+        vectors = tuple(tuple(_f32(v, "voltage") for v in vector) for vector in self.voltages)
+        if not 1 <= len(vectors) <= 0xFFFF:
+            raise ValueError(f"1..65535 voltage vectors are needed, got {len(vectors)}")
+        if any(len(vector) != len(self.driven) for vector in vectors):
+            raise ValueError(f"every voltage vector needs one value per driven line ({len(self.driven)})")
+        object.__setattr__(self, "voltages", vectors)
+        for name in ("integration_time", "adc_range"):
+            v = _f32(getattr(self, name), name)
+            if not v > 0:
+                raise ValueError(f"{name} must be > 0, got {v}")
+            object.__setattr__(self, name, v)
+
+    @property
+    def reply_shape(self) -> tuple[int, int]:
+        """(vectors, sensed lines): the shape of the :class:`ReadReply` that answers it."""
+        return (len(self.voltages), len(self.sensed))
+
+    def _encode(self, w: _Writer) -> None:
+        w.u8(_AXIS_WIRE[self.drive]).blob16(_mask_bytes(self.driven)).blob16(_mask_bytes(self.sensed))
+        w.f32(self.integration_time).f32(self.adc_range).u16(len(self.voltages))
+        for vector in self.voltages:
+            w.buf += struct.pack(f">{len(vector)}f", *vector)
+
+    @classmethod
+    def _decode(cls, r: _Reader) -> Mvm:
+        drive = r.enum(_AXIS_WIRE, "drive axis")
+        driven, sensed = _mask_lines(r.blob16()), _mask_lines(r.blob16())
+        integration_time, adc_range, count = r.f32(), r.f32(), r.u16()
+        n = len(driven)
+        flat = struct.unpack(f">{count * n}f", r.take(4 * count * n))
+        vectors = tuple(flat[k * n:(k + 1) * n] for k in range(count))
+        return cls(drive, driven, sensed, vectors, integration_time, adc_range)
+
+
+@dataclass(frozen=True)
 class Ack(Message):
     """Success of a command that returns no data; ``command`` is the acknowledged code."""
 
@@ -757,7 +834,7 @@ class Nack(Message):
 
 _MESSAGE_TYPES: dict[int, type[Message]] = {
     cls.CODE: cls
-    for cls in (Identify, Reset, Select, Route, Pulse, Read, ReadErrors,
+    for cls in (Identify, Reset, Select, Route, Pulse, Read, ReadErrors, Mvm,
                 Ack, IdentifyReply, ReadReply, ErrorsReply, Nack)
 }
 
@@ -770,6 +847,7 @@ REPLY_TYPES: dict[type[Message], type[Message]] = {
     Pulse: Ack,
     Read: ReadReply,
     ReadErrors: ErrorsReply,
+    Mvm: ReadReply,
 }
 
 
@@ -782,11 +860,16 @@ def encode_message(message: Message) -> tuple[int, bytes]:
     return int(message.CODE), bytes(w.buf)
 
 
-def decode_message(code: int, payload: bytes, seq: int | None = None) -> Message:
-    """The message of a code and payload; raises :class:`ProtocolError` (UNKNOWN_CODE, BAD_PAYLOAD)."""
+def decode_message(code: int, payload: bytes, seq: int | None = None,
+                   version: int = PROTOCOL_VERSION) -> Message:
+    """The message of a code and payload in a frame of protocol ``version``; raises
+    :class:`ProtocolError` (UNKNOWN_CODE, also for a code a later version defines; BAD_PAYLOAD)."""
     cls = _MESSAGE_TYPES.get(code)
     if cls is None:
         raise ProtocolError(ProtocolErrorKind.UNKNOWN_CODE, f"code 0x{code:02x}", seq)
+    if version < cls.VERSION:
+        raise ProtocolError(ProtocolErrorKind.UNKNOWN_CODE,
+                            f"code 0x{code:02x} is not in protocol {version}", seq)
     r = _Reader(bytes(payload), seq)
     try:
         message = cls._decode(r)
@@ -816,17 +899,26 @@ def _check_seq(seq: int) -> int:
     return seq
 
 
-def pack_body(seq: int, code: int, payload: bytes, version: int = PROTOCOL_VERSION) -> bytes:
-    """The unstuffed frame body (header, payload, CRC) without COBS or delimiter."""
+def version_of(code: int) -> int:
+    """The protocol version that defines ``code`` (1 for a code no version defines)."""
+    cls = _MESSAGE_TYPES.get(code)
+    return 1 if cls is None else cls.VERSION
+
+
+def pack_body(seq: int, code: int, payload: bytes, version: int | None = None) -> bytes:
+    """The unstuffed frame body (header, payload, CRC) without COBS or delimiter; the version
+    byte is the version that defines ``code`` unless ``version`` is given."""
     _check_seq(seq)
+    version = version_of(code) if version is None else version
     if len(payload) > 0xFFFF:
         raise ValueError("payload longer than 65535 bytes")
     head = struct.pack(">BHBH", version, seq, code, len(payload)) + bytes(payload)
     return head + struct.pack(">H", _crc(head))
 
 
-def unpack_body(body: bytes) -> tuple[int, int, bytes]:
-    """``(seq, code, payload)`` of an unstuffed frame body; checks length, CRC and version."""
+def unpack_body(body: bytes, max_version: int = PROTOCOL_VERSION) -> tuple[int, int, bytes]:
+    """``(seq, code, payload)`` of an unstuffed frame body; checks length, CRC and version
+    (1..``max_version``: a board that speaks only protocol 1 decodes with ``max_version=1``)."""
     n = len(body)
     if n < HEADER_SIZE + TRAILER_SIZE:
         raise ProtocolError(ProtocolErrorKind.TRUNCATED, f"{n} bytes, a frame has at least 8")
@@ -840,8 +932,9 @@ def unpack_body(body: bytes) -> tuple[int, int, bytes]:
     expect = _crc(body[: n - TRAILER_SIZE])
     if crc != expect:
         raise ProtocolError(ProtocolErrorKind.BAD_CRC, f"crc 0x{crc:04x}, computed 0x{expect:04x}")
-    if version != PROTOCOL_VERSION:
-        raise ProtocolError(ProtocolErrorKind.BAD_VERSION, f"version {version}", seq)
+    if not 1 <= version <= max_version:
+        raise ProtocolError(ProtocolErrorKind.BAD_VERSION,
+                            f"version {version}; this side speaks 1..{max_version}", seq)
     return seq, code, bytes(body[HEADER_SIZE : n - TRAILER_SIZE])
 
 
@@ -851,8 +944,10 @@ def encode_frame(seq: int, message: Message) -> bytes:
     return cobs.encode(pack_body(seq, code, payload)) + b"\x00"
 
 
-def decode_frame(data: bytes, max_payload: int = DEFAULT_MAX_PAYLOAD) -> Frame:
-    """Decode one COBS-encoded frame (a single trailing 0x00 delimiter is allowed).
+def decode_frame(data: bytes, max_payload: int = DEFAULT_MAX_PAYLOAD,
+                 max_version: int = PROTOCOL_VERSION) -> Frame:
+    """Decode one COBS-encoded frame (a single trailing 0x00 delimiter is allowed) of a protocol
+    version up to ``max_version``.
 
     Raises :class:`ProtocolError` and nothing else.
     """
@@ -865,10 +960,10 @@ def decode_frame(data: bytes, max_payload: int = DEFAULT_MAX_PAYLOAD) -> Frame:
         body = cobs.decode(data)
     except cobs.CobsError as exc:
         raise ProtocolError(ProtocolErrorKind.BAD_COBS, str(exc)) from None
-    seq, code, payload = unpack_body(body)
+    seq, code, payload = unpack_body(body, max_version)
     if len(payload) > max_payload:
         raise ProtocolError(ProtocolErrorKind.OVERSIZE, f"payload of {len(payload)} bytes", seq)
-    return Frame(seq, decode_message(code, payload, seq))
+    return Frame(seq, decode_message(code, payload, seq, version=body[0]))
 
 
 class FrameDecoder:
@@ -878,11 +973,14 @@ class FrameDecoder:
     frames (consecutive delimiters) are skipped silently, so a sender may prefix a frame with a
     delimiter to flush line noise. A frame that grows beyond :func:`max_frame_size` yields one
     ``OVERSIZE`` error and the rest of it is discarded up to the next delimiter, so the buffer never
-    holds more than ``max_frame_size(max_payload)`` bytes. Decoding never raises.
+    holds more than ``max_frame_size(max_payload)`` bytes. Frames of a version beyond
+    ``max_version`` are ``BAD_VERSION`` errors (an old board's decoder). Decoding never raises.
     """
 
-    def __init__(self, max_payload: int = DEFAULT_MAX_PAYLOAD) -> None:
+    def __init__(self, max_payload: int = DEFAULT_MAX_PAYLOAD,
+                 max_version: int = PROTOCOL_VERSION) -> None:
         self.max_payload = max_payload
+        self.max_version = max_version
         self.max_encoded = max_frame_size(max_payload)
         self._buf = bytearray()
         self._discarding = False
@@ -929,7 +1027,7 @@ class FrameDecoder:
 
     def _decode(self, frame_bytes: bytes) -> Frame | ProtocolError:
         try:
-            return decode_frame(frame_bytes, self.max_payload)
+            return decode_frame(frame_bytes, self.max_payload, self.max_version)
         except ProtocolError as exc:
             return exc
         except Exception as exc:  # defensive: the decoder's contract is "never raises"

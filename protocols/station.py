@@ -34,6 +34,7 @@ station file of the instruments it starts). A station is TOML::
 
     [read]
     voltage = 0.1     # V
+    mvm = "auto"      # forward/backward as the board's analog MVM where it offers one
 
     [mapping]
     g_ref = 50e-6     # S at weight 0
@@ -132,7 +133,10 @@ class WriteSection(StrictModel):
 
 
 class ReadSection(StrictModel):
-    """How weights are read: read voltage and which hardware measures."""
+    """How weights are read: read voltage and which hardware measures; and whether a tile's
+    forward and backward passes are the board's analog MVM (``mvm``: ``auto`` uses it where the
+    board offers it, ``on`` requires it, ``off`` reads cells) with its integration time and ADC
+    range (default: the full-scale current, every driven line at ``voltage`` on ``g_max``)."""
 
     voltage: float = Field(0.1, gt=0, description="read voltage (V)")
     compliance: float = Field(1e-4, gt=0, description="SMU current limit (A)")
@@ -140,6 +144,11 @@ class ReadSection(StrictModel):
                         "cycles)")
     via: Literal["board", "smu", "arc2"] = Field("board", description="on-board ADC, the SMU, "
                                                  "or an ArC TWO ([arc2])")
+    mvm: Literal["auto", "on", "off"] = Field("auto", description="forward and backward as the "
+                                              "board's analog MVM: where offered, always, never")
+    mvm_integration_time: float = Field(1e-6, ge=1e-9, le=1, description="MVM integration time (s)")
+    mvm_adc_range: float | None = Field(None, gt=0, le=0.1, description="current at which the "
+                                        "MVM's ADC saturates (A); default: the full-scale current")
 
 
 class MappingSection(StrictModel):
@@ -333,6 +342,9 @@ class StationConfig(StrictModel):
             raise ValueError("pulse_generator: write.via = 'pulse-generator' needs [pulse_generator]")
         if self.read.via == "smu" and self.smu is None:
             raise ValueError("smu: read.via = 'smu' needs [smu]")
+        if self.read.mvm == "on" and self.read.via != "board":
+            raise ValueError("read.mvm = 'on' needs read.via = 'board' (the board's analog MVM); "
+                             "allowed with read.via = 'smu': 'auto' or 'off'")
         for quantity, value in (("amplitude", self.write.amplitude), ("width", self.write.width),
                                 ("read_voltage", self.read.voltage),
                                 ("compliance", self.read.compliance)):

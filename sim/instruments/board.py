@@ -29,10 +29,15 @@ Semantics of the board (what the firmware of a real board would document):
   the target does not drive sit at the bias scheme of the last ``Select``.
 - ``Read``: on-board ADC (``on_board_adc``); a cell read needs only that, row / column / array
   reads also need ``parallel_read``. Currents come from ``chip.current`` (``G V + noise``).
+- ``Mvm`` (protocol 2, capability ``analog_mvm``): each voltage vector on the driven lines,
+  the sensed lines' currents from ``chip.mvm`` with the board's :class:`MvmSettings` (read
+  noise, ADC resolution and saturation, IR drop: :mod:`sim.instruments.mvm`). A board made with
+  ``protocol=1`` is one built before protocol 2: it decodes frames of version 1 only (an
+  ``Mvm`` frame gets NACK ``bad_version``) and never reports ``analog_mvm``.
 - ``ReadErrors``: drains the error queue. Every NACK the board sends (refused requests and
   undecodable frames) appends ``(nack code, message)``; the queue keeps the newest 255.
-- Indices beyond the array, amplitude / width beyond :class:`BoardLimits` and read voltages beyond
-  ``max_read_voltage`` are refused with NACK ``out_of_range``.
+- Indices beyond the array, amplitude / width beyond :class:`BoardLimits` and read (or MVM)
+  voltages beyond ``max_read_voltage`` are refused with NACK ``out_of_range``.
 - A frame that fails before its CRC is trusted is answered with NACK ``bad_crc`` / ``bad_frame``
   carrying the sequence-number field as received (if the frame is long enough to have one).
 
@@ -65,11 +70,13 @@ import numpy as np
 from protocols import board as pb
 from protocols import cobs
 from sim.instruments.chip import EmulatedChip, all_cells
+from sim.instruments.mvm import MvmSettings
 
 __all__ = ["ALL_CAPABILITIES", "BoardLimits", "BoardStats", "FaultConfig", "SimulatedBoard"]
 
 ALL_CAPABILITIES = (pb.Capability.PARALLEL_UPDATE | pb.Capability.PARALLEL_READ
-                    | pb.Capability.ON_BOARD_PULSER | pb.Capability.ON_BOARD_ADC)
+                    | pb.Capability.ON_BOARD_PULSER | pb.Capability.ON_BOARD_ADC
+                    | pb.Capability.ANALOG_MVM)
 
 _POLL = 0.05  # seconds the thread waits in select before it checks the stop flag
 _WRITE_GIVE_UP = 1.0  # seconds a reply may wait for room in the pty before it is dropped
@@ -136,10 +143,17 @@ class SimulatedBoard:
     def __init__(self, chip: EmulatedChip, *, firmware: str = "hilctl-sim 0.1",
                  capabilities: pb.Capability = ALL_CAPABILITIES,
                  fault: FaultConfig | None = None, limits: BoardLimits | None = None,
-                 cache_depth: int = 256) -> None:
+                 cache_depth: int = 256, protocol: int = pb.PROTOCOL_VERSION,
+                 mvm: MvmSettings | None = None) -> None:
+        if not 1 <= protocol <= pb.PROTOCOL_VERSION:
+            raise ValueError(f"protocol must be in 1..{pb.PROTOCOL_VERSION}, got {protocol!r}")
         self.chip = chip
         self.firmware = firmware
+        self.protocol = protocol
         self.capabilities = pb.Capability(capabilities)
+        if protocol < pb.Mvm.VERSION:  # a board of protocol 1 knows no such bit
+            self.capabilities &= ~pb.Capability.ANALOG_MVM
+        self.mvm_settings = mvm or MvmSettings()
         self.fault = fault or FaultConfig()
         self.limits = limits or BoardLimits()
         self.cache = pb.ReplyCache(cache_depth)
@@ -154,7 +168,7 @@ class SimulatedBoard:
         #: fault: report this (rows, cols) geometry in IdentifyReply
         self.identify_geometry: tuple[int, int] | None = None
         self._rng = random.Random(self.fault.seed)
-        self._decoder = pb.FrameDecoder()
+        self._decoder = pb.FrameDecoder(max_version=protocol)
         self._inbuf = bytearray()
         self._master: int | None = None
         self._slave: int | None = None
@@ -349,6 +363,8 @@ class SimulatedBoard:
             return self._pulse(request)
         if isinstance(request, pb.Read):
             return self._read(request)
+        if isinstance(request, pb.Mvm):
+            return self._mvm(request)
         if isinstance(request, pb.ReadErrors):
             errors = tuple(self.errors)
             self.errors.clear()
@@ -441,6 +457,29 @@ class SimulatedBoard:
             values = currents.tolist()[:n]
             return pb.ReadReply(shape, tuple(values + [0.0] * (n - len(values))))
         return pb.ReadReply(shape, tuple(currents.tolist()))
+
+
+    def _mvm(self, request: pb.Mvm) -> pb.Message:
+        self._need(pb.Capability.ANALOG_MVM, "mvm")
+        drive_rows = request.drive is pb.Axis.ROW
+        driven, sensed = sorted(request.driven), sorted(request.sensed)
+        rows, cols = (driven, sensed) if drive_rows else (sensed, driven)
+        self._check_index("mvm row", max(rows))
+        self._check_index("mvm col", None, max(cols))
+        voltages = np.array(request.voltages, dtype=np.float64)
+        peak = float(np.abs(voltages).max())
+        if peak > self.limits.max_read_voltage:
+            raise _Refused(pb.NackCode.OUT_OF_RANGE,
+                           f"mvm voltage {peak:g} V beyond {self.limits.max_read_voltage:g} V")
+        shape = request.reply_shape
+        if 4 * shape[0] * shape[1] > self._decoder.max_payload - 4:
+            raise _Refused(pb.NackCode.UNSUPPORTED, f"{shape[0]} products of {shape[1]} currents "
+                           "do not fit a frame")
+        currents = self.chip.mvm(drive_rows, np.array(driven, dtype=np.intp),
+                                 np.array(sensed, dtype=np.intp), voltages,
+                                 integration_time=request.integration_time,
+                                 adc_range=request.adc_range, settings=self.mvm_settings)
+        return pb.ReadReply(shape, tuple(currents.reshape(-1).tolist()))
 
 
 class _Refused(Exception):

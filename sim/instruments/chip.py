@@ -11,6 +11,8 @@ physics). The chip exposes what a bench sees:
   board set (``routing.bias``), and the other cells on them may move.
 - ``current(cells, voltage)``: the read current ``I = G V + noise`` in amperes, with
   ``G = g_ref + g_scale * w`` (siemens) for device weight ``w``.
+- ``mvm(...)``: an analog matrix-vector product on some rows and columns
+  (:mod:`sim.instruments.mvm` holds its physics).
 
 Which cell a pulse generator or an SMU reaches is the board's routing (``route_*``); the board
 itself pulses and reads through the same two methods. Every pulse that reaches a cell is written
@@ -31,6 +33,7 @@ from pydantic import Field
 from hilctl.config import DeviceConfig, SoftBoundsConfig, TileConfig
 from protocols.schema import StrictModel
 from sim.instruments.disturb import DisturbSettings, disturb_counts, line_fractions
+from sim.instruments.mvm import MvmSettings, analog_mvm
 from sim.tile import EmulatedTile
 
 Cells = tuple[NDArray[np.intp], NDArray[np.intp]]  # (rows, cols) index arrays of equal length
@@ -173,6 +176,19 @@ class EmulatedChip:
             g = self.config.g_ref + self.config.g_scale * self._tile.device_weights()[rows, cols]
             noise = self._read_rng.standard_normal(g.shape) * self.config.read_noise
         return g * voltage + noise
+
+    def mvm(self, drive_rows: bool, driven: NDArray[np.intp], sensed: NDArray[np.intp],
+            voltages: NDArray[np.float64], *, integration_time: float, adc_range: float,
+            settings: MvmSettings) -> NDArray[np.float64]:
+        """Sensed currents ``(batch, len(sensed))`` (A) of ``voltages`` ``(batch, len(driven))``
+        (V) on the ``driven`` rows (``drive_rows``) or columns, sensing the other axis's lines."""
+        with self._lock:
+            g = self.config.g_ref + self.config.g_scale * self._tile.device_weights()
+            block = g[np.ix_(driven, sensed)] if drive_rows else g[np.ix_(sensed, driven)].T
+            return analog_mvm(block, voltages, integration_time=integration_time,
+                              adc_range=adc_range, read_noise=self.config.read_noise,
+                              settings=settings, rng=self._read_rng, driven_positions=driven,
+                              sensed_positions=sensed)
 
     def pulse_ledger(self) -> dict[tuple[int, int], int]:
         """Net signed pulses per cell received so far (intended pulses only, no disturb)."""

@@ -24,6 +24,12 @@ Sections of a simulated station file (all tables; see ``examples/sim_station.tom
   ``exponent`` (how steeply it falls below the threshold), ``float_fraction`` (the share of the
   pulse voltage a half-selected cell sees when the unselected lines float). The scheme itself is
   the station's ``[write] bias``, which the lab sends to the board.
+- ``[mvm]`` optional: the board's analog MVM. ``enabled`` (default true: the board reports
+  ``analog_mvm``; false: a board without it, so the lab falls back to cell reads), ``protocol``
+  (2; 1 is a board built before protocol 2, which refuses MVM frames), ``adc_bits`` (12),
+  ``wire_resistance`` (ohm per segment, 0: no IR drop), ``noise_time`` (s, the integration time
+  at which a sensed line's noise std is ``read_noise``); the model is in
+  ``sim/instruments/mvm.py``.
 - ``[faults]`` optional: ``board_drop`` / ``board_corrupt`` (share of board frames dropped /
   corrupted, each direction), ``board_delay`` (s added before every board reply),
   ``scpi_reply_delay`` (s added before every SCPI reply), ``seed``.
@@ -40,12 +46,13 @@ The instruments listen on 127.0.0.1 (ephemeral ports) and on a pseudo-terminal o
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, ValidationError
 
 from hilctl.config import DeviceConfig, SoftBoundsConfig, read_toml, validation_message
 from hilctl.errors import ConfigError
+from protocols.board import Capability
 from protocols.schema import StrictModel
 from protocols.station import (
     BoardSettings,
@@ -58,14 +65,15 @@ from protocols.station import (
     WriteSection,
 )
 from protocols.toml_writer import dump_toml
-from sim.instruments.board import FaultConfig, SimulatedBoard
+from sim.instruments.board import ALL_CAPABILITIES, FaultConfig, SimulatedBoard
 from sim.instruments.chip import ChipConfig, ConductanceSettings, EmulatedChip
 from sim.instruments.disturb import DisturbSettings
+from sim.instruments.mvm import MvmSettings
 from sim.instruments.pulse_generator import SimulatedPulseGenerator
 from sim.instruments.scpi_server import Faults
 from sim.instruments.smu import SimulatedSmu
 
-__all__ = ["SimStationSpec", "SimulatedStation", "load_sim_station"]
+__all__ = ["SimMvmSection", "SimStationSpec", "SimulatedStation", "load_sim_station"]
 
 class SimChipSection(StrictModel):
     """Geometry of the emulated chip and the seed of its random draws."""
@@ -73,6 +81,18 @@ class SimChipSection(StrictModel):
     rows: int = Field(8, ge=1, le=4096)
     cols: int = Field(8, ge=1, le=4096)
     seed: int = Field(0, ge=0)
+
+
+class SimMvmSection(MvmSettings):
+    """The simulated board's analog MVM: whether it has one, its protocol, its physics."""
+
+    enabled: bool = Field(True, description="the board reports the analog_mvm capability")
+    protocol: Literal[1, 2] = Field(2, description="the board protocol its firmware speaks (1: "
+                                    "built before MVM, refuses version-2 frames)")
+
+    def capabilities(self) -> Capability:
+        """The simulated board's capabilities: all of them, less ``analog_mvm`` if disabled."""
+        return ALL_CAPABILITIES if self.enabled else ALL_CAPABILITIES & ~Capability.ANALOG_MVM
 
 
 class FaultsSection(StrictModel):
@@ -95,6 +115,7 @@ class SimStationSpec(StrictModel):
     conductance: ConductanceSettings = Field(default_factory=ConductanceSettings)
     disturb: DisturbSettings = Field(default_factory=DisturbSettings)
     faults: FaultsSection = Field(default_factory=FaultsSection)
+    mvm: SimMvmSection = Field(default_factory=SimMvmSection)
     board: BoardSettings = Field(default_factory=BoardSettings)
     pulse_generator: InstrumentSettings = Field(default_factory=InstrumentSettings)
     smu: InstrumentSettings = Field(default_factory=InstrumentSettings)
@@ -185,7 +206,8 @@ class SimulatedStation:
                                    corrupt_in=f.board_corrupt, corrupt_out=f.board_corrupt,
                                    delay=f.board_delay, seed=f.seed)
         try:
-            self.board = SimulatedBoard(self.chip, fault=board_faults).start()
+            self.board = SimulatedBoard(self.chip, fault=board_faults, protocol=spec.mvm.protocol,
+                                        capabilities=spec.mvm.capabilities(), mvm=spec.mvm).start()
             self.pulse_generator = SimulatedPulseGenerator(
                 self.chip, faults=Faults(reply_delay=f.scpi_reply_delay, seed=f.seed)).start()
             self.smu = SimulatedSmu(self.chip, faults=Faults(reply_delay=f.scpi_reply_delay,

@@ -37,20 +37,26 @@ def sim_bench() -> Iterator[SimulatedStation]:
 
 
 @pytest.fixture
-def lab_tiles(sim_bench: SimulatedStation) -> Iterator[Factory]:
-    """Fresh 4 x 8 lab tiles on region ``fast``: a new LabBackend per tile, the previous one
-    closed; the last one is closed when the test ends."""
+def lab_tiles(sim_bench: SimulatedStation) -> Iterator[Callable[[str], Factory]]:
+    """Factories of fresh 4 x 8 lab tiles on region ``fast`` for a ``read.mvm`` setting (the
+    board offers an analog MVM: ``auto`` uses it, ``off`` reads cells): a new LabBackend per
+    tile, the previous one closed; the last one is closed when the test ends."""
     open_backends: list[LabBackend] = []
 
-    def make() -> Tile:
-        while open_backends:
-            open_backends.pop().close()
-        backend = LabBackend()
-        open_backends.append(backend)
-        return backend.open_tile(tile_config(rows=4, cols=8, device="soft-bounds"),
-                                 station=sim_bench.station)
+    def factory(mvm: str) -> Factory:
+        station = sim_bench.station
+        station = station.model_copy(update={"read": station.read.model_copy(update={"mvm": mvm})})
 
-    yield make
+        def make() -> Tile:
+            while open_backends:
+                open_backends.pop().close()
+            backend = LabBackend()
+            open_backends.append(backend)
+            return backend.open_tile(tile_config(rows=4, cols=8, device="soft-bounds"), station=station)
+
+        return make
+
+    yield factory
     while open_backends:
         open_backends.pop().close()
 
@@ -61,7 +67,7 @@ def _sim_tiles(**periphery: bool) -> Factory:
     return lambda: backend.open_tile(config)
 
 
-TILES = ["digital", "sim", "sim-perfect-periphery", "lab"]
+TILES = ["digital", "sim", "sim-perfect-periphery", "lab", "lab-cell-reads"]
 
 
 @pytest.fixture(params=TILES)
@@ -73,8 +79,8 @@ def make_tile(request: pytest.FixtureRequest) -> Factory:
         return _sim_tiles()
     if request.param == "sim-perfect-periphery":
         return _sim_tiles(is_perfect=True)
-    factory: Factory = request.getfixturevalue("lab_tiles")
-    return factory
+    factories: Callable[[str], Factory] = request.getfixturevalue("lab_tiles")
+    return factories("off" if request.param == "lab-cell-reads" else "auto")
 
 
 @pytest.mark.parametrize("check", TILE_CHECKS, ids=lambda c: c.__name__)

@@ -13,20 +13,35 @@ from drivers.lab_tile import LabTile
 from hilctl.config import UpdateConfig, device_config, no_variation
 from protocols.station import MappingSection, TileRegion
 from sim.instruments.chip import ChipConfig, EmulatedChip
+from sim.instruments.mvm import MvmSettings
 
 
 class DirectAccess:
     """A bench whose instruments are the chip's own methods (counts every call)."""
 
-    def __init__(self, chip: EmulatedChip, parallel_update: bool, read_voltage: float = 0.1):
+    def __init__(self, chip: EmulatedChip, parallel_update: bool, read_voltage: float = 0.1,
+                 mvm: MvmSettings | None = None):
         self.chip, self._parallel, self._voltage = chip, parallel_update, read_voltage
+        self.mvm_settings = mvm
         self.mask_pulses = 0
         self.cell_pulses = 0
         self.reads = 0
+        self.mvms = 0
 
     @property
     def parallel_update(self) -> bool:
         return self._parallel
+
+    @property
+    def parallel_mvm(self) -> bool:
+        return self.mvm_settings is not None
+
+    def mvm(self, voltages, drive, rows, cols):
+        assert self.mvm_settings is not None and np.abs(voltages).max() <= self._voltage
+        self.mvms += voltages.shape[0]
+        driven, sensed = (rows, cols) if drive == "rows" else (cols, rows)
+        return self.chip.mvm(drive == "rows", driven, sensed, voltages, integration_time=1e-6,
+                             adc_range=1.0, settings=self.mvm_settings)
 
     @property
     def read_voltage(self) -> float:

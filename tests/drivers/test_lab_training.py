@@ -11,6 +11,7 @@ from hilctl.errors import HilctlError
 from hilctl.runs import RunStore
 from hilctl.train_config import resolve_train_config
 from hilctl.training import train
+from protocols import board as pb
 from protocols.station import StationConfig
 from sim.instruments.board import SimulatedBoard
 from sim.instruments.chip import ChipConfig, EmulatedChip
@@ -22,8 +23,9 @@ TASK = {"out": 4, "in": 8, "steps": 400, "lr": 0.05, "sigma": 0.1, "eval_window"
         "log_every": 100}
 
 
-@pytest.fixture
-def station():
+@pytest.fixture(params=["auto", "off"], ids=["mvm", "cell-reads"])
+def station(request):
+    """The board offers an analog MVM; ``read.mvm`` uses it (``auto``) or reads cells (``off``)."""
     chip = EmulatedChip(ChipConfig(rows=8, cols=8, read_noise=1e-10,
                                    device=device_config("soft-bounds", **DEVICE)))
     with SimulatedBoard(chip) as board:
@@ -32,10 +34,11 @@ def station():
             "chip": {"rows": 8, "cols": 8},
             "tiles": [{"name": "fast", "rows": 4, "cols": 8},
                       {"name": "slow", "row": 4, "rows": 4, "cols": 8}],
+            "read": {"mvm": request.param},
             "mapping": {"g_ref": chip.config.g_ref, "g_scale": chip.config.g_scale,
                         "dw_min": 0.01},
         })
-        yield config, chip
+        yield config, chip, board
 
 
 def config_for(algorithm: str, **algorithm_values: float):
@@ -48,16 +51,19 @@ def config_for(algorithm: str, **algorithm_values: float):
 
 @pytest.mark.parametrize("algorithm", ["analog-sgd", "tiki-taka"])
 def test_training_through_the_lab_path_matches_the_emulator(station, algorithm) -> None:
-    """rel_err through the lab path is of the same order as on the emulator with the same
-    device (within 3x either way: the two see different pulse-train and noise draws; measured
-    ratios were within 1.5x), and well below the untrained 1.0."""
-    config, chip = station
+    """rel_err through the lab path, forward passes as the board's analog MVM or from cell
+    reads, is of the same order as on the emulator with the same device (within 3x either way:
+    the two see different pulse-train and noise draws; measured ratios were within 1.5x), and
+    well below the untrained 1.0."""
+    config, chip, board = station
     values = {"fast_lr": 0.2} if algorithm == "tiki-taka" else {}
     lab = train(config_for(algorithm, **values), "lab", backend_options={"station": config})
     emulated = train(config_for(algorithm, **values), "sim")
     assert lab.final["rel_err"] < 0.5
     assert emulated.final["rel_err"] / 3 < lab.final["rel_err"] < 3 * emulated.final["rel_err"]
     assert chip.ledger  # the pulses went through the board
+    mvms = [m for m in board.requests if isinstance(m, pb.Mvm)]
+    assert bool(mvms) == (config.read.mvm == "auto")  # the forward passes took the chosen path
 
 
 @pytest.fixture

@@ -224,6 +224,8 @@ _board_ops = st.lists(st.one_of(
     st.tuples(st.just("masks"), amplitudes, widths, counts, st.sampled_from([-1, 1])),
     st.tuples(st.just("read"), read_voltages, st.sampled_from(["cell", "row", "column", "array"])),
     st.tuples(st.just("read_cell"), read_voltages),
+    st.tuples(st.just("mvm"), st.lists(read_voltages, min_size=2, max_size=2),
+              st.sampled_from(["row", "column"])),
 ), min_size=1, max_size=8)
 
 
@@ -238,6 +240,18 @@ def _board_call(client: BoardClient, op: tuple) -> tuple[Callable[[], object], b
             call = lambda: client.pulse_masks({0, 1}, {0, 2}, polarity, count,  # noqa: E731
                                               amplitude=amplitude, width=width)
         return call, _board_allows(amplitude, width, count)
+    if kind == "mvm":
+        _, pair, drive = op
+        rows, cols = np.array([0, 1]), np.arange(COLS)
+        driven, sensed = (rows, cols) if drive == "row" else (cols[:2], rows)
+        allowed = all(math.isfinite(v) and abs(v) <= 0.5 for v in pair)
+
+        def mvm() -> None:
+            out = client.mvm(drive, driven, sensed, np.array([pair]), integration_time=1e-6,
+                             adc_range=1e-3)
+            assert out.shape == (1, sensed.size)
+
+        return mvm, allowed
     voltage = op[1]
     allowed = math.isfinite(voltage) and abs(voltage) <= 0.5
     if kind == "read_cell":
@@ -267,13 +281,15 @@ def test_nothing_beyond_the_limits_reaches_the_board(board_link, ops):
         else:
             with pytest.raises(LimitError):
                 call()
-    arrived = [m for m in board.requests[since:] if isinstance(m, pb.Pulse | pb.Read)]
+    arrived = [m for m in board.requests[since:] if isinstance(m, pb.Pulse | pb.Read | pb.Mvm)]
     assert len(arrived) == sent
     for message in arrived:
         if isinstance(message, pb.Pulse):
             assert 0 < message.amplitude <= LIMITS.max_pulse_amplitude
             assert LIMITS.min_pulse_width <= message.width <= LIMITS.max_pulse_width
             assert 1 <= message.count <= LIMITS.max_burst_count
+        elif isinstance(message, pb.Mvm):
+            assert all(abs(v) <= LIMITS.max_read_voltage for v in message.voltages[0])
         else:
             assert abs(message.voltage) <= LIMITS.max_read_voltage
 

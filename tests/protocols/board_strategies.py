@@ -48,6 +48,16 @@ def read(draw) -> b.Read:
     return b.Read(mode, row, col, draw(f32(-64.0, 64.0)))
 
 
+@st.composite
+def mvm(draw) -> b.Mvm:
+    driven, sensed = draw(mask), draw(mask)
+    count = draw(st.integers(1, 4))
+    vectors = draw(st.lists(st.lists(f32(-2.0, 2.0), min_size=len(driven), max_size=len(driven)),
+                            min_size=count, max_size=count))
+    return b.Mvm(draw(st.sampled_from(list(b.Axis))), driven, sensed, vectors, draw(positive_f32),
+                 draw(positive_f32))
+
+
 ack = st.builds(b.Ack, st.integers(0, 0xFF))
 capabilities = st.sets(st.sampled_from([c for c in b.Capability if c]))
 geometry = st.integers(0, 0xFFFF)
@@ -67,7 +77,7 @@ errors_reply = st.builds(
 )
 nack = st.builds(b.Nack, st.sampled_from(list(b.NackCode)), text)
 
-requests = st.one_of(identify, reset, select(), route, pulse, read(), read_errors)
+requests = st.one_of(identify, reset, select(), route, pulse, read(), read_errors, mvm())
 replies = st.one_of(ack, identify_reply, read_reply(), errors_reply, nack)
 messages = requests | replies
 seqs = st.integers(0, 0xFFFF)

@@ -35,6 +35,8 @@ EXAMPLES: list[b.Message] = [
     b.Read("column", col=3, voltage=-0.1),
     b.Read("array", voltage=0.05),
     b.ReadErrors(),
+    b.Mvm("row", {0, 1}, {0, 1, 2}, [[0.1, -0.05]], 1e-6, 1e-3),
+    b.Mvm(b.Axis.COLUMN, {3}, {0, 9}, [[0.2], [-0.2], [0.0]], 1e-5, 2e-4),
     b.Ack(b.Code.PULSE),
     b.IdentifyReply("xbar-fw 2.1.0", 32, 64, {"parallel_update", "on_board_adc"}),
     b.ReadReply((2, 3), [1e-6, -2e-6, 0.0, math.inf, 5e-9, 1.0]),
@@ -50,6 +52,7 @@ MESSAGE_STRATEGIES = {
     "pulse": bs.pulse,
     "read": bs.read(),
     "read_errors": bs.read_errors,
+    "mvm": bs.mvm(),
     "ack": bs.ack,
     "identify_reply": bs.identify_reply,
     "read_reply": bs.read_reply(),
@@ -114,6 +117,42 @@ def test_golden_pulse_payload() -> None:
     assert payload.hex(" ") == "ff 00 0a 3f c0 00 00 35 86 37 bd 02 00 02 01 02 00 01 04"
 
 
+def test_golden_mvm_frame() -> None:
+    """The worked example in BOARD.md: a version-2 frame; replies to it stay version 1."""
+    message = b.Mvm("row", {0, 1}, {0, 1, 2}, [[0.1, -0.05]], 1e-6, 1e-3)
+    code, payload = b.encode_message(message)
+    assert code == 0x08
+    assert payload.hex(" ") == ("01 00 01 03 00 01 07 35 86 37 bd 3a 83 12 6f 00 01 3d cc cc cd "
+                                "bd 4c cc cd")
+    body = b.pack_body(7, code, payload)
+    assert body.hex(" ") == f"02 00 07 08 00 19 {payload.hex(' ')} 8d 36"
+    assert cobs.decode(b.encode_frame(7, message)[:-1]) == body
+    assert cobs.decode(b.encode_frame(7, b.ReadReply((1, 3), [0.0] * 3))[:-1])[0] == 1
+
+
+def test_version_1_frames_are_unchanged_and_an_old_decoder_refuses_mvm() -> None:
+    """Every version-1 message goes out in a version-1 frame (what a version-1 board reads); a
+    decoder of protocol 1 answers an MVM frame with bad_version and its trusted number."""
+    for message in EXAMPLES:
+        version = cobs.decode(b.encode_frame(3, message)[:-1])[0]
+        assert version == (2 if isinstance(message, b.Mvm) else 1)
+        old = b.FrameDecoder(max_version=1).feed(b.encode_frame(3, message))
+        if isinstance(message, b.Mvm):
+            (error,) = old
+            assert error.kind == K.BAD_VERSION and error.seq == 3
+            assert error.nack_code() == b.NackCode.BAD_VERSION
+        else:
+            assert old == [b.Frame(3, message)]
+
+
+def test_capability_bit_4_is_analog_mvm_and_unknown_bits_are_ignored() -> None:
+    reply = b.IdentifyReply("fw", 4, 4, {"analog_mvm"})
+    assert b.encode_message(reply)[1][4] == 0x10
+    code, payload = b.encode_message(reply)
+    future = payload[:4] + bytes([0xF0]) + payload[5:]
+    assert b.decode_message(code, future).capabilities == b.Capability.ANALOG_MVM
+
+
 @pytest.mark.parametrize(
     ("factory", "exc"),
     [
@@ -139,6 +178,14 @@ def test_golden_pulse_payload() -> None:
         (lambda: b.ErrorsReply([(40000, "x")]), ValueError),
         (lambda: b.Nack(99, "x"), ValueError),
         (lambda: b.Ack(256), ValueError),
+        (lambda: b.Mvm("row", set(), {0}, [[]], 1e-6, 1e-3), ValueError),  # no driven line
+        (lambda: b.Mvm("row", {0}, set(), [[0.1]], 1e-6, 1e-3), ValueError),  # no sensed line
+        (lambda: b.Mvm("row", {0, 1}, {0}, [[0.1]], 1e-6, 1e-3), ValueError),  # one value short
+        (lambda: b.Mvm("row", {0}, {0}, [], 1e-6, 1e-3), ValueError),  # no vector
+        (lambda: b.Mvm("row", {0}, {0}, [[math.nan]], 1e-6, 1e-3), ValueError),
+        (lambda: b.Mvm("row", {0}, {0}, [[0.1]], 0.0, 1e-3), ValueError),  # integration time
+        (lambda: b.Mvm("row", {0}, {0}, [[0.1]], 1e-6, -1e-3), ValueError),  # ADC range
+        (lambda: b.Mvm("diagonal", {0}, {0}, [[0.1]], 1e-6, 1e-3), ValueError),
     ],
 )
 def test_constructors_validate(factory, exc) -> None:
@@ -275,7 +322,10 @@ def test_largest_allowed_frame_passes_and_one_more_payload_byte_is_oversize() ->
         (struct.pack(">BHBH", 1, 1, 1, 5) + b"ab" + b"\x00\x00", K.TRUNCATED),
         (struct.pack(">BHBH", 1, 1, 1, 0) + b"ab" + b"\x00\x00", K.BAD_LENGTH),
         (b.pack_body(1, 0x01, b"")[:-1] + b"\x00", K.BAD_CRC),
-        (b.pack_body(1, 0x01, b"", version=2), K.BAD_VERSION),
+        (b.pack_body(1, 0x01, b"", version=3), K.BAD_VERSION),
+        (b.pack_body(1, 0x01, b"", version=0), K.BAD_VERSION),
+        (b.pack_body(1, 0x08, b.encode_message(b.Mvm("row", {0}, {0}, [[0.1]], 1e-6, 1e-3))[1],
+                     version=1), K.UNKNOWN_CODE),  # MVM is not in protocol 1
         (b.pack_body(1, 0x42, b""), K.UNKNOWN_CODE),
         (b.pack_body(1, 0x01, b"x"), K.BAD_PAYLOAD),
         (b.pack_body(1, 0x03, b"\x09\x00\x01\x00\x02\x01"), K.BAD_PAYLOAD),  # select mode 9
