@@ -195,6 +195,14 @@ def test_a_killed_mnist_run_resumes_exactly(tmp_path: Path) -> None:
     assert_nothing_left(store)
 
 
+def _recorded_metrics(store: Path) -> bool:
+    """True once the store's one run has recorded a point of its history."""
+    if not (store / "runs.sqlite").exists():
+        return False
+    runs = RunStore(store).list_runs()
+    return bool(runs) and bool(RunStore(store).get_run(runs[0].run_id).metrics)
+
+
 def test_sigterm_checkpoints_before_it_stops(tmp_path: Path, capsys) -> None:
     """SIGTERM stops the run at its next step with a checkpoint of that step: the run is
     ``interrupted`` and resumes to the uninterrupted result."""
@@ -206,10 +214,12 @@ def test_sigterm_checkpoints_before_it_stops(tmp_path: Path, capsys) -> None:
         "tiki-taka", "least-squares", sets, store)], stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + DEADLINE_S
-    while not (store / "runs.sqlite").exists() or not RunStore(store).list_runs():
-        assert time.monotonic() < deadline
+    # The signal lands mid-run, once the run has recorded its first metrics (step 50): sent as
+    # soon as the run exists, it arrived while the run was still starting (step 1, whose
+    # weights may not have moved yet).
+    while not _recorded_metrics(store):
+        assert time.monotonic() < deadline and child.poll() is None
         time.sleep(0.05)
-    time.sleep(0.2)
     child.send_signal(signal.SIGTERM)
     _, err = child.communicate(timeout=DEADLINE_S)
     assert child.returncode == 143, err
