@@ -117,33 +117,32 @@ def _list(as_json: bool) -> int:
     if as_json:
         print_json({"visa": visa, "serial": ports, "arc2": arc2})
         return EXIT_OK
-    print("VISA resources (pyvisa-py):")
-    if visa["error"]:
-        print(f"  could not list VISA resources: {visa['error']}")
-    elif not visa["resources"]:
-        print("  none found")
-    for resource in visa["resources"]:
-        print(f"  {resource}")
-    for note in visa["notes"]:
-        print(f"  note: {note}")
-    print("serial ports (pyserial):")
-    if ports["error"]:
-        print(f"  could not list serial ports: {ports['error']}")
-    elif not ports["ports"]:
-        print("  none found")
+    _print_listing("VISA resources (pyvisa-py)", "VISA resources", visa["error"],
+                   [*visa["resources"], *(f"note: {note}" for note in visa["notes"])],
+                   found=bool(visa["resources"]))
     width = max((len(p["device"]) for p in ports["ports"]), default=0)
-    for port in ports["ports"]:
-        print(f"  {port['device']:<{width}}  {port['description']}  [{port['hwid']}]")
-    print("ArC TWO boards (pyarc2):")
+    _print_listing("serial ports (pyserial)", "serial ports", ports["error"],
+                   [f"{p['device']:<{width}}  {p['description']}  [{p['hwid']}]"
+                    for p in ports["ports"]])
     if not arc2["installed"]:
-        print("  pyarc2 not installed (pip install 'hilctl[arc2]')")
-    elif arc2["error"]:
-        print(f"  could not list ArC TWO boards: {arc2['error']}")
-    elif not arc2["boards"]:
-        print("  none found")
-    for board in arc2["boards"]:
-        print(f"  board {board}")
+        print("ArC TWO boards (pyarc2):\n  pyarc2 not installed (pip install 'hilctl[arc2]')")
+    else:
+        _print_listing("ArC TWO boards (pyarc2)", "ArC TWO boards", arc2["error"],
+                       [f"board {board}" for board in arc2["boards"]])
     return EXIT_OK
+
+
+def _print_listing(title: str, what: str, error: str | None, lines: list[str],
+                   found: bool | None = None) -> None:
+    """One section of the listing: its title, then why it could not be listed, or "none found"
+    (where nothing was ``found``: by default, no ``lines``), then its lines."""
+    print(f"{title}:")
+    if error:
+        print(f"  could not list {what}: {error}")
+    elif not (lines if found is None else found):
+        print("  none found")
+    for line in lines:
+        print(f"  {line}")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -5,7 +5,9 @@ the lab bench, and a check after each test finds no leaked thread or file descri
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import importlib
 import json
 import os
 import re
@@ -24,6 +26,12 @@ from hilctl.runs import RunStore
 from protocols.station import StationConfig
 from protocols.toml_writer import dump_toml
 from sim.instruments.station import SimulatedStation, load_sim_station
+
+# `hilctl instruments` lists ArC TWO boards through pyarc2, whose import starts its runtime
+# (pipes and a timer, once per process): imported before any test, so that the leak check after
+# each test sees only what the test itself left open.
+with contextlib.suppress(ImportError):
+    importlib.import_module("pyarc2")
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "sim_station.toml"
 RESOURCE = re.compile(r"TCPIP0::127\.0\.0\.1::\d+::SOCKET")
