@@ -11,6 +11,7 @@ from contextlib import ExitStack, contextmanager
 
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
 from drivers.backend import LabBackend
 from drivers.board import BoardClient, BoardError
@@ -21,6 +22,7 @@ from protocols.station import StationConfig, StationLimits
 from sim.instruments.board import ALL_CAPABILITIES, FaultConfig, SimulatedBoard
 from sim.instruments.chip import ChipConfig, EmulatedChip
 from sim.instruments.disturb import DisturbSettings
+from sim.instruments.station import SimStationSpec, SimulatedStation
 
 ROWS, COLS = 6, 8
 AMP, WIDTH = 1.5, 1e-6  # above the chip's set threshold
@@ -218,3 +220,26 @@ def test_lab_updates_through_trains_equal_the_per_slot_fallback(board) -> None:
     np.testing.assert_array_equal(chips[0].weights(), chips[1].weights())
     for chip, pulses in zip(chips, (train_pulses, slot_pulses), strict=True):
         assert pulses == sum(entry.count for entry in chip.ledger) > 0
+
+
+# ---------------------------------------------------------------------------------------------
+# The simulated station's switch
+
+
+@pytest.mark.parametrize(("sections", "offered"), [
+    ({}, True), ({"pulse_train": {"enabled": False}}, False), ({"mvm": {"protocol": 1}}, False)])
+def test_a_simulated_station_offers_pulse_trains_unless_told_not_to(sections, offered) -> None:
+    """``[pulse_train] enabled`` (default true) sets the board's capability; a board of protocol
+    1 (``[mvm] protocol = 1``) has none whatever it says. The other capabilities stay."""
+    spec = SimStationSpec.model_validate({"tiles": [{"name": "t", "rows": 2, "cols": 2}], **sections})
+    with SimulatedStation(spec) as station:
+        assert station.board is not None
+        capabilities = station.board.capabilities
+        assert (pb.Capability.PULSE_TRAIN in capabilities) == offered
+        assert pb.Capability.PARALLEL_UPDATE in capabilities
+
+
+def test_a_bad_pulse_train_setting_names_the_field() -> None:
+    with pytest.raises(ValidationError, match=r"pulse_train\.enabled"):
+        SimStationSpec.model_validate({"tiles": [{"name": "t", "rows": 2, "cols": 2}],
+                                       "pulse_train": {"enabled": "yes"}})

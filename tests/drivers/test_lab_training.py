@@ -57,9 +57,9 @@ def config_for(algorithm: str, **algorithm_values: float):
 @pytest.mark.parametrize("algorithm", ["analog-sgd", "tiki-taka"])
 def test_training_through_the_lab_path_matches_the_emulator(station, algorithm) -> None:
     """rel_err through the lab path, forward passes as the board's analog MVM or from cell
-    reads, updates as pulse trains or one mask pulse per frame, is of the same order as on the emulator with the same device (within 3x either way:
-    the two see different pulse-train and noise draws; measured ratios were within 1.5x), and
-    well below the untrained 1.0."""
+    reads, updates as pulse trains or one mask pulse per frame, is of the same order as on the
+    emulator with the same device (within 3x either way: the two see different pulse-train and
+    noise draws; measured ratios were within 1.5x), and well below the untrained 1.0."""
     config, chip, board = station
     values = {"fast_lr": 0.2} if algorithm == "tiki-taka" else {}
     lab = train(config_for(algorithm, **values), "lab", backend_options={"station": config})
