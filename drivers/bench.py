@@ -65,6 +65,10 @@ at the last step before the wire."""
                  "as the board's analog MVM" if self._parallel_mvm else
                  f"from cell reads (read.mvm = {read.mvm!r}, analog_mvm "
                  f"{'offered' if offered else 'not offered'})")
+        if self._parallel_update:
+            log.info("board %s: coincidence updates %s", board.port,
+                     "as one pulse train each" if self._parallel_train else
+                     "one mask pulse a request (no pulse_train capability)")
         self._polarity = 0  # the generator's armed polarity (0: not armed yet)
         self._bias_sent = False  # the board holds write.bias (the bench resets it only at open)
         if smu is not None and read.via == "smu":
