@@ -5,12 +5,16 @@ a 64 x 32 emulated chip) learns streaming least squares through the whole lab pa
 bench, board client over pyserial, the simulated board on a pseudo-terminal. One training step
 is what the least-squares task does per sample, less its metric: ``forward`` (C's outputs),
 ``update`` on A (pulse trains as row/column mask pulses) and, every ``transfer_every`` steps,
-Tiki-Taka's transfer (a one-hot forward of A, a pulsed write on C). Three boards:
+Tiki-Taka's transfer (a one-hot forward of A, a pulsed write on C). Four boards:
 
-- ``mvm``: the board offers an analog MVM; each forward is one MVM frame.
-- ``array reads``: no MVM; the lab tile reads the cells a write touched, the whole array in
-  one READ when many are stale (``parallel_read``).
-- ``cell reads``: no MVM and no parallel read; the stale cells are read one READ each.
+- ``mvm, train``: the board offers an analog MVM and pulse trains; each forward is one MVM
+  frame, each update's mask pulses one PULSE_TRAIN frame.
+- ``mvm, per slot``: an analog MVM but no pulse trains: each update sends one mask PULSE frame
+  per slot and sign quadrant.
+- ``array reads``: no MVM (pulse trains offered); the lab tile reads the cells a write touched,
+  the whole array in one READ when many are stale (``parallel_read``).
+- ``cell reads``: no MVM and no parallel read (pulse trains offered); the stale cells are read
+  one READ each.
 
 A second figure isolates the forward pass of one 32 x 32 tile when every cell is to be read
 (as after a resume, ``load_state_dict``, or an update that touched every cell): one MVM frame,
@@ -49,7 +53,8 @@ from sim.instruments.chip import ChipConfig, EmulatedChip
 N = 32
 DEVICE = {**no_variation("soft-bounds"), "dw_min": 0.01, "tau": 1.0}
 BOARDS = {
-    "mvm": ALL_CAPABILITIES,
+    "mvm, train": ALL_CAPABILITIES,
+    "mvm, per slot": ALL_CAPABILITIES & ~pb.Capability.PULSE_TRAIN,
     "array reads": ALL_CAPABILITIES & ~pb.Capability.ANALOG_MVM,
     "cell reads": ALL_CAPABILITIES & ~pb.Capability.ANALOG_MVM & ~pb.Capability.PARALLEL_READ,
 }
@@ -140,7 +145,7 @@ def main() -> None:
     for name, r in results.items():
         split = ", ".join(f"{k} {v:.1f}" for k, v in r["requests_per_step"].items())
         f = r["forward"]
-        print(f"{name:12s} training: {r['steps_per_second']:6.2f} steps/s, "
+        print(f"{name:13s} training: {r['steps_per_second']:6.2f} steps/s, "
               f"{r['round_trips_per_step']:6.1f} round trips/step ({split}); forward with every "
               f"cell to read: {f['passes_per_second']:8.2f} passes/s, "
               f"{f['round_trips_per_pass']:6.1f} round trips/pass", flush=True)

@@ -6,7 +6,8 @@ ArC TWO's, a test's fake) and passes every call through, counting:
 - ``pulses``: device pulses, the sum of ``counts`` of :meth:`~CountingAccess.pulse_cells`, and
   for :meth:`~CountingAccess.pulse_masks` one per crossing cell, ``len(rows) * len(cols)``
   (one coincidence pulse on row and column masks reaches every crossing; the chip's pulse
-  ledger counts it the same way);
+  ledger counts it the same way), and the same per slot of
+  :meth:`~CountingAccess.pulse_mask_train`;
 - ``cell_reads``: cells read by :meth:`~CountingAccess.read_cells`, each once;
 - ``mvms``: analog matrix-vector products, ``voltages.shape[0]`` per
   :meth:`~CountingAccess.mvm` call (one per input vector), where the wrapped access has one;
@@ -28,7 +29,7 @@ round trip per call (a lower bound) and its whole call time as waiting.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -76,6 +77,11 @@ class CountingAccess:
         return bool(getattr(self.access, "parallel_mvm", False))
 
     @property
+    def parallel_train(self) -> bool:
+        """The wrapped access's, False where it takes no pulse trains."""
+        return bool(getattr(self.access, "parallel_train", False))
+
+    @property
     def read_voltage(self) -> float:
         return self.access.read_voltage
 
@@ -89,6 +95,12 @@ class CountingAccess:
         with self._timed():
             self.access.pulse_masks(rows, cols, polarity)
         self.pulses += len(rows) * len(cols)
+
+    def pulse_mask_train(self, slots: Sequence[tuple[Index, Index, int]]) -> None:
+        """The wrapped access's pulse train: one pulse per crossing cell of every slot."""
+        with self._timed():
+            self.access.pulse_mask_train(slots)  # type: ignore[attr-defined]
+        self.pulses += sum(len(rows) * len(cols) for rows, cols, _ in slots)
 
     def read_cells(self, rows: Index, cols: Index) -> Array:
         with self._timed():

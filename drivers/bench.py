@@ -12,7 +12,9 @@ for its own pulses too: before the first on-board pulse the access selects once 
 
 Where the board offers an analog MVM (capability ``analog_mvm``) and the station's ``read.mvm``
 allows it, the tiles' forward and backward passes are the board's MVM
-(:meth:`StationAccess.mvm`).
+(:meth:`StationAccess.mvm`). Where it also takes pulse trains (capability ``pulse_train``, with
+``parallel_update``), a coincidence update's mask pulses go out as one train
+(:meth:`StationAccess.pulse_mask_train`) instead of one frame each.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ at the last step before the wire."""
         capabilities = board.info.capabilities
         self._by_board = station.write.via == "board"
         self._parallel_update = self._by_board and Capability.PARALLEL_UPDATE in capabilities
+        self._parallel_train = self._parallel_update and Capability.PULSE_TRAIN in capabilities
         self._parallel_read = (station.read.via == "board"
                                and Capability.PARALLEL_READ in capabilities)
         read = station.read
@@ -62,6 +65,10 @@ at the last step before the wire."""
                  "as the board's analog MVM" if self._parallel_mvm else
                  f"from cell reads (read.mvm = {read.mvm!r}, analog_mvm "
                  f"{'offered' if offered else 'not offered'})")
+        if self._parallel_update:
+            log.info("board %s: coincidence updates %s", board.port,
+                     "as one pulse train each" if self._parallel_train else
+                     "one mask pulse a request (no pulse_train capability)")
         self._polarity = 0  # the generator's armed polarity (0: not armed yet)
         self._bias_sent = False  # the board holds write.bias (the bench resets it only at open)
         if smu is not None and read.via == "smu":
@@ -71,6 +78,11 @@ at the last step before the wire."""
     @property
     def parallel_update(self) -> bool:
         return self._parallel_update
+
+    @property
+    def parallel_train(self) -> bool:
+        """True if :meth:`pulse_mask_train` works (the board takes a train of mask pulses)."""
+        return self._parallel_train
 
     @property
     def read_voltage(self) -> float:
@@ -160,6 +172,18 @@ at the last step before the wire."""
         if rows.size and cols.size:
             self._send_bias(int(rows[0]), int(cols[0]))
         self.board.pulse_masks(rows.tolist(), cols.tolist(), polarity, 1,
+                               amplitude=write.amplitude, width=write.width)
+
+    def pulse_mask_train(self, slots: Sequence[tuple[Index, Index, int]]) -> None:
+        """One coincidence pulse per slot ``(rows, cols, polarity)``, in order, as the board's
+        pulse train: as :meth:`pulse_masks` slot after slot, in one request (or as few as the
+        link's frame budget allows)."""
+        if not slots:
+            return
+        write = self.station.write
+        rows, cols, _ = slots[0]
+        self._send_bias(int(rows[0]), int(cols[0]))
+        self.board.pulse_train([(r.tolist(), c.tolist(), p) for r, c, p in slots],
                                amplitude=write.amplitude, width=write.width)
 
     def read_cells(self, rows: Index, cols: Index) -> NDArray[np.float64]:

@@ -18,7 +18,10 @@ Guarantees:
   against the read-voltage limit, and its integration time and ADC range against
   :data:`MVM_INTEGRATION_TIME` and :data:`MVM_ADC_RANGE`; it is sent only to a board whose
   ``Identify`` reports ``analog_mvm``. A board that speaks only protocol 1 answers an MVM frame
-  with NACK ``bad_version``: a :class:`BoardError` saying the board speaks protocol 1.
+  with NACK ``bad_version``: a :class:`BoardError` saying the board speaks protocol 1. A pulse
+  train (:meth:`BoardClient.pulse_train`, protocol 2) is checked as a mask pulse for each of its
+  slots (amplitude, width, every line within the board's array) and is sent only to a board
+  whose ``Identify`` reports ``pulse_train``.
 - Replies are checked against their requests. A ``ReadReply`` must have the shape the read asks
   for -- (1, 1) for a cell, (1, cols) for a row, (rows, 1) for a column, (rows, cols) for the
   array, with the geometry of the board's ``Identify`` (the client identifies first if it has
@@ -80,6 +83,10 @@ MVM_INTEGRATION_TIME = (1e-9, 1.0)
 MVM_ADC_RANGE = (0.0, 0.1)  # the lower end excluded
 #: Payload bytes of an MVM besides the voltages: drive, two masks (u16 count each), f32 x 2, u16.
 _MVM_FIXED = 1 + 2 + 2 + 4 + 4 + 2
+#: Payload bytes of a pulse train besides its slots: amplitude, width (f32 each), slot count u16.
+_TRAIN_FIXED = 4 + 4 + 2
+#: What a protocol-2 command does, for the message that a board of protocol 1 refused it.
+_FEATURES = {pb.Mvm: "analog MVM", pb.PulseTrain: "pulse trains"}
 
 
 class BoardError(BenchError):
@@ -115,6 +122,8 @@ class BoardStats:
 
 
 TargetLike = pb.CellTarget | pb.MaskTarget | tuple[int, int]
+#: One slot of a pulse train: the rows, the columns and the polarity (+1 / -1) of its mask pulse.
+SlotLike = tuple[Iterable[int], Iterable[int], int]
 LineLike = pb.LineRef | tuple[str, int] | None
 
 
@@ -211,6 +220,47 @@ class BoardClient:
         self.pulse(pb.MaskTarget(frozenset(rows), frozenset(cols)), polarity, count,
                    amplitude=amplitude, width=width)
 
+    def pulse_train(self, slots: Iterable[SlotLike], *, amplitude: float, width: float) -> None:
+        """One mask pulse of ``polarity * amplitude`` V, ``width`` s per slot ``(rows, cols,
+        polarity)``, in order, in as few ``PulseTrain`` frames as :meth:`payload_budget` allows
+        (needs ``pulse_train``). Amplitude and width are checked against the limits and every
+        line against the board's array before anything is sent; a train that spans frames
+        stops at the first refused frame (the frames before it were applied)."""
+        amplitude32, width32, _ = self._pulse_values(amplitude, width, 1)
+        where = f"board {self.port}, PulseTrain"
+        info = self.info
+        if pb.Capability.PULSE_TRAIN not in info.capabilities:
+            raise BoardError(f"{where}: the board does not report the pulse_train capability (a "
+                             "board of protocol 1 has none; pulse trains need protocol 2); nothing "
+                             "was sent", port=self.port, command="PulseTrain",
+                             nack=pb.NackCode.UNSUPPORTED, detail="no pulse_train capability")
+        train = []
+        for k, (rows, cols, polarity) in enumerate(slots):
+            target = pb.MaskTarget(frozenset(int(r) for r in rows), frozenset(int(c) for c in cols))
+            for quantity, lines, size in (("row", target.rows, info.rows),
+                                          ("column", target.cols, info.cols)):
+                if max(lines) >= size:
+                    raise LimitError(f"{quantity} index", max(lines), f"< {size}, the board's "
+                                     f"{quantity}s", where=f"{where}, slot {k}")
+            train.append(pb.TrainSlot(polarity, target))
+        for frame in self._train_frames(train):
+            self.request(pb.PulseTrain(amplitude32, width32, tuple(frame)))
+
+    def _train_frames(self, slots: list[pb.TrainSlot]) -> list[list[pb.TrainSlot]]:
+        """``slots`` in order, split into frames of at most :meth:`payload_budget` bytes (at
+        least one slot each) and 65,535 slots."""
+        budget = self.payload_budget()
+        frames: list[list[pb.TrainSlot]] = []
+        size = budget + 1  # start a frame with the first slot
+        for slot in slots:
+            need = 1 + 4 + (max(slot.target.rows) >> 3) + 1 + (max(slot.target.cols) >> 3) + 1
+            if size + need > budget or len(frames[-1]) == 0xFFFF:
+                frames.append([])
+                size = _TRAIN_FIXED
+            frames[-1].append(slot)
+            size += need
+        return frames
+
     def read(self, mode: pb.ReadMode | str = pb.ReadMode.CELL, row: int | None = None,
              col: int | None = None, voltage: float = 0.1) -> NDArray[np.float64]:
         """Currents (A) at ``voltage`` (V) with shape (1, 1), (1, cols), (rows, 1) or (rows, cols)
@@ -239,7 +289,7 @@ class BoardClient:
 
         Every voltage is checked against the station's read-voltage limit and sent as the
         float32 nearest it on the safe side; the vectors go in as few frames as
-        :meth:`mvm_payload_budget` allows. Needs ``analog_mvm`` (else :class:`BoardError`,
+        :meth:`payload_budget` allows. Needs ``analog_mvm`` (else :class:`BoardError`,
         nothing sent).
         """
         where = f"board {self.port}, Mvm"
@@ -276,16 +326,16 @@ class BoardClient:
             out.append(np.asarray(reply.values, dtype=np.float64).reshape(reply.shape))
         return np.concatenate(out) if out else np.zeros((0, len(sensed_lines)))
 
-    def mvm_payload_budget(self) -> int:
-        """The most payload bytes an MVM frame (request or reply) takes: what the link carries
+    def payload_budget(self) -> int:
+        """The most payload bytes an MVM or pulse-train frame (request or reply) takes: what the link carries
         in half the reply timeout at its baud rate (10 bits a byte), so that a frame and its
         reply arrive before the timeout, within the protocol's 65,535 (at least 1,024)."""
         return max(1024, min(pb.DEFAULT_MAX_PAYLOAD, int(self.baudrate / 10 * self.timeout / 2)))
 
     def _vectors_per_frame(self, n_driven: int, n_sensed: int) -> int:
-        """The most MVM vectors one request and its reply carry within :meth:`mvm_payload_budget`
+        """The most MVM vectors one request and its reply carry within :meth:`payload_budget`
         (at least one)."""
-        budget = self.mvm_payload_budget()
+        budget = self.payload_budget()
         masks = 2 * (n_driven + n_sensed)  # bytes, generous: a mask is at most (index + 8) / 8
         request = (budget - _MVM_FIXED - masks) // (4 * n_driven)
         reply = (budget - 4) // (4 * n_sensed)
@@ -339,6 +389,9 @@ class BoardClient:
         elif isinstance(message, pb.Read):
             limits = self._require_limits("Read", "read voltage (V)", message.voltage)
             values = {"read_voltage": message.voltage}
+        elif isinstance(message, pb.PulseTrain):
+            limits = self._require_limits("PulseTrain", "pulse amplitude (V)", message.amplitude)
+            values = {"amplitude": message.amplitude, "width": message.width}
         elif isinstance(message, pb.Mvm):
             limits = self._require_limits("Mvm", "read voltage (V)", message.voltages)
             peak = max((abs(v) for vector in message.voltages for v in vector), default=0.0)
@@ -416,7 +469,8 @@ class BoardClient:
                 self.stats.round_trips += 1
                 if isinstance(outcome, pb.Nack):
                     older = (outcome.error is pb.NackCode.BAD_VERSION and message.VERSION > 1)
-                    why = (f"the board speaks protocol 1; {_name(message)} (analog MVM) needs "
+                    why = (f"the board speaks protocol 1; {_name(message)} "
+                           f"({_FEATURES.get(type(message), 'this command')}) needs "
                            f"{message.VERSION}. " if older else "")
                     raise BoardError(
                         f"board {self.port}: {_name(message)} refused with NACK "

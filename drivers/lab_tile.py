@@ -16,7 +16,9 @@ The lab tile turns the training controller's operations into instrument work:
   (Tiki-Taka's one-hot column reads read one column).
 - ``update(x, d, lr)``: the same stochastic pulse trains as the emulator
   (:mod:`hilctl.pulse_trains`). Where the board fires rows and columns at once, each slot goes
-  out as coincidence pulses on row and column masks, one per sign quadrant; else every cell
+  out as coincidence pulses on row and column masks, one per sign quadrant: all of a sample's
+  slots as one pulse train where the access offers it (``parallel_train`` and
+  ``pulse_mask_train``), else one mask pulse at a time; without parallel updates every cell
   gets its up pulses, then its down pulses, one cell at a time.
 - ``apply_pulses(counts)``: signed counts, cell by cell.
 - Weights are one cell each against a reference conductance (``mapping.kind = "reference"``), or
@@ -248,7 +250,9 @@ class LabTile:
 
     def _fire_masks(self, row_trains: NDArray[np.int8], col_trains: NDArray[np.int8]) -> None:
         """Each slot as coincidence pulses: rows with d > 0 and columns with x > 0 meet in a
-        down pulse (``d x > 0``), and so on for the four sign quadrants."""
+        down pulse (``d x > 0``), and so on for the four sign quadrants. All of them as one
+        pulse train where the access takes one, else one mask pulse each, in the same order."""
+        pulses: list[tuple[Index, Index, int]] = []
         for slot in range(row_trains.shape[0]):
             for row_sign, col_sign in ((1, 1), (-1, -1), (1, -1), (-1, 1)):
                 rows = np.flatnonzero(row_trains[slot] == row_sign)
@@ -256,7 +260,13 @@ class LabTile:
                 if rows.size and cols.size:
                     self._stale[np.ix_(rows, cols)] = True
                     chip_cols, polarity = self._chip_target(cols, -1 if row_sign == col_sign else 1)
-                    self.access.pulse_masks(rows + self.region.row, chip_cols, polarity)
+                    pulses.append((rows + self.region.row, chip_cols, polarity))
+        train = getattr(self.access, "pulse_mask_train", None)
+        if train is not None and getattr(self.access, "parallel_train", False):
+            train(pulses)
+            return
+        for rows, cols, polarity in pulses:
+            self.access.pulse_masks(rows, cols, polarity)
 
     def state_dict(self) -> dict[str, Any]:
         """The host side (the pulse trains' random stream) and the weights read back now: the

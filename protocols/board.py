@@ -13,10 +13,11 @@ Messages are frozen dataclasses. Floats travel as IEEE-754 float32; constructors
 fields to float32 so that ``decode(encode(m)) == m`` holds exactly.
 
 Versions: ``version`` is the protocol version that defines the frame's code (``Message.VERSION``).
-Protocol 2 adds the analog matrix-vector product (:class:`Mvm`) and nothing else, so every
-version-1 message still travels in a version-1 frame, byte for byte as before; only an
-:class:`Mvm` request travels in a version-2 frame. A board that speaks only protocol 1 answers it
-with ``NACK bad_version``, which the host reports as "needs protocol 2".
+Protocol 2 adds the analog matrix-vector product (:class:`Mvm`) and the pulse train of a
+coincidence update (:class:`PulseTrain`) and nothing else, so every version-1 message still
+travels in a version-1 frame, byte for byte as before; only those two requests travel in
+version-2 frames. A board that speaks only protocol 1 answers them with ``NACK bad_version``,
+which the host reports as "needs protocol 2".
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ __all__ = [
     "ProtocolError",
     "ProtocolErrorKind",
     "Pulse",
+    "PulseTrain",
     "Read",
     "ReadErrors",
     "ReadMode",
@@ -72,6 +74,7 @@ __all__ = [
     "SelectMode",
     "SequenceCounter",
     "SequenceTracker",
+    "TrainSlot",
     "decode_frame",
     "decode_message",
     "encode_frame",
@@ -120,6 +123,7 @@ class Code(enum.IntEnum):
     READ = 0x06
     READ_ERRORS = 0x07
     MVM = 0x08  # protocol 2
+    PULSE_TRAIN = 0x09  # protocol 2
     ACK = 0x80
     IDENTIFY_REPLY = 0x81
     READ_REPLY = 0x82
@@ -166,7 +170,7 @@ _AXIS_WIRE = {Axis.ROW: 1, Axis.COLUMN: 2}
 
 
 class Capability(enum.Flag):
-    """Capability flags an :class:`IdentifyReply` reports (one wire byte, bits 0..3)."""
+    """Capability flags an :class:`IdentifyReply` reports (one wire byte, bits 0..5)."""
 
     NONE = 0
     PARALLEL_UPDATE = 0x01  # Pulse with a MaskTarget (coincidence update of many cells at once)
@@ -174,9 +178,10 @@ class Capability(enum.Flag):
     ON_BOARD_PULSER = 0x04  # Pulse is generated on the board (else: route an external generator)
     ON_BOARD_ADC = 0x08  # Read is measured on the board (else: route an external SMU)
     ANALOG_MVM = 0x10  # Mvm: an analog matrix-vector product on the board (protocol 2)
+    PULSE_TRAIN = 0x20  # PulseTrain: many mask pulses in one command (protocol 2)
 
 
-_CAPABILITY_BITS = 0x1F
+_CAPABILITY_BITS = 0x3F
 
 
 class NackCode(enum.IntEnum):
@@ -595,6 +600,66 @@ class Pulse(Message):
 
 
 @dataclass(frozen=True)
+class TrainSlot:
+    """One slot of a :class:`PulseTrain`: a pulse of ``polarity`` (+1 / -1) on row and column
+    masks, as a :class:`Pulse` of count 1 with that :class:`MaskTarget` would apply it."""
+
+    polarity: int
+    target: MaskTarget
+
+    def __post_init__(self) -> None:
+        if self.polarity not in (1, -1) or isinstance(self.polarity, bool):
+            raise ValueError(f"polarity must be +1 or -1, got {self.polarity!r}")
+        object.__setattr__(self, "polarity", int(self.polarity))
+        if not isinstance(self.target, MaskTarget):
+            raise TypeError("target must be a MaskTarget")
+
+
+@dataclass(frozen=True)
+class PulseTrain(Message):
+    """The pulses of a coincidence update in one command (protocol 2, needs ``PULSE_TRAIN`` and
+    ``PARALLEL_UPDATE``). Reply: :class:`Ack`.
+
+    Every slot is one pulse of ``slot.polarity * amplitude`` volts and ``width`` seconds on the
+    slot's row and column masks; the board applies the slots in order, each exactly as a
+    :class:`Pulse` of count 1 on those masks would (the lines a slot does not drive at the bias
+    scheme in force). ``amplitude`` is the magnitude (> 0, volts).
+    """
+
+    CODE: ClassVar[Code] = Code.PULSE_TRAIN
+    VERSION: ClassVar[int] = 2
+    amplitude: float
+    width: float
+    slots: tuple[TrainSlot, ...]
+
+    def __post_init__(self) -> None:
+        for name in ("amplitude", "width"):
+            v = _f32(getattr(self, name), name)
+            if not v > 0:
+                raise ValueError(f"{name} must be > 0, got {v}")
+            object.__setattr__(self, name, v)
+        slots = tuple(self.slots)
+        if not 1 <= len(slots) <= 0xFFFF:
+            raise ValueError(f"1..65535 slots are needed, got {len(slots)}")
+        if not all(isinstance(slot, TrainSlot) for slot in slots):
+            raise TypeError("every slot must be a TrainSlot")
+        object.__setattr__(self, "slots", slots)
+
+    def _encode(self, w: _Writer) -> None:
+        w.f32(self.amplitude).f32(self.width).u16(len(self.slots))
+        for slot in self.slots:
+            w.i8(slot.polarity).blob16(_mask_bytes(slot.target.rows))
+            w.blob16(_mask_bytes(slot.target.cols))
+
+    @classmethod
+    def _decode(cls, r: _Reader) -> PulseTrain:
+        amplitude, width, count = r.f32(), r.f32(), r.u16()
+        slots = tuple(TrainSlot(r.i8(), MaskTarget(_mask_lines(r.blob16()), _mask_lines(r.blob16())))
+                      for _ in range(count))
+        return cls(amplitude, width, slots)
+
+
+@dataclass(frozen=True)
 class Read(Message):
     """Read currents at ``voltage`` volts: a cell (``row``, ``col``), a row, a column or the array.
 
@@ -834,7 +899,7 @@ class Nack(Message):
 
 _MESSAGE_TYPES: dict[int, type[Message]] = {
     cls.CODE: cls
-    for cls in (Identify, Reset, Select, Route, Pulse, Read, ReadErrors, Mvm,
+    for cls in (Identify, Reset, Select, Route, Pulse, Read, ReadErrors, Mvm, PulseTrain,
                 Ack, IdentifyReply, ReadReply, ErrorsReply, Nack)
 }
 
@@ -848,6 +913,7 @@ REPLY_TYPES: dict[type[Message], type[Message]] = {
     Read: ReadReply,
     ReadErrors: ErrorsReply,
     Mvm: ReadReply,
+    PulseTrain: Ack,
 }
 
 

@@ -158,18 +158,21 @@ def test_sim_serve_prints_commands_that_work(capsys, station, tmp_path) -> None:
 def test_a_lossy_link_run_lands_every_pulse_exactly_once(capsys, tmp_path, monkeypatch,
                                                          rate) -> None:
     """A whole training through a board link that drops and corrupts ``rate`` of the frames
-    each way: the chip received exactly the pulses the host had acknowledged, in order."""
+    each way: the chip received exactly the pulses the host had acknowledged, in order (single
+    pulses and the slots of pulse trains alike)."""
     acknowledged: list[LedgerEntry] = []
     request = BoardClient.request
 
     def recording(self: BoardClient, message: pb.Message) -> pb.Message:
         reply = request(self, message)
-        if isinstance(message, pb.Pulse):
-            target = message.target
+        pulses: list[tuple[int, int, pb.CellTarget | pb.MaskTarget]] = (
+            [(message.polarity, message.count, message.target)] if isinstance(message, pb.Pulse)
+            else [(slot.polarity, 1, slot.target) for slot in message.slots]
+            if isinstance(message, pb.PulseTrain) else [])
+        for polarity, count, target in pulses:
             cells = ([(target.row, target.col)] if isinstance(target, pb.CellTarget) else
                      [(r, c) for r in sorted(target.rows) for c in sorted(target.cols)])
-            acknowledged.extend(LedgerEntry(r, c, message.polarity, message.count)
-                                for r, c in cells)
+            acknowledged.extend(LedgerEntry(r, c, polarity, count) for r, c in cells)
         return reply
 
     monkeypatch.setattr(BoardClient, "request", recording)

@@ -34,6 +34,11 @@ Semantics of the board (what the firmware of a real board would document):
   noise, ADC resolution and saturation, IR drop: :mod:`sim.instruments.mvm`). A board made with
   ``protocol=1`` is one built before protocol 2: it decodes frames of version 1 only (an
   ``Mvm`` frame gets NACK ``bad_version``) and never reports ``analog_mvm``.
+- ``PulseTrain`` (protocol 2, capabilities ``pulse_train`` and ``parallel_update``): the whole
+  train is checked first (amplitude, width, every slot's lines; a refusal applies nothing), then
+  each slot goes through the same chip path as a mask ``Pulse`` of count 1, in order, so
+  half-select disturb and the chip's pulse ledger see exactly what the single pulses would
+  show. A board of ``protocol=1`` never reports ``pulse_train``.
 - ``ReadErrors``: drains the error queue. Every NACK the board sends (refused requests and
   undecodable frames) appends ``(nack code, message)``; the queue keeps the newest 255.
 - Indices beyond the array, amplitude / width beyond :class:`BoardLimits` and read (or MVM)
@@ -76,7 +81,7 @@ __all__ = ["ALL_CAPABILITIES", "BoardLimits", "BoardStats", "FaultConfig", "Simu
 
 ALL_CAPABILITIES = (pb.Capability.PARALLEL_UPDATE | pb.Capability.PARALLEL_READ
                     | pb.Capability.ON_BOARD_PULSER | pb.Capability.ON_BOARD_ADC
-                    | pb.Capability.ANALOG_MVM)
+                    | pb.Capability.ANALOG_MVM | pb.Capability.PULSE_TRAIN)
 
 _POLL = 0.05  # seconds the thread waits in select before it checks the stop flag
 _WRITE_GIVE_UP = 1.0  # seconds a reply may wait for room in the pty before it is dropped
@@ -151,8 +156,8 @@ class SimulatedBoard:
         self.firmware = firmware
         self.protocol = protocol
         self.capabilities = pb.Capability(capabilities)
-        if protocol < pb.Mvm.VERSION:  # a board of protocol 1 knows no such bit
-            self.capabilities &= ~pb.Capability.ANALOG_MVM
+        if protocol < pb.Mvm.VERSION:  # a board of protocol 1 knows no such bits
+            self.capabilities &= ~(pb.Capability.ANALOG_MVM | pb.Capability.PULSE_TRAIN)
         self.mvm_settings = mvm or MvmSettings()
         self.fault = fault or FaultConfig()
         self.limits = limits or BoardLimits()
@@ -365,6 +370,8 @@ class SimulatedBoard:
             return self._read(request)
         if isinstance(request, pb.Mvm):
             return self._mvm(request)
+        if isinstance(request, pb.PulseTrain):
+            return self._pulse_train(request)
         if isinstance(request, pb.ReadErrors):
             errors = tuple(self.errors)
             self.errors.clear()
@@ -403,25 +410,43 @@ class SimulatedBoard:
         self.chip.routing.pulse_cell = cell(self.routes.pulse)
         self.chip.routing.smu_cell = cell(self.routes.smu)
 
-    def _pulse(self, request: pb.Pulse) -> pb.Message:
+    def _check_pulse(self, amplitude: float, width: float) -> None:
+        """The on-board pulser is there and ``amplitude`` (V), ``width`` (s) within its limits."""
         self._need(pb.Capability.ON_BOARD_PULSER, "pulse")
         lim = self.limits
-        if request.amplitude > lim.max_amplitude:
+        if amplitude > lim.max_amplitude:
             raise _Refused(pb.NackCode.OUT_OF_RANGE,
-                           f"amplitude {request.amplitude:g} V beyond {lim.max_amplitude:g} V")
-        if request.width > lim.max_width:
-            raise _Refused(pb.NackCode.OUT_OF_RANGE, f"width {request.width:g} s beyond {lim.max_width:g} s")
+                           f"amplitude {amplitude:g} V beyond {lim.max_amplitude:g} V")
+        if width > lim.max_width:
+            raise _Refused(pb.NackCode.OUT_OF_RANGE, f"width {width:g} s beyond {lim.max_width:g} s")
+
+    def _mask_cells(self, target: pb.MaskTarget) -> tuple[np.ndarray, np.ndarray]:
+        """The (rows, cols) of every crossing of ``target`` (its lines checked against the array;
+        needs ``parallel_update``)."""
+        self._need(pb.Capability.PARALLEL_UPDATE, "pulse with row/column masks")
+        self._check_index("mask row", max(target.rows))
+        self._check_index("mask col", None, max(target.cols))
+        rr, cc = np.meshgrid(sorted(target.rows), sorted(target.cols), indexing="ij")
+        return rr.reshape(-1).astype(np.intp), cc.reshape(-1).astype(np.intp)
+
+    def _pulse(self, request: pb.Pulse) -> pb.Message:
+        self._check_pulse(request.amplitude, request.width)
         target = request.target
         if isinstance(target, pb.CellTarget):
             self._check_index_pair(target.row, target.col)
             cells = (np.array([target.row], dtype=np.intp), np.array([target.col], dtype=np.intp))
         else:
-            self._need(pb.Capability.PARALLEL_UPDATE, "pulse with row/column masks")
-            self._check_index("mask row", max(target.rows))
-            self._check_index("mask col", None, max(target.cols))
-            rr, cc = np.meshgrid(sorted(target.rows), sorted(target.cols), indexing="ij")
-            cells = (rr.reshape(-1).astype(np.intp), cc.reshape(-1).astype(np.intp))
+            cells = self._mask_cells(target)
         self.chip.pulse(cells, request.polarity, request.count, request.amplitude, request.width)
+        return pb.Ack(request.CODE)
+
+    def _pulse_train(self, request: pb.PulseTrain) -> pb.Message:
+        """Every slot checked, then applied in order as a mask pulse of count 1."""
+        self._need(pb.Capability.PULSE_TRAIN, "pulse train")
+        self._check_pulse(request.amplitude, request.width)
+        cells = [self._mask_cells(slot.target) for slot in request.slots]
+        for slot, slot_cells in zip(request.slots, cells, strict=True):
+            self.chip.pulse(slot_cells, slot.polarity, 1, request.amplitude, request.width)
         return pb.Ack(request.CODE)
 
     def _read(self, request: pb.Read) -> pb.Message:

@@ -30,6 +30,10 @@ Sections of a simulated station file (all tables; see ``examples/sim_station.tom
   ``wire_resistance`` (ohm per segment, 0: no IR drop), ``noise_time`` (s, the integration time
   at which a sensed line's noise std is ``read_noise``); the model is in
   ``sim/instruments/mvm.py``.
+- ``[pulse_train]`` optional: ``enabled`` (default true: the board reports ``pulse_train`` and
+  takes a coincidence update's pulses in one ``PULSE_TRAIN`` frame; false: a board without it,
+  so the lab sends one mask ``PULSE`` per slot and sign quadrant). A board of ``[mvm]``
+  ``protocol = 1`` has no pulse train either.
 - ``[faults]`` optional: ``board_drop`` / ``board_corrupt`` (share of board frames dropped /
   corrupted, each direction), ``board_delay`` (s added before every board reply),
   ``scpi_reply_delay`` (s added before every SCPI reply), ``seed``.
@@ -73,7 +77,7 @@ from sim.instruments.pulse_generator import SimulatedPulseGenerator
 from sim.instruments.scpi_server import Faults
 from sim.instruments.smu import SimulatedSmu
 
-__all__ = ["SimMvmSection", "SimStationSpec", "SimulatedStation", "load_sim_station"]
+__all__ = ["SimMvmSection", "SimPulseTrainSection", "SimStationSpec", "SimulatedStation", "load_sim_station"]
 
 class SimChipSection(StrictModel):
     """Geometry of the emulated chip and the seed of its random draws."""
@@ -93,6 +97,12 @@ class SimMvmSection(MvmSettings):
     def capabilities(self) -> Capability:
         """The simulated board's capabilities: all of them, less ``analog_mvm`` if disabled."""
         return ALL_CAPABILITIES if self.enabled else ALL_CAPABILITIES & ~Capability.ANALOG_MVM
+
+
+class SimPulseTrainSection(StrictModel):
+    """Whether the simulated board takes a pulse train (``PULSE_TRAIN``) in one command."""
+
+    enabled: bool = Field(True, description="the board reports the pulse_train capability")
 
 
 class FaultsSection(StrictModel):
@@ -116,6 +126,7 @@ class SimStationSpec(StrictModel):
     disturb: DisturbSettings = Field(default_factory=DisturbSettings)
     faults: FaultsSection = Field(default_factory=FaultsSection)
     mvm: SimMvmSection = Field(default_factory=SimMvmSection)
+    pulse_train: SimPulseTrainSection = Field(default_factory=SimPulseTrainSection)
     board: BoardSettings = Field(default_factory=BoardSettings)
     pulse_generator: InstrumentSettings = Field(default_factory=InstrumentSettings)
     smu: InstrumentSettings = Field(default_factory=InstrumentSettings)
@@ -124,6 +135,11 @@ class SimStationSpec(StrictModel):
     read: ReadSection = Field(default_factory=ReadSection)
     mapping: MappingSection | None = None
     limits: StationLimits = Field(default_factory=StationLimits)
+
+    def board_capabilities(self) -> Capability:
+        """The simulated board's capabilities: ``[mvm]``'s, less ``pulse_train`` if disabled."""
+        offered = self.mvm.capabilities()
+        return offered if self.pulse_train.enabled else offered & ~Capability.PULSE_TRAIN
 
     def station_values(self, *, port: str, pulse_generator: str, smu: str) -> dict[str, Any]:
         """The station file's values with the instruments at ``port`` and the two resources."""
@@ -207,7 +223,7 @@ class SimulatedStation:
                                    delay=f.board_delay, seed=f.seed)
         try:
             self.board = SimulatedBoard(self.chip, fault=board_faults, protocol=spec.mvm.protocol,
-                                        capabilities=spec.mvm.capabilities(), mvm=spec.mvm).start()
+                                        capabilities=spec.board_capabilities(), mvm=spec.mvm).start()
             self.pulse_generator = SimulatedPulseGenerator(
                 self.chip, faults=Faults(reply_delay=f.scpi_reply_delay, seed=f.seed)).start()
             self.smu = SimulatedSmu(self.chip, faults=Faults(reply_delay=f.scpi_reply_delay,

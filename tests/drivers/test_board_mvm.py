@@ -58,7 +58,7 @@ def test_a_large_batch_goes_in_as_few_frames_as_the_payload_allows() -> None:
     chip = _chip()
     with SimulatedBoard(chip, mvm=EXACT) as board, \
             BoardClient(board.port, timeout=0.2, retries=3, limits=LIMITS, baudrate=10_000_000) as client:
-        assert client.mvm_payload_budget() == pb.DEFAULT_MAX_PAYLOAD
+        assert client.payload_budget() == pb.DEFAULT_MAX_PAYLOAD
         v = np.full((2100, 8), 0.1)
         out = client.mvm("column", np.arange(8), np.arange(6), v, integration_time=1e-6,
                          adc_range=1e-3)
@@ -74,7 +74,7 @@ def test_a_slow_link_gets_frames_it_carries_within_the_timeout(link) -> None:
     """115,200 baud and a 0.2 s timeout: 11,520 bytes a second, so at most 1,152 payload bytes
     a frame (half the timeout), in each direction."""
     board, client, _ = link
-    assert client.mvm_payload_budget() == 1152
+    assert client.payload_budget() == 1152
     out = client.mvm("row", np.arange(6), np.arange(8), np.full((100, 6), 0.1),
                      integration_time=1e-6, adc_range=1e-3)
     assert out.shape == (100, 8)

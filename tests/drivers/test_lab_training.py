@@ -13,7 +13,7 @@ from hilctl.train_config import resolve_train_config
 from hilctl.training import train
 from protocols import board as pb
 from protocols.station import StationConfig
-from sim.instruments.board import SimulatedBoard
+from sim.instruments.board import ALL_CAPABILITIES, SimulatedBoard
 from sim.instruments.chip import ChipConfig, EmulatedChip
 from sim.instruments.pulse_generator import SimulatedPulseGenerator
 from sim.instruments.smu import SimulatedSmu
@@ -23,18 +23,23 @@ TASK = {"out": 4, "in": 8, "steps": 400, "lr": 0.05, "sigma": 0.1, "eval_window"
         "log_every": 100}
 
 
-@pytest.fixture(params=["auto", "off"], ids=["mvm", "cell-reads"])
+@pytest.fixture(params=[("auto", True), ("off", True), ("auto", False)],
+                ids=["mvm", "cell-reads", "mvm-per-slot-pulses"])
 def station(request):
-    """The board offers an analog MVM; ``read.mvm`` uses it (``auto``) or reads cells (``off``)."""
+    """The board offers an analog MVM; ``read.mvm`` uses it (``auto``) or reads cells (``off``).
+    It takes an update's mask pulses as one pulse train, or (``False``: no ``pulse_train``
+    capability) one mask pulse per frame."""
+    mvm, pulse_train = request.param
+    capabilities = ALL_CAPABILITIES if pulse_train else ALL_CAPABILITIES & ~pb.Capability.PULSE_TRAIN
     chip = EmulatedChip(ChipConfig(rows=8, cols=8, read_noise=1e-10,
                                    device=device_config("soft-bounds", **DEVICE)))
-    with SimulatedBoard(chip) as board:
+    with SimulatedBoard(chip, capabilities=capabilities) as board:
         config = StationConfig.model_validate({
             "board": {"port": board.port, "timeout": 0.2},
             "chip": {"rows": 8, "cols": 8},
             "tiles": [{"name": "fast", "rows": 4, "cols": 8},
                       {"name": "slow", "row": 4, "rows": 4, "cols": 8}],
-            "read": {"mvm": request.param},
+            "read": {"mvm": mvm},
             "mapping": {"g_ref": chip.config.g_ref, "g_scale": chip.config.g_scale,
                         "dw_min": 0.01},
         })
@@ -52,9 +57,9 @@ def config_for(algorithm: str, **algorithm_values: float):
 @pytest.mark.parametrize("algorithm", ["analog-sgd", "tiki-taka"])
 def test_training_through_the_lab_path_matches_the_emulator(station, algorithm) -> None:
     """rel_err through the lab path, forward passes as the board's analog MVM or from cell
-    reads, is of the same order as on the emulator with the same device (within 3x either way:
-    the two see different pulse-train and noise draws; measured ratios were within 1.5x), and
-    well below the untrained 1.0."""
+    reads, updates as pulse trains or one mask pulse per frame, is of the same order as on the
+    emulator with the same device (within 3x either way: the two see different pulse-train and
+    noise draws; measured ratios were within 1.5x), and well below the untrained 1.0."""
     config, chip, board = station
     values = {"fast_lr": 0.2} if algorithm == "tiki-taka" else {}
     lab = train(config_for(algorithm, **values), "lab", backend_options={"station": config})
@@ -64,6 +69,10 @@ def test_training_through_the_lab_path_matches_the_emulator(station, algorithm) 
     assert chip.ledger  # the pulses went through the board
     mvms = [m for m in board.requests if isinstance(m, pb.Mvm)]
     assert bool(mvms) == (config.read.mvm == "auto")  # the forward passes took the chosen path
+    offered = pb.Capability.PULSE_TRAIN in board.capabilities  # and the updates theirs
+    assert any(isinstance(m, pb.PulseTrain) for m in board.requests) == offered
+    assert any(isinstance(m, pb.Pulse) and isinstance(m.target, pb.MaskTarget)
+               for m in board.requests) != offered
 
 
 @pytest.fixture

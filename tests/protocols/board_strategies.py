@@ -58,6 +58,10 @@ def mvm(draw) -> b.Mvm:
                  draw(positive_f32))
 
 
+train_slot = st.builds(b.TrainSlot, polarity, st.builds(b.MaskTarget, mask, mask))
+pulse_train = st.builds(b.PulseTrain, positive_f32, positive_f32,
+                        st.lists(train_slot, min_size=1, max_size=8).map(tuple))
+
 ack = st.builds(b.Ack, st.integers(0, 0xFF))
 capabilities = st.sets(st.sampled_from([c for c in b.Capability if c]))
 geometry = st.integers(0, 0xFFFF)
@@ -77,7 +81,8 @@ errors_reply = st.builds(
 )
 nack = st.builds(b.Nack, st.sampled_from(list(b.NackCode)), text)
 
-requests = st.one_of(identify, reset, select(), route, pulse, read(), read_errors, mvm())
+requests = st.one_of(identify, reset, select(), route, pulse, read(), read_errors, mvm(),
+                     pulse_train)
 replies = st.one_of(ack, identify_reply, read_reply(), errors_reply, nack)
 messages = requests | replies
 seqs = st.integers(0, 0xFFFF)

@@ -37,6 +37,8 @@ EXAMPLES: list[b.Message] = [
     b.ReadErrors(),
     b.Mvm("row", {0, 1}, {0, 1, 2}, [[0.1, -0.05]], 1e-6, 1e-3),
     b.Mvm(b.Axis.COLUMN, {3}, {0, 9}, [[0.2], [-0.2], [0.0]], 1e-5, 2e-4),
+    b.PulseTrain(1.5, 1e-6, [b.TrainSlot(-1, b.MaskTarget({0, 9}, {2})),
+                             b.TrainSlot(1, b.MaskTarget({1}, {0, 3}))]),
     b.Ack(b.Code.PULSE),
     b.IdentifyReply("xbar-fw 2.1.0", 32, 64, {"parallel_update", "on_board_adc"}),
     b.ReadReply((2, 3), [1e-6, -2e-6, 0.0, math.inf, 5e-9, 1.0]),
@@ -53,6 +55,7 @@ MESSAGE_STRATEGIES = {
     "read": bs.read(),
     "read_errors": bs.read_errors,
     "mvm": bs.mvm(),
+    "pulse_train": bs.pulse_train,
     "ack": bs.ack,
     "identify_reply": bs.identify_reply,
     "read_reply": bs.read_reply(),
@@ -130,14 +133,29 @@ def test_golden_mvm_frame() -> None:
     assert cobs.decode(b.encode_frame(7, b.ReadReply((1, 3), [0.0] * 3))[:-1])[0] == 1
 
 
+def test_golden_pulse_train_frame() -> None:
+    """The worked example in BOARD.md: a version-2 frame of two slots."""
+    message = b.PulseTrain(1.5, 1e-6, [b.TrainSlot(-1, b.MaskTarget({0, 9}, {2})),
+                                       b.TrainSlot(1, b.MaskTarget({1}, {0, 3}))])
+    code, payload = b.encode_message(message)
+    assert code == 0x09
+    assert payload.hex(" ") == ("3f c0 00 00 35 86 37 bd 00 02 ff 00 02 01 02 00 01 04 "
+                                "01 00 01 02 00 01 09")
+    body = b.pack_body(7, code, payload)
+    assert body.hex(" ") == f"02 00 07 09 00 19 {payload.hex(' ')} b3 78"
+    assert cobs.decode(b.encode_frame(7, message)[:-1]) == body
+
+
 def test_version_1_frames_are_unchanged_and_an_old_decoder_refuses_mvm() -> None:
     """Every version-1 message goes out in a version-1 frame (what a version-1 board reads); a
-    decoder of protocol 1 answers an MVM frame with bad_version and its trusted number."""
+    decoder of protocol 1 answers an MVM or a pulse-train frame with bad_version and its
+    trusted number."""
     for message in EXAMPLES:
+        newer = isinstance(message, b.Mvm | b.PulseTrain)
         version = cobs.decode(b.encode_frame(3, message)[:-1])[0]
-        assert version == (2 if isinstance(message, b.Mvm) else 1)
+        assert version == (2 if newer else 1)
         old = b.FrameDecoder(max_version=1).feed(b.encode_frame(3, message))
-        if isinstance(message, b.Mvm):
+        if newer:
             (error,) = old
             assert error.kind == K.BAD_VERSION and error.seq == 3
             assert error.nack_code() == b.NackCode.BAD_VERSION
@@ -149,8 +167,14 @@ def test_capability_bit_4_is_analog_mvm_and_unknown_bits_are_ignored() -> None:
     reply = b.IdentifyReply("fw", 4, 4, {"analog_mvm"})
     assert b.encode_message(reply)[1][4] == 0x10
     code, payload = b.encode_message(reply)
-    future = payload[:4] + bytes([0xF0]) + payload[5:]
+    future = payload[:4] + bytes([0xD0]) + payload[5:]  # bits 6 and 7 unknown
     assert b.decode_message(code, future).capabilities == b.Capability.ANALOG_MVM
+
+
+def test_capability_bit_5_is_pulse_train() -> None:
+    reply = b.IdentifyReply("fw", 4, 4, {"pulse_train"})
+    assert b.encode_message(reply)[1][4] == 0x20
+    assert b.decode_message(*b.encode_message(reply)).capabilities == b.Capability.PULSE_TRAIN
 
 
 @pytest.mark.parametrize(
@@ -186,6 +210,13 @@ def test_capability_bit_4_is_analog_mvm_and_unknown_bits_are_ignored() -> None:
         (lambda: b.Mvm("row", {0}, {0}, [[0.1]], 0.0, 1e-3), ValueError),  # integration time
         (lambda: b.Mvm("row", {0}, {0}, [[0.1]], 1e-6, -1e-3), ValueError),  # ADC range
         (lambda: b.Mvm("diagonal", {0}, {0}, [[0.1]], 1e-6, 1e-3), ValueError),
+        (lambda: b.PulseTrain(1.0, 1e-6, []), ValueError),  # no slot
+        (lambda: b.PulseTrain(0.0, 1e-6, [b.TrainSlot(1, b.MaskTarget({0}, {0}))]), ValueError),
+        (lambda: b.PulseTrain(1.0, -1e-6, [b.TrainSlot(1, b.MaskTarget({0}, {0}))]), ValueError),
+        (lambda: b.PulseTrain(1.0, 1e-6, [(1, {0}, {0})]), TypeError),
+        (lambda: b.TrainSlot(0, b.MaskTarget({0}, {0})), ValueError),
+        (lambda: b.TrainSlot(True, b.MaskTarget({0}, {0})), ValueError),
+        (lambda: b.TrainSlot(1, b.CellTarget(0, 0)), TypeError),
     ],
 )
 def test_constructors_validate(factory, exc) -> None:
@@ -253,6 +284,22 @@ def test_any_bytes_yield_only_frames_or_protocol_errors(data: bytes, cuts: list[
             if isinstance(item, b.ProtocolError):
                 assert item.kind in set(K)
         assert dec.buffered <= dec.max_encoded
+
+
+@settings(max_examples=300, deadline=None)
+@given(head=st.binary(min_size=8, max_size=8), count=st.integers(0, 4), rest=st.binary(max_size=60))
+def test_garbage_pulse_train_payloads_decode_or_fail_as_bad_payload(head: bytes, count: int,
+                                                                     rest: bytes) -> None:
+    """Any bytes after a pulse train's slot count: a PulseTrain that encodes back to a payload
+    of the same meaning, or BAD_PAYLOAD with the trusted number; nothing else."""
+    payload = head + count.to_bytes(2, "big") + rest
+    try:
+        message = b.decode_message(0x09, payload, seq=5)
+    except b.ProtocolError as exc:
+        assert exc.kind == K.BAD_PAYLOAD and exc.seq == 5
+    else:
+        assert isinstance(message, b.PulseTrain) and len(message.slots) == count
+        assert b.decode_message(*b.encode_message(message)) == message
 
 
 @settings(max_examples=300, deadline=None)
@@ -326,6 +373,14 @@ def test_largest_allowed_frame_passes_and_one_more_payload_byte_is_oversize() ->
         (b.pack_body(1, 0x01, b"", version=0), K.BAD_VERSION),
         (b.pack_body(1, 0x08, b.encode_message(b.Mvm("row", {0}, {0}, [[0.1]], 1e-6, 1e-3))[1],
                      version=1), K.UNKNOWN_CODE),  # MVM is not in protocol 1
+        (b.pack_body(1, 0x09, bytes.fromhex("3f c0 00 00 35 86 37 bd 00 01 01 00 01 01 00 01 01"),
+                     version=1), K.UNKNOWN_CODE),  # nor is PULSE_TRAIN
+        (b.pack_body(1, 0x09, bytes.fromhex("3f c0 00 00 35 86 37 bd 00 02 01 00 01 01 00 01 01")),
+         K.BAD_PAYLOAD),  # two slots announced, one sent
+        (b.pack_body(1, 0x09, bytes.fromhex("3f c0 00 00 35 86 37 bd 00 01 00 00 01 01 00 01 01")),
+         K.BAD_PAYLOAD),  # polarity 0
+        (b.pack_body(1, 0x09, bytes.fromhex("3f c0 00 00 35 86 37 bd 00 01 01 00 00 00 01 01")),
+         K.BAD_PAYLOAD),  # empty row mask
         (b.pack_body(1, 0x42, b""), K.UNKNOWN_CODE),
         (b.pack_body(1, 0x01, b"x"), K.BAD_PAYLOAD),
         (b.pack_body(1, 0x03, b"\x09\x00\x01\x00\x02\x01"), K.BAD_PAYLOAD),  # select mode 9
