@@ -266,6 +266,16 @@ def _index(x: int, name: str) -> int:
     return x
 
 
+def _lines(values: Iterable[int], name: str) -> frozenset[int]:
+    """A non-empty set of line indices (rows or columns of a mask), each checked."""
+    lines = frozenset(values)
+    if not lines:
+        raise ValueError(f"{name} must not be empty")
+    for i in lines:
+        _index(i, name)
+    return lines
+
+
 def _opt_index(x: int | None, name: str, required: bool) -> None:
     if required and x is None:
         raise ValueError(f"{name} is required")
@@ -537,12 +547,7 @@ class MaskTarget:
 
     def __post_init__(self) -> None:
         for name in ("rows", "cols"):
-            lines = frozenset(getattr(self, name))
-            if not lines:
-                raise ValueError(f"{name} must not be empty")
-            for i in lines:
-                _index(i, name)
-            object.__setattr__(self, name, lines)
+            object.__setattr__(self, name, _lines(getattr(self, name), name))
 
 
 _TARGET_CELL, _TARGET_MASK = 1, 2
@@ -719,12 +724,7 @@ class Mvm(Message):
     def __post_init__(self) -> None:
         object.__setattr__(self, "drive", Axis(self.drive))
         for name in ("driven", "sensed"):
-            lines = frozenset(getattr(self, name))
-            if not lines:
-                raise ValueError(f"{name} must not be empty")
-            for i in lines:
-                _index(i, name)
-            object.__setattr__(self, name, lines)
+            object.__setattr__(self, name, _lines(getattr(self, name), name))
         vectors = tuple(tuple(_f32(v, "voltage") for v in vector) for vector in self.voltages)
         if not 1 <= len(vectors) <= 0xFFFF:
             raise ValueError(f"1..65535 voltage vectors are needed, got {len(vectors)}")
