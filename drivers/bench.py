@@ -32,7 +32,7 @@ from drivers.scpi import PulseUncertainError
 from drivers.smu import Smu
 from drivers.station import region
 from hilctl.errors import BenchError, ConfigError
-from protocols.board import DEFAULT_MAX_PAYLOAD, Capability, ReadMode
+from protocols.board import Capability, ReadMode
 from protocols.station import StationConfig, TileRegion
 
 Index = NDArray[np.intp]
@@ -190,7 +190,9 @@ at the last step before the wire."""
         voltage = self.station.read.voltage
         chip = self.station.chip
         if self._parallel_read and rows.size > chip.cols:  # many cells: whole rows at once
-            if 4 * chip.rows * chip.cols + 4 <= DEFAULT_MAX_PAYLOAD:
+            # The whole array in one reply where the link carries it within the timeout (a
+            # 64 x 32 reply takes 0.7 s at 115200 baud), else row by row.
+            if 4 * chip.rows * chip.cols + 4 <= self.board.payload_budget():
                 return self.board.read(ReadMode.ARRAY, voltage=voltage)[rows, cols]
             lines = {r: self.board.read(ReadMode.ROW, row=r, voltage=voltage)[0]
                      for r in np.unique(rows).tolist()}

@@ -327,9 +327,10 @@ class BoardClient:
         return np.concatenate(out) if out else np.zeros((0, len(sensed_lines)))
 
     def payload_budget(self) -> int:
-        """The most payload bytes an MVM or pulse-train frame (request or reply) takes: what the link carries
-        in half the reply timeout at its baud rate (10 bits a byte), so that a frame and its
-        reply arrive before the timeout, within the protocol's 65,535 (at least 1,024)."""
+        """The most payload bytes a large frame (an MVM or a pulse train, a reply of many
+        currents) takes: what the link carries in half the reply timeout at its baud rate (10
+        bits a byte), so that a frame and its reply arrive before the timeout, within the
+        protocol's 65,535 (at least 1,024)."""
         return max(1024, min(pb.DEFAULT_MAX_PAYLOAD, int(self.baudrate / 10 * self.timeout / 2)))
 
     def _vectors_per_frame(self, n_driven: int, n_sensed: int) -> int:

@@ -116,6 +116,36 @@ def test_the_tile_reads_cells_where_there_is_no_mvm(case: str) -> None:
                                    atol=6 * NOISE / (VOLTS * tile.mapping.g_scale))
 
 
+@pytest.mark.parametrize(("baudrate", "mode"), [(115_200, pb.ReadMode.ROW),
+                                                  (921_600, pb.ReadMode.ARRAY)])
+def test_many_cells_are_read_in_replies_the_link_carries_in_time(baudrate: int,
+                                                                  mode: pb.ReadMode) -> None:
+    """Every cell of a 32 x 16 chip: its array reply (2,052 bytes) goes in one READ where the
+    link carries it within half the 0.2 s timeout (9,216 bytes at 921600 baud), else row by row
+    (68 bytes a reply; the budget at 115200 baud is 1,152 bytes). Both read the same currents."""
+    chip = EmulatedChip(ChipConfig(rows=32, cols=16, read_noise=0.0))
+    rng = np.random.default_rng(3)
+    chip.pulse((rng.integers(0, 32, 200), rng.integers(0, 16, 200)), +1, 40, 1.5, 1e-6)
+    with SimulatedBoard(chip) as sim:
+        station = StationConfig.model_validate({
+            "board": {"port": sim.port, "timeout": 0.2, "baudrate": baudrate},
+            "chip": {"rows": 32, "cols": 16},
+            "tiles": [{"name": "t", "row": 0, "col": 0, "rows": 32, "cols": 16}],
+            "read": {"voltage": VOLTS}})
+        bench = Bench(station)
+        try:
+            rows, cols = (grid.ravel() for grid in np.indices((32, 16)))
+            currents = bench.access.read_cells(rows, cols)
+        finally:
+            bench.close()
+    modes = {m.mode for m in sent(sim, pb.Read)}
+    assert modes == {mode}
+    assert len(sent(sim, pb.Read)) == (32 if mode is pb.ReadMode.ROW else 1)
+    # noiseless; within the float32 the wire carries (the read voltage goes out as float32 too)
+    np.testing.assert_allclose(currents, chip.current((rows, cols), VOLTS), rtol=1e-6)
+    assert np.unique(currents).size > 10  # the cells differ: the read maps each to its place
+
+
 def test_read_mvm_on_needs_a_board_that_offers_it() -> None:
     with pytest.raises(ConfigError, match=r"read\.mvm.*'auto'.*'off'"), \
             lab_tile(read={"mvm": "on"}, protocol=1):
