@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 from drivers.accounting import CountingAccess
 from drivers.arc2 import Arc2Bench
 from drivers.bench import Bench
+from drivers.chip_writes import ChipWrites
 from drivers.lab_tile import LabTile
 from drivers.station import load_station, region
 from hilctl.backends import Backend, BackendOption, ChipFacts
@@ -48,6 +49,8 @@ class LabBackend(Backend):
         self._benches: dict[str, Bench | Arc2Bench] = {}
         #: Each open bench's counted access, by ``id`` of the bench (held in ``_benches``).
         self._counted: dict[int, CountingAccess] = {}
+        #: Each open bench's record of chip writes, shared by its tiles (:mod:`drivers.chip_writes`).
+        self._writes: dict[int, ChipWrites] = {}
         #: Identity strings the instruments must give (a resumed run's), by station section.
         self._expected_identities: dict[str, str] = {}
 
@@ -156,13 +159,16 @@ class LabBackend(Backend):
         bench = self.bench(station)
         chosen = bench.take_region(config.rows, config.cols, tile)
         counted = self._counted.setdefault(id(bench), CountingAccess(bench.access))
-        return LabTile(chosen, counted, bench.station.mapping, config.update, seed=config.seed)
+        chip, read = bench.station.chip, bench.station.read
+        writes = self._writes.setdefault(id(bench), ChipWrites(chip.rows, chip.cols, read.refresh))
+        return LabTile(chosen, counted, bench.station.mapping, config.update, seed=config.seed,
+                       writes=writes)
 
     def close(self) -> None:
         """Put every bench this backend opened in its safe state and close it (each attempted);
         a :class:`~hilctl.errors.BenchError` names what could not be made safe."""
         benches, self._benches = list(self._benches.values()), {}
-        self._counted = {}
+        self._counted, self._writes = {}, {}
         unsafe = []
         for bench in benches:
             try:

@@ -12,8 +12,10 @@ The lab tile turns the training controller's operations into instrument work:
   senses both columns of a pair and subtracts, ``y = I / (s g_scale)``.
 - ``read_weights``: read every cell's current at the read voltage, ``w = (I / V - g_ref) / g_scale``.
   Without an MVM, ``forward``/``backward`` multiply with those weights. A cell is read again
-  only after a write touched it, and a forward reads only the columns its input uses
-  (Tiki-Taka's one-hot column reads read one column).
+  only after a write may have moved it (one that targeted it; with the station's ``[read]
+  refresh``, also one that drove its row or column, or any write: :mod:`drivers.chip_writes`),
+  and a forward reads only the columns its input uses (Tiki-Taka's one-hot column reads read
+  one column).
 - ``update(x, d, lr)``: the same stochastic pulse trains as the emulator
   (:mod:`hilctl.pulse_trains`). Where the board fires rows and columns at once, each slot goes
   out as coincidence pulses on row and column masks, one per sign quadrant: all of a sample's
@@ -41,6 +43,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from drivers.chip_writes import ChipWrites
 from hilctl.checkpoints import rng_state, set_rng_state
 from hilctl.config import UpdateConfig
 from hilctl.pulse_trains import coincidences
@@ -100,14 +103,20 @@ class LabTile:
         mapping: conductance to weight.
         update: the pulse-train settings (as the emulator's).
         seed: seed of the pulse trains.
+        writes: the chip's writes, shared by the tiles of a bench (default: this tile's own,
+            refreshing only the cells it writes).
     """
 
     def __init__(self, region: TileRegion, access: CellAccess, mapping: MappingSection,
-                 update: UpdateConfig, seed: int | None = 0) -> None:
+                 update: UpdateConfig, seed: int | None = 0,
+                 writes: ChipWrites | None = None) -> None:
         self.region, self.access, self.mapping, self.update_config = region, access, mapping, update
         self._rng = np.random.default_rng(seed)
+        width = 2 * region.cols if mapping.kind == "differential" else region.cols
+        self.writes = writes or ChipWrites(region.row + region.rows, region.col + width)
         self._weights = np.zeros(self.shape)  # the last read of each cell ...
-        self._stale = np.ones(self.shape, dtype=bool)  # ... unless a write touched it since
+        self._stale = np.ones(self.shape, dtype=bool)  # ... unless this tile wrote it since
+        self._read_at = np.zeros(self.shape, dtype=np.int64)  # ... or the chip's writes moved it
         self.capabilities = Capabilities(parallel_mvm=access.parallel_mvm,
                                          parallel_update=access.parallel_update,
                                          exact_read=False)
@@ -138,12 +147,12 @@ class LabTile:
         return self.region.col + cols
 
     def _refresh(self, needed: NDArray[np.bool_]) -> Array:
-        """Read the ``needed`` cells a write has touched since their last read; the weights.
+        """Read the ``needed`` cells a write may have moved since their last read; the weights.
 
         Reference mapping: ``w = (G - g_ref) / g_scale``; differential pairs:
         ``w = (G_plus - G_minus) / g_scale``.
         """
-        rows, cols = np.nonzero(needed & self._stale)
+        rows, cols = np.nonzero(needed & (self._stale | self._moved()))
         if rows.size:
             chip_rows = rows + self.region.row
             volts = self.access.read_voltage
@@ -154,7 +163,19 @@ class LabTile:
                 reference = np.full(rows.size, self.mapping.g_ref)
             self._weights[rows, cols] = (conductance - reference) / self.mapping.g_scale
             self._stale[rows, cols] = False
+            self._read_at[rows, cols] = self.writes.count
         return self._weights
+
+    def _moved(self) -> NDArray[np.bool_]:
+        """The cells the chip's writes (any tile's) may have moved since their read, as the
+        station's ``[read] refresh`` says (:mod:`drivers.chip_writes`); both cells of a pair."""
+        chip_rows = self.region.row + np.arange(self.rows)
+        tile_cols = np.arange(self.cols)
+        moved = self.writes.moved(chip_rows, self._chip_columns(tile_cols), self._read_at)
+        if self.differential:
+            moved |= self.writes.moved(chip_rows, self._chip_columns(tile_cols, False),
+                                       self._read_at)
+        return moved
 
     def read_weights(self) -> Array:
         """Every cell's weight from its read current (cells unwritten since are not re-read)."""
@@ -223,6 +244,7 @@ class LabTile:
             self._stale.reshape(-1)[flat[chosen]] = True
             rows, cols = np.divmod(flat[chosen], self.cols)
             chip_cols, chip_polarity = self._chip_target(cols, polarity)
+            self.writes.record(rows + self.region.row, chip_cols)
             self.access.pulse_cells(rows + self.region.row, chip_cols, chip_polarity,
                                     counts[chosen])
 
@@ -261,6 +283,7 @@ class LabTile:
                     self._stale[np.ix_(rows, cols)] = True
                     chip_cols, polarity = self._chip_target(cols, -1 if row_sign == col_sign else 1)
                     pulses.append((rows + self.region.row, chip_cols, polarity))
+                    self.writes.record(rows + self.region.row, chip_cols)
         train = getattr(self.access, "pulse_mask_train", None)
         if train is not None and getattr(self.access, "parallel_train", False):
             train(pulses)

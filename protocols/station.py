@@ -136,7 +136,8 @@ class ReadSection(StrictModel):
     """How weights are read: read voltage and which hardware measures; and whether a tile's
     forward and backward passes are the board's analog MVM (``mvm``: ``auto`` uses it where the
     board offers it, ``on`` requires it, ``off`` reads cells) with its integration time and ADC
-    range (default: the full-scale current, every driven line at ``voltage`` on ``g_max``)."""
+    range (default: the full-scale current, every driven line at ``voltage`` on ``g_max``); and
+    which cells a write may have moved, to be read again (``refresh``, drivers/chip_writes.py)."""
 
     voltage: float = Field(0.1, gt=0, description="read voltage (V)")
     compliance: float = Field(1e-4, gt=0, description="SMU current limit (A)")
@@ -144,6 +145,10 @@ class ReadSection(StrictModel):
                         "cycles)")
     via: Literal["board", "smu", "arc2"] = Field("board", description="on-board ADC, the SMU, "
                                                  "or an ArC TWO ([arc2])")
+    refresh: Literal["written", "lines", "all"] = Field(
+        "written", description="which cells a write may move, so that they are read again: the "
+        "cells it targeted; also every cell of a row or column it drove (half-select under "
+        "V/2 or floating lines); every cell (V/3)")
     mvm: Literal["auto", "on", "off"] = Field("auto", description="forward and backward as the "
                                               "board's analog MVM: where offered, always, never")
     mvm_integration_time: float = Field(1e-6, ge=1e-9, le=1, description="MVM integration time (s)")
