@@ -50,25 +50,26 @@ class CompiledWriter:
         self.sparse_columns = kernels.SPARSE_COLUMNS
         self._table = _quantile_table(np.float32)
         forms = (affine_form(device, True), affine_form(device, False)) if closed_form else None
+        # The kernels' arguments, prepared once: the cells' constants (before the inputs of an
+        # update or the counts) and the device's (after the trains' settings).
+        self._cells: tuple[object, ...]
+        self._device: tuple[object, ...]
         if forms is not None and forms[0] is not None and forms[1] is not None:
+            self.closed_form = True
             planes, fixed = _closed_form_planes(device, forms[0], forms[1])
-            limits = _row_limits(planes)
-            self._closed: tuple[Planes, tuple[int, int], Planes, tuple[bool, bool]] | None = (
-                planes, fixed, limits, (forms[0].contracting, forms[1].contracting))
-            # The update kernels (serial, parallel) and their arguments before (xs, ds, rate)
-            # and between rate and key, prepared once.
+            self._cells = (planes, *fixed, _row_limits(planes))
+            self._device = (forms[0].contracting, forms[1].contracting, device.mult_noise)
             self._kernels: tuple[Callable[..., bool], Callable[..., bool]] = (
                 kernels.closed_form_update, kernels.closed_form_update_parallel)
-            self._before: tuple[object, ...] = (planes, *fixed, limits)
-            self._after: tuple[object, ...] = (*self._trains, forms[0].contracting,
-                                               forms[1].contracting, device.mult_noise)
+            self._counts_kernel: Callable[..., None] = kernels.closed_form_counts
         else:
-            self._closed = None
-            self._pulse_planes, self._constants, self._nodes = _pulse_constants(device)
+            self.closed_form = False
+            code = _DEVICE_CODES.get(device.name, kernels.AFFINE)
+            planes, constants, nodes = _pulse_constants(device)
+            self._cells = ()
+            self._device = (code, planes, constants, *nodes)
             self._kernels = (kernels.pulsed_update, kernels.pulsed_update_parallel)
-            self._before = ()
-            self._after = (*self._trains, self._code(), self._pulse_planes, self._constants,
-                           *self._nodes)
+            self._counts_kernel = kernels.pulsed_counts
 
     def update(self, weights: Planes, xs: NDArray[np.float64], ds: NDArray[np.float64],
                rate: float) -> bool:
@@ -81,25 +82,15 @@ class CompiledWriter:
         kernel = self._kernels[self.threads > 1]
         if self.threads > 1:
             numba.set_num_threads(self.threads)
-        if self._closed is not None:
-            return kernel(weights, *self._before, xs, ds, rate, *self._after, key, self._table,
-                          self.sparse_columns)
-        return kernel(weights, xs, ds, rate, *self._after, key, self._table)
+        if self.closed_form:
+            return kernel(weights, *self._cells, xs, ds, rate, *self._trains, *self._device, key,
+                          self._table, self.sparse_columns)
+        return kernel(weights, xs, ds, rate, *self._trains, *self._device, key, self._table)
 
     def apply_signed(self, weights: Planes, counts: NDArray[np.int64]) -> None:
         """Signed pulse counts (+ up, - down) per cell, applied to ``weights`` in place."""
-        key = stream_key(self.rng)
-        if self._closed is not None:
-            planes, fixed, limits, (up, down) = self._closed
-            kernels.closed_form_counts(weights, planes, *fixed, limits, counts, up, down,
-                                       self.device.mult_noise, key, self._table)
-        else:
-            kernels.pulsed_counts(weights, counts, self._code(), self._pulse_planes,
-                                  self._constants, self._nodes[0], self._nodes[1], key,
-                                  self._table)
-
-    def _code(self) -> int:
-        return _DEVICE_CODES.get(self.device.name, kernels.AFFINE)
+        self._counts_kernel(weights, *self._cells, counts, *self._device, stream_key(self.rng),
+                            self._table)
 
 
 def _closed_form_planes(device: DeviceModel, up: AffineForm, down: AffineForm
