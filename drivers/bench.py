@@ -194,9 +194,10 @@ at the last step before the wire."""
             # 64 x 32 reply takes 0.7 s at 115200 baud), else row by row.
             if 4 * chip.rows * chip.cols + 4 <= self.board.payload_budget():
                 return self.board.read(ReadMode.ARRAY, voltage=voltage)[rows, cols]
-            lines = {r: self.board.read(ReadMode.ROW, row=r, voltage=voltage)[0]
-                     for r in np.unique(rows).tolist()}
-            return np.array([lines[r][c] for r, c in zip(rows.tolist(), cols.tolist(), strict=True)])
+            needed, which = np.unique(rows, return_inverse=True)
+            lines = np.stack([self.board.read(ReadMode.ROW, row=r, voltage=voltage)[0]
+                              for r in needed.tolist()])
+            return lines[which, cols]
         if self.station.read.via == "board":
             return np.array([self.board.read_cell(r, c, voltage)
                              for r, c in zip(rows.tolist(), cols.tolist(), strict=True)])
