@@ -77,11 +77,6 @@ class CountingAccess:
         return bool(getattr(self.access, "parallel_mvm", False))
 
     @property
-    def parallel_train(self) -> bool:
-        """The wrapped access's, False where it takes no pulse trains."""
-        return bool(getattr(self.access, "parallel_train", False))
-
-    @property
     def read_voltage(self) -> float:
         return self.access.read_voltage
 
@@ -99,7 +94,7 @@ class CountingAccess:
     def pulse_mask_train(self, slots: Sequence[tuple[Index, Index, int]]) -> None:
         """The wrapped access's pulse train: one pulse per crossing cell of every slot."""
         with self._timed():
-            self.access.pulse_mask_train(slots)  # type: ignore[attr-defined]
+            self.access.pulse_mask_train(slots)
         self.pulses += sum(len(rows) * len(cols) for rows, cols, _ in slots)
 
     def read_cells(self, rows: Index, cols: Index) -> Array:

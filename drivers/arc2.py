@@ -38,7 +38,7 @@ Guarantees:
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from types import ModuleType
 from typing import Any, Literal
 
@@ -185,6 +185,11 @@ class Arc2Access:
                 for _ in range(count):
                     self.call("pulse_one", low, high, voltage, nanos)
             self.call("execute")
+
+    def pulse_mask_train(self, slots: Sequence[tuple[Index, Index, int]]) -> None:
+        """:meth:`pulse_masks` of each slot, in order (an ArC TWO takes no pulse trains)."""
+        for rows, cols, polarity in slots:
+            self.pulse_masks(rows, cols, polarity)
 
     def pulse_masks(self, rows: Index, cols: Index, polarity: int) -> None:
         """One pulse of ``polarity`` on every cell of ``rows x cols``: one

@@ -80,11 +80,6 @@ at the last step before the wire."""
         return self._parallel_update
 
     @property
-    def parallel_train(self) -> bool:
-        """True if :meth:`pulse_mask_train` works (the board takes a train of mask pulses)."""
-        return self._parallel_train
-
-    @property
     def read_voltage(self) -> float:
         return self.station.read.voltage
 
@@ -175,10 +170,14 @@ at the last step before the wire."""
                                amplitude=write.amplitude, width=write.width)
 
     def pulse_mask_train(self, slots: Sequence[tuple[Index, Index, int]]) -> None:
-        """One coincidence pulse per slot ``(rows, cols, polarity)``, in order, as the board's
-        pulse train: as :meth:`pulse_masks` slot after slot, in one request (or as few as the
-        link's frame budget allows)."""
+        """One coincidence pulse per slot ``(rows, cols, polarity)``, in order: as the board's
+        pulse train where it takes one (in one request, or as few as the link's frame budget
+        allows), else as :meth:`pulse_masks` slot after slot."""
         if not slots:
+            return
+        if not self._parallel_train:
+            for rows, cols, polarity in slots:
+                self.pulse_masks(rows, cols, polarity)
             return
         write = self.station.write
         rows, cols, _ = slots[0]

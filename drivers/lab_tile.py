@@ -19,9 +19,9 @@ The lab tile turns the training controller's operations into instrument work:
 - ``update(x, d, lr)``: the same stochastic pulse trains as the emulator
   (:mod:`hilctl.pulse_trains`). Where the board fires rows and columns at once, each slot goes
   out as coincidence pulses on row and column masks, one per sign quadrant: all of a sample's
-  slots as one pulse train where the access offers it (``parallel_train`` and
-  ``pulse_mask_train``), else one mask pulse at a time; without parallel updates every cell
-  gets its up pulses, then its down pulses, one cell at a time.
+  slots to the access at once (``pulse_mask_train``), which sends them as one pulse train where
+  the board takes one, else one mask pulse at a time; without parallel updates every cell gets
+  its up pulses, then its down pulses, one cell at a time.
 - ``apply_pulses(counts)``: signed counts, cell by cell.
 - Weights are one cell each against a reference conductance (``mapping.kind = "reference"``), or
   differential pairs (``"differential"``): weight ``(i, j)`` is the plus cell in chip column
@@ -37,7 +37,7 @@ the board), whose every pulse is checked against the station's limits before it 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal, Protocol
 
 import numpy as np
@@ -70,6 +70,11 @@ class CellAccess(Protocol):
 
     def pulse_masks(self, rows: Index, cols: Index, polarity: int) -> None:
         """One pulse of ``polarity`` on every cell of ``rows x cols`` (coincidence update)."""
+        ...
+
+    def pulse_mask_train(self, slots: Sequence[tuple[Index, Index, int]]) -> None:
+        """:meth:`pulse_masks` of each slot ``(rows, cols, polarity)``, in order, in as few
+        requests as the bench allows (one pulse train where the board takes them)."""
         ...
 
     def read_cells(self, rows: Index, cols: Index) -> Array:
@@ -272,8 +277,8 @@ class LabTile:
 
     def _fire_masks(self, row_trains: NDArray[np.int8], col_trains: NDArray[np.int8]) -> None:
         """Each slot as coincidence pulses: rows with d > 0 and columns with x > 0 meet in a
-        down pulse (``d x > 0``), and so on for the four sign quadrants. All of them as one
-        pulse train where the access takes one, else one mask pulse each, in the same order."""
+        down pulse (``d x > 0``), and so on for the four sign quadrants. All of them go to the
+        access at once, which sends them as a pulse train where the board takes one."""
         pulses: list[tuple[Index, Index, int]] = []
         for slot in range(row_trains.shape[0]):
             for row_sign, col_sign in ((1, 1), (-1, -1), (1, -1), (-1, 1)):
@@ -284,12 +289,7 @@ class LabTile:
                     chip_cols, polarity = self._chip_target(cols, -1 if row_sign == col_sign else 1)
                     pulses.append((rows + self.region.row, chip_cols, polarity))
                     self.writes.record(rows + self.region.row, chip_cols)
-        train = getattr(self.access, "pulse_mask_train", None)
-        if train is not None and getattr(self.access, "parallel_train", False):
-            train(pulses)
-            return
-        for rows, cols, polarity in pulses:
-            self.access.pulse_masks(rows, cols, polarity)
+        self.access.pulse_mask_train(pulses)
 
     def state_dict(self) -> dict[str, Any]:
         """The host side (the pulse trains' random stream) and the weights read back now: the

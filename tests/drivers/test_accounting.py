@@ -37,6 +37,10 @@ class FakeAccess:
     def pulse_masks(self, rows, cols, polarity) -> None:
         self.calls.append(("pulse_masks", (rows.tolist(), cols.tolist(), polarity)))
 
+    def pulse_mask_train(self, slots) -> None:
+        for rows, cols, polarity in slots:
+            self.pulse_masks(rows, cols, polarity)
+
     def read_cells(self, rows, cols):
         self.calls.append(("read_cells", (rows.tolist(), cols.tolist())))
         return np.zeros(rows.size)

@@ -58,6 +58,10 @@ class DirectAccess:
         self.chip.pulse((r.ravel(), c.ravel()), polarity, 1, 1.5, 1e-6)
         self.mask_pulses += 1
 
+    def pulse_mask_train(self, slots) -> None:
+        for rows, cols, polarity in slots:
+            self.pulse_masks(rows, cols, polarity)
+
     def read_cells(self, rows, cols):
         self.reads += rows.size
         return self.chip.current((rows, cols), self._voltage)
